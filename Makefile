@@ -1,0 +1,70 @@
+# Rossby developer commands. The two that matter: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/rossby/v1/*.proto)
+CASSANDRA := $(PY) deploy/cassandra/launcher.py
+
+.PHONY: venv install proto proto-check run test test-sqlite lint fmt cassandra cassandra-2dc cassandra-3 cassandra-stop cassandra-fetch bench clean
+
+venv: $(STAMP)
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Generated code is committed (a fresh clone runs without protoc); `proto-check`
+# fails when it drifts from proto/.
+proto: $(STAMP)
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --mypy_out=. $(PROTOS)
+
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp $(PROTOS) && \
+	for f in $$tmp/rossby/v1/*; do \
+	  cmp -s $$f rossby/v1/$$(basename $$f) || { echo "generated $$(basename $$f) drifts from proto/: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "proto: generated code up to date"
+
+run: $(STAMP)
+	mkdir -p var
+	$(VENV)/bin/rossby migrate --store sqlite:///var/rossby.db
+	exec $(VENV)/bin/rossby serve --store sqlite:///var/rossby.db --listen 127.0.0.1:1205 --notifier outbox --outbox var/outbox
+
+cassandra-fetch: $(STAMP)
+	$(CASSANDRA) fetch
+
+test: $(STAMP) proto-check cassandra-fetch
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+test-sqlite: $(STAMP)
+	$(PY) -m pytest -ra -m "not cassandra" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rossby tests bench deploy
+	$(VENV)/bin/ruff format --check rossby tests bench deploy
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix rossby tests bench deploy
+	$(VENV)/bin/ruff format rossby tests bench deploy
+
+cassandra: $(STAMP)
+	$(CASSANDRA) start --nodes 1 --dcs 1
+
+cassandra-2dc: $(STAMP)
+	$(CASSANDRA) start --nodes 2 --dcs 2
+
+cassandra-3: $(STAMP)
+	$(CASSANDRA) start --nodes 3 --dcs 1
+
+cassandra-stop:
+	$(CASSANDRA) stop
+
+clean:
+	rm -rf var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from rossby.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""The ``rossby`` command: ``serve``, ``migrate`` (and more as they land).
+
+Exit codes: 0 ok, 1 runtime failure (store unreachable, port busy), 2 an
+invalid setting, reported in one line naming it before any port is bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from rossby.config import Settings, add_flags, settings_from_args
+from rossby.errors import ConfigError, RossbyError
+from rossby.logging import configure_logging, get_logger
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rossby", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the gRPC API")
+    add_flags(serve)
+    migrate = sub.add_parser("migrate", help="create or upgrade the store schema")
+    add_flags(migrate)
+    return parser
+
+
+async def _migrate(settings: Settings) -> int:
+    from rossby.server.app import store_options
+    from rossby.store import open_store
+
+    async with open_store(settings.store, store_options(settings)) as store:
+        version = await store.migrate()
+    get_logger("rossby.migrate").info("schema_ready", version=version,
+                                      store=settings.store.split("?")[0])
+    return 0
+
+
+async def _serve(settings: Settings) -> int:
+    from rossby.server.app import run
+
+    await run(settings)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"rossby: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    command = {"serve": _serve, "migrate": _migrate}[args.command]
+    try:
+        return asyncio.run(command(settings))
+    except KeyboardInterrupt:
+        return 0
+    except (RossbyError, OSError) as exc:
+        reason = f" ({exc.reason})" if isinstance(exc, RossbyError) else ""
+        print(f"rossby: {args.command} failed{reason}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Geo-replication: datacenter topology and consistency per operation."""

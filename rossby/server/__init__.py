@@ -1,0 +1,1 @@
+"""The gRPC server: lifecycle in ``app``, RPC handlers in ``service``."""

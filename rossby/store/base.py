@@ -1,0 +1,393 @@
+"""The storage contract the server depends on.
+
+The server imports this module and ``rossby.store.open_store`` only, never
+a driver. Backends (``rossby.store.sqlite``, ``rossby.store.cassandra``)
+store what they are given: validation of client input happens above, in the
+service. What a backend *does* own is atomicity, idempotency, ordering and
+the translation of driver errors into ``rossby.errors`` (one function per
+backend).
+
+Every table is partitioned by box id, except two lookups that exist before a
+box does: contact -> box (by keyed contact hash) and pending registrations
+(by device id).
+
+Positions
+---------
+Each queued message gets an integer *position*, unique within its box and
+increasing in arrival order. Positions are opaque to clients except for
+ordering; they are never reused.
+
+Cursor edge and the settle window
+---------------------------------
+A device that acks through position P must never miss a message that
+becomes visible later at a position <= P. A backend guarantees this in one
+of two ways, advertised by ``settle_window``:
+
+* ``settle_window == 0`` (SQLite): positions are assigned inside the
+  writing transaction, so visibility order equals position order.
+* ``settle_window > 0`` (Cassandra): positions come from server clocks, so a
+  slow or skewed writer can make a message visible after a later one. Every
+  acknowledged write becomes visible within ``settle_window`` position units
+  of its position. Fetch therefore re-reads the window below the cursor
+  (``cursor - settle_window``), so a late message is still delivered; the
+  repeats it brings are dropped by clients by message id. Compaction only
+  removes positions at or below ``min(cursor) - settle_window``.
+
+All methods are coroutines and may raise ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from rossby.errors import ResourceExhausted
+
+Position = int
+
+
+class DeviceState(enum.StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys:
+    """Public keys of one device (the server never sees a private key)."""
+
+    encryption_key: bytes  # X25519, 32 bytes
+    signing_key: bytes  # Ed25519, 32 bytes
+    key_signature: bytes  # Ed25519 over the encryption key, 64 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    box_id: uuid.UUID
+    home_region: str
+    created_at: float  # Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    box_id: uuid.UUID
+    device_id: uuid.UUID
+    name: str
+    keys: DeviceKeys
+    hawk_key: bytes  # the device's Hawk secret (32 bytes)
+    state: DeviceState
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    box_id: uuid.UUID
+    display_name: str = ""
+    description: str = ""
+    avatar_ref: str = ""
+    discoverable: bool = True
+    accept_from: str = "anyone"  # "anyone" | "contacts-only"
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A device that asked to register and has not proven its codes yet.
+
+    ``code_hashes`` are keyed hashes of the one-time codes, one per contact
+    in request order; the codes themselves are never stored.
+    """
+
+    device_id: uuid.UUID
+    box_id: uuid.UUID  # chosen at Register, used at Authorize
+    contact_hashes: tuple[bytes, ...]
+    code_hashes: tuple[bytes, ...]
+    keys: DeviceKeys
+    device_name: str
+    created_at: float
+    expires_at: float
+    sent_at: float  # when codes were last sent (resend rate limit)
+    attempts: int = 0
+    completed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    message_id: uuid.UUID
+    sender_box: uuid.UUID
+    sender_device: uuid.UUID
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    position: Position
+    message_id: uuid.UUID
+    sender_box: uuid.UUID
+    sender_device: uuid.UUID
+    received_at: float  # Unix seconds, server receive time
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    position: Position
+    duplicate: bool  # True when an earlier attempt already queued this id
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    messages: Sequence[StoredMessage]
+    more: bool  # more messages wait after the last one returned
+    cursor: Position  # the device's stored cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    purged_through: Position  # everything at or below is gone
+    removed: int | None  # rows removed by this call, when the backend knows
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Behaviour knobs shared by every backend."""
+
+    message_ttl: float = 30 * 86400.0  # seconds a message lives unread
+    pending_cap: int = 10_000  # queued messages per box before Send fails
+    registration_ttl: float = 600.0  # seconds a pending registration lives
+    clock: Callable[[], float] = field(default=time.time)
+
+
+class PendingCapExceeded(ResourceExhausted):
+    """The box already holds ``pending_cap`` undelivered messages."""
+
+    default_reason = "PENDING_CAP"
+
+
+class Store(abc.ABC):
+    """The storage seam. Implementations stay terse; the contract is here.
+
+    Use as an async context manager, or call ``close`` yourself.
+    """
+
+    options: StoreOptions
+
+    #: Position units below a cursor that Fetch re-reads (see module doc).
+    settle_window: Position = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def migrate(self) -> int:
+        """Apply pending schema versions; answer the version now in force.
+
+        Idempotent. Raises ``FailedPrecondition(reason="SCHEMA_TOO_NEW")``
+        when the database carries a schema newer than this code knows.
+        """
+
+    @abc.abstractmethod
+    async def check_schema(self) -> int:
+        """Answer the schema version, or raise ``FailedPrecondition``.
+
+        Reasons: ``SCHEMA_MISSING`` (run ``rossby migrate``),
+        ``SCHEMA_OUTDATED`` (older than this code), ``SCHEMA_TOO_NEW``.
+        The server calls this at start-up and refuses to serve on error.
+        """
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers a read now."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads. Safe to call twice."""
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- contacts: contact hash -> box ------------------------------------
+
+    @abc.abstractmethod
+    async def lookup_contact(self, contact_hash: bytes) -> uuid.UUID | None:
+        """The box that owns this contact, if any."""
+
+    @abc.abstractmethod
+    async def claim_contact(self, contact_hash: bytes, box_id: uuid.UUID) -> uuid.UUID:
+        """Claim a contact for ``box_id``; answer the owner after the claim.
+
+        Exactly one of any number of racing claims wins, across processes
+        and datacenters (Cassandra: a lightweight transaction at SERIAL, on
+        rows that are only ever written by lightweight transactions).
+        Claiming a contact one already owns answers one's own box id, so a
+        retry after an unknown outcome is safe. The caller compares the
+        answer with ``box_id`` to learn whether it won.
+        """
+
+    @abc.abstractmethod
+    async def release_contact(self, contact_hash: bytes, box_id: uuid.UUID) -> None:
+        """Drop the claim if, and only if, ``box_id`` owns it."""
+
+    # -- registrations: device id -> pending registration -----------------
+
+    @abc.abstractmethod
+    async def put_registration(self, registration: Registration) -> None:
+        """Create or replace the pending registration of a device.
+
+        It disappears by itself after ``registration.expires_at`` (at the
+        latest ``options.registration_ttl`` after its creation).
+        """
+
+    @abc.abstractmethod
+    async def get_registration(self, device_id: uuid.UUID) -> Registration | None:
+        """The pending (or completed, not yet expired) registration."""
+
+    @abc.abstractmethod
+    async def record_failed_attempt(self, device_id: uuid.UUID) -> int:
+        """Count one wrong code; answer the count after this one.
+
+        Atomic: N concurrent calls raise the count by exactly N, so a
+        brute-force burst cannot slip past the attempt limit. Raises
+        ``NotFound`` when there is no registration.
+        """
+
+    @abc.abstractmethod
+    async def complete_registration(self, device_id: uuid.UUID) -> None:
+        """Mark the registration completed (kept until it expires, so a
+        retried Authorize can be answered again)."""
+
+    # -- boxes, devices (keystore), profiles ------------------------------
+
+    @abc.abstractmethod
+    async def create_box(self, box: Box, first_device: Device) -> None:
+        """Create a box with its first device, its profile defaults and the
+        device's cursor at the queue head. Idempotent for the same box and
+        device (a retry after an unknown outcome is safe)."""
+
+    @abc.abstractmethod
+    async def get_box(self, box_id: uuid.UUID) -> Box | None:
+        """The box, or None if it does not exist."""
+
+    @abc.abstractmethod
+    async def add_device(self, device: Device) -> None:
+        """Add an active device to an existing box.
+
+        Its cursor starts at the current queue head: a new device gets no
+        history. Raises ``NotFound`` if the box does not exist.
+        """
+
+    @abc.abstractmethod
+    async def get_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> Device | None:
+        """The device in any state (revoked ones too), or None."""
+
+    @abc.abstractmethod
+    async def list_devices(self, box_id: uuid.UUID) -> list[Device]:
+        """Every *active* device of the box, ordered by creation time."""
+
+    @abc.abstractmethod
+    async def rotate_device_keys(
+        self, box_id: uuid.UUID, device_id: uuid.UUID, keys: DeviceKeys
+    ) -> None:
+        """Replace an active device's public keys. ``NotFound`` otherwise."""
+
+    @abc.abstractmethod
+    async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        """Mark the device revoked: it leaves ``list_devices`` and its
+        cursor no longer holds back compaction. Idempotent."""
+
+    @abc.abstractmethod
+    async def get_profile(self, box_id: uuid.UUID) -> Profile | None:
+        """The box's profile, or None if the box does not exist."""
+
+    @abc.abstractmethod
+    async def put_profile(self, profile: Profile) -> None:
+        """Replace the profile of an existing box."""
+
+    # -- the queue ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
+        """Queue a message for every device of the box.
+
+        Idempotent on (box_id, message.message_id): a retry answers the
+        first attempt's position with ``duplicate=True`` and stores nothing
+        new. The message expires ``options.message_ttl`` seconds after it
+        was queued, read or not. Raises ``PendingCapExceeded`` when the box
+        already holds ``options.pending_cap`` undelivered messages; nothing
+        queued is ever dropped to make room. The caller checks the box
+        exists.
+        """
+
+    @abc.abstractmethod
+    async def fetch(
+        self,
+        box_id: uuid.UUID,
+        device_id: uuid.UUID,
+        *,
+        after: Position = 0,
+        limit: int = 100,
+    ) -> Page:
+        """Messages for the device, in position order, at most ``limit``.
+
+        Reads after ``max(after, cursor - settle_window, the device's start
+        position, purged_through)``, and never below the expiry horizon, so
+        deleted or expired rows are never scanned. ``after=0`` means "from
+        the cursor". Expired messages are never returned. Raises
+        ``NotFound`` for an unknown or revoked device.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, box_id: uuid.UUID, device_id: uuid.UUID, through: Position) -> Position:
+        """Advance the device's cursor to ``through``; answer the cursor.
+
+        Never moves backwards (concurrent acks keep the largest) and never
+        past the queue head (an ack beyond the last position issued is
+        clamped to it). Raises ``NotFound`` for an unknown or revoked device.
+        """
+
+    @abc.abstractmethod
+    async def compact(self, box_id: uuid.UUID) -> Compaction:
+        """Remove what every active device has passed.
+
+        Deletes positions at or below ``min(active cursors) -
+        settle_window`` with one range delete, never one delete per message.
+        Safe to run concurrently and repeatedly.
+        """
+
+    @abc.abstractmethod
+    async def pending_count(self, box_id: uuid.UUID) -> int:
+        """Messages queued and not yet compacted or expired (capped at
+        ``options.pending_cap + 1`` where counting is costly)."""
+
+    async def purge_expired(self) -> int:
+        """Housekeeping for backends without native TTL; answer rows removed."""
+        return 0
+
+
+__all__ = [
+    "Box",
+    "Compaction",
+    "Device",
+    "DeviceKeys",
+    "DeviceState",
+    "Enqueued",
+    "NewMessage",
+    "Page",
+    "PendingCapExceeded",
+    "Position",
+    "Profile",
+    "Registration",
+    "Store",
+    "StoreOptions",
+    "StoredMessage",
+]
