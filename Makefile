@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/rossby/v1/*.proto)
-CASSANDRA := $(PY) deploy/cassandra/launcher.py
+CASSANDRA := $(PYTHON) deploy/cassandra/launcher.py
 
 .PHONY: venv install proto proto-check run test test-sqlite lint fmt cassandra cassandra-2dc cassandra-3 cassandra-stop cassandra-fetch bench clean
 
