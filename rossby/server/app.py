@@ -18,6 +18,9 @@ from grpc_reflection.v1alpha import reflection
 
 from rossby.config import Settings
 from rossby.logging import get_logger
+from rossby.server.notify import Notifier
+from rossby.server.registration import EXPIRED_GRACE
+from rossby.server.service import RossbyService, add_rossby_service
 from rossby.store import Store, StoreOptions, open_store
 from rossby.v1 import rossby_pb2
 
@@ -30,7 +33,7 @@ def store_options(settings: Settings, clock: Callable[[], float] = time.time) ->
     return StoreOptions(
         message_ttl=settings.message_ttl,
         pending_cap=settings.pending_cap,
-        registration_ttl=float(settings.code_ttl),
+        registration_ttl=float(settings.code_ttl) + EXPIRED_GRACE,
         clock=clock,
     )
 
@@ -43,11 +46,14 @@ class RossbyServer:
         settings: Settings,
         *,
         store: Store | None = None,
+        notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store or open_store(settings.store, store_options(settings, clock))
+        self.notifier = notifier
+        self.service: RossbyService | None = None
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -58,9 +64,6 @@ class RossbyServer:
         # silently share it (multi-worker mode turns it on deliberately).
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        from rossby.server.service import add_rossby_service
-
-        add_rossby_service(server, self)
         reflection.enable_server_reflection(
             (
                 SERVICE_NAME,
@@ -79,6 +82,8 @@ class RossbyServer:
             self.port = self.server.add_insecure_port(self.settings.listen)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self.settings.listen}: {exc}") from None
+        # Built after binding: Hawk signs the real port when listening on :0.
+        self.service = add_rossby_service(self.server, self)
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -92,6 +97,8 @@ class RossbyServer:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(self.settings.grace if grace is None else grace)
             self.server = None
+        if self.service is not None:
+            await self.service.close()
         await self.store.close()
         self._stopped.set()
         log.info("stopped")

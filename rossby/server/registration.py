@@ -1,0 +1,203 @@
+"""Register and Authorize: one-time codes, proof of key possession, claims.
+
+Why the order of Authorize's writes is box, then contacts: a box without
+contacts is harmless garbage if the claims then fail, while a contact
+claimed for a box that was never created would lock that phone number out
+for good. Every step is idempotent, so a client that retries after an
+unknown outcome converges to the same box and the same credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from rossby import errors
+from rossby.contacts import ContactHasher, NormalizedContact, normalize
+from rossby.crypto.keys import verify_authorize_signature
+from rossby.crypto.sealed import credentials_aad, seal
+from rossby.logging import get_logger
+from rossby.server import validate
+from rossby.server.notify import Notifier
+from rossby.store import Box, Device, DeviceState, Registration, Store
+from rossby.v1 import rossby_pb2
+
+log = get_logger(__name__)
+
+CODE_DIGITS = 6
+#: How long a registration outlives its code, so a late Authorize hears
+#: CODE_EXPIRED rather than an unhelpful REGISTRATION_NOT_FOUND.
+EXPIRED_GRACE = 3600.0
+
+
+def new_code() -> str:
+    """Six digits from the CSPRNG."""
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+
+
+def hawk_id(box_id: uuid.UUID, device_id: uuid.UUID) -> str:
+    return f"{box_id}.{device_id}"
+
+
+class Registrar:
+    """The registration half of the service, kept apart from the queue RPCs."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        hasher: ContactHasher,
+        code_key: bytes,
+        *,
+        home_region: str,
+        code_ttl: int,
+        code_attempts: int,
+        resend_interval: float,
+        max_contacts: int,
+        default_phone_region: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.hasher = hasher
+        self.code_key = code_key
+        self.home_region = home_region
+        self.code_ttl = code_ttl
+        self.code_attempts = code_attempts
+        self.resend_interval = resend_interval
+        self.max_contacts = max_contacts
+        self.default_phone_region = default_phone_region
+        self.clock = clock
+
+    def _code_hash(self, device_id: uuid.UUID, contact_hash: bytes, code: str) -> bytes:
+        msg = device_id.bytes + contact_hash + code.encode()
+        return hmac.new(self.code_key, msg, hashlib.sha256).digest()
+
+    def contacts(self, raw: Sequence[rossby_pb2.Contact]) -> list[NormalizedContact]:
+        validate.count("contacts", len(raw), 1, self.max_contacts)
+        out = [normalize(c.kind, c.value, self.default_phone_region) for c in raw]
+        if len(set(out)) != len(out):
+            raise errors.InvalidArgument("contacts repeat", reason="DUPLICATE_CONTACT")
+        return out
+
+    async def register(self, request: rossby_pb2.RegisterRequest) -> rossby_pb2.RegisterResponse:
+        device_id = validate.parse_id("device_id", request.device_id)
+        contacts = self.contacts(request.contacts)
+        keys = validate.device_keys(device_id, request.keys)
+        name = validate.device_name(request.device_name)
+        hashes = tuple(self.hasher.hash(c) for c in contacts)
+        owners = await asyncio.gather(*(self.store.lookup_contact(h) for h in hashes))
+        if any(owner is not None for owner in owners):
+            raise errors.AlreadyExists("a contact already belongs to a box; link the device "
+                                       "instead", reason="CONTACT_TAKEN")
+        now = self.clock()
+        existing = await self.store.get_registration(device_id)
+        box_id = uuid.uuid4()
+        if existing is not None and now < existing.sent_at + self.code_ttl + EXPIRED_GRACE:
+            if existing.completed or existing.keys != keys or existing.contact_hashes != hashes:
+                raise errors.AlreadyExists("this device id is already registering or "
+                                           "registered", reason="DEVICE_EXISTS")
+            wait = existing.sent_at + self.resend_interval - now
+            if wait > 0:
+                raise errors.ResourceExhausted(
+                    "a code was sent moments ago", reason="RATE_LIMITED",
+                    metadata={"retry_after_seconds": f"{wait:.0f}"})
+            box_id = existing.box_id
+        codes = [new_code() for _ in contacts]
+        registration = Registration(
+            device_id=device_id, box_id=box_id, contact_hashes=hashes,
+            code_hashes=tuple(self._code_hash(device_id, h, c) for h, c in zip(hashes, codes,
+                                                                                 strict=True)),
+            keys=keys, device_name=name, created_at=now,
+            expires_at=now + self.code_ttl + EXPIRED_GRACE,
+            sent_at=now, attempts=0, completed=False,
+        )
+        await self.store.put_registration(registration)
+        try:
+            await asyncio.gather(*(self.notifier.send_code(c, code, self.code_ttl,
+                                                           device_name=name)
+                                   for c, code in zip(contacts, codes, strict=True)))
+        except errors.Unavailable:
+            # Let an immediate retry resend instead of hitting the rate limit.
+            await self.store.put_registration(
+                replace(registration, sent_at=now - self.resend_interval))
+            raise
+        log.info("registration_started", device=str(device_id), contacts=len(contacts))
+        return rossby_pb2.RegisterResponse(code_ttl_seconds=self.code_ttl)
+
+    async def authorize(self, request: rossby_pb2.AuthorizeRequest) -> rossby_pb2.AuthorizeResponse:
+        device_id = validate.parse_id("device_id", request.device_id)
+        codes = list(request.codes)
+        registration = await self.store.get_registration(device_id)
+        now = self.clock()
+        if registration is None:
+            raise errors.NotFound("no registration for this device", reason="REGISTRATION_NOT_FOUND")
+        if now >= registration.sent_at + self.code_ttl and not registration.completed:
+            raise errors.FailedPrecondition("the code expired; register again",
+                                            reason="CODE_EXPIRED")
+        if registration.attempts >= self.code_attempts:
+            raise errors.FailedPrecondition("too many wrong codes; register again for a new code",
+                                            reason="TOO_MANY_ATTEMPTS")
+        if len(codes) != len(registration.code_hashes):
+            raise errors.InvalidArgument(
+                f"expected {len(registration.code_hashes)} codes, one per contact",
+                reason="CODE_COUNT")
+        if not verify_authorize_signature(registration.keys.signing_key, device_id, codes,
+                                          bytes(request.signature)):
+            await self._failed(device_id)
+            raise errors.PermissionDenied("signature does not prove the device key",
+                                          reason="BAD_SIGNATURE")
+        matches = [
+            hmac.compare_digest(self._code_hash(device_id, h, c), expected)
+            for h, c, expected in zip(registration.contact_hashes, codes,
+                                      registration.code_hashes, strict=True)
+        ]
+        if not all(matches):
+            attempts = await self._failed(device_id)
+            left = max(self.code_attempts - attempts, 0)
+            if left == 0:
+                raise errors.FailedPrecondition("too many wrong codes; register again for a new "
+                                                "code", reason="TOO_MANY_ATTEMPTS")
+            raise errors.PermissionDenied("wrong code", reason="CODE_INVALID",
+                                          metadata={"attempts_left": str(left)})
+        device = await self._complete(registration)
+        credentials = rossby_pb2.HawkCredentials(
+            id=hawk_id(device.box_id, device.device_id), key=device.hawk_key, algorithm="sha256")
+        sealed = seal(registration.keys.encryption_key, credentials.SerializeToString(),
+                      aad=credentials_aad(device_id))
+        log.info("device_authorized", device=str(device_id))
+        return rossby_pb2.AuthorizeResponse(box_id=str(device.box_id), sealed_credentials=sealed,
+                                            home_region=self.home_region)
+
+    async def _failed(self, device_id: uuid.UUID) -> int:
+        return await self.store.record_failed_attempt(device_id)
+
+    async def _complete(self, registration: Registration) -> Device:
+        box_id, device_id = registration.box_id, registration.device_id
+        existing = await self.store.get_device(box_id, device_id)
+        if existing is not None and registration.completed:
+            return existing  # a retried Authorize: answer the same credentials
+        now = self.clock()
+        device = existing or Device(
+            box_id=box_id, device_id=device_id, name=registration.device_name,
+            keys=registration.keys, hawk_key=secrets.token_bytes(32), state=DeviceState.ACTIVE,
+            created_at=now,
+        )
+        await self.store.create_box(Box(box_id, self.home_region, now), device)
+        device = await self.store.get_device(box_id, device_id) or device
+        won: list[bytes] = []
+        for contact_hash in registration.contact_hashes:
+            owner = await self.store.claim_contact(contact_hash, box_id)
+            if owner != box_id:
+                for mine in won:
+                    await self.store.release_contact(mine, box_id)
+                raise errors.AlreadyExists("a contact was claimed by another box first",
+                                           reason="CONTACT_TAKEN")
+            won.append(contact_hash)
+        await self.store.complete_registration(device_id)
+        return device

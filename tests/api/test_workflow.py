@@ -1,0 +1,111 @@
+"""The seed's whole workflow through a real channel, on both backends:
+register -> code -> authorize -> request key -> send -> fetch -> ack -> compaction."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from rossby.v1 import rossby_pb2 as pb
+from tests.api.conftest import Api
+from tests.api.device import Device, email
+
+
+async def test_register_authorize_request_key_send_fetch_ack(api: Api) -> None:
+    alice_contact, bob_contact = email("alice"), email("bob")
+    alice = await Device(api, alice_contact).join()
+    bob = await Device(api, bob_contact).join()
+    assert alice.box_id != bob.box_id
+
+    found = await alice.request_key(bob_contact)
+    assert uuid.UUID(found.box_id) == bob.box_id
+    assert [d.device_id for d in found.devices] == [str(bob.device_id)]
+    assert found.devices[0].keys.encryption_key == bob.keys.public().encryption_public
+    assert found.devices[0].keys.key_signature == bob.keys.key_signature(bob.device_id)
+
+    mid = uuid.uuid4()
+    sent = await alice.send((found.box_id, b"ciphertext-1", mid))
+    assert [r.outcome for r in sent.results] == [pb.SEND_OUTCOME_QUEUED]
+    retry = await alice.send((found.box_id, b"ciphertext-1", mid))
+    assert retry.results[0].outcome == pb.SEND_OUTCOME_DUPLICATE
+    assert retry.results[0].position == sent.results[0].position
+
+    page = await bob.fetch()
+    assert [m.message_id for m in page.messages] == [str(mid)]
+    got = page.messages[0]
+    assert (got.ciphertext, got.sender_box_id, got.sender_device_id) == (
+        b"ciphertext-1", str(alice.box_id), str(alice.device_id))
+    assert abs(got.received_at_ms / 1000 - api.clock()) < 60
+
+    acked = await bob.ack(got.position)
+    assert acked.cursor == got.position
+    # Bob is the box's only device, so the message is compacted away.
+    pending = await api.store.pending_count(bob.box_id)
+    if api.store.settle_window == 0:
+        assert pending == 0
+    again = await bob.fetch()
+    assert all(m.message_id != str(mid) or api.store.settle_window for m in again.messages)
+
+
+async def test_fetch_pages_in_order_and_ack_never_goes_back(api: Api) -> None:
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, email("bob")).join()
+    ids = [uuid.uuid4() for _ in range(7)]
+    for i, mid in enumerate(ids):
+        await alice.send((bob.box_id, f"m{i}".encode(), mid))
+    first = await bob.fetch(limit=3)
+    assert first.more and len(first.messages) == 3
+    second = await bob.fetch(after=first.next_after, limit=3)
+    third = await bob.fetch(after=second.next_after, limit=3)
+    got = [m.message_id for m in (*first.messages, *second.messages, *third.messages)]
+    assert got == [str(m) for m in ids]
+    assert not third.more
+    positions = [m.position for m in (*first.messages, *second.messages, *third.messages)]
+    assert positions == sorted(positions)
+    high = await bob.ack(positions[5])
+    low = await bob.ack(positions[1])
+    assert low.cursor == high.cursor == positions[5]
+
+
+async def test_multi_recipient_send_reports_each_outcome(api: Api) -> None:
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, email("bob")).join()
+    carol = await Device(api, email("carol")).join()
+    ghost = uuid.uuid4()
+    reply = await alice.send((bob.box_id, b"to bob", None), (ghost, b"to nobody", None),
+                             (carol.box_id, b"to carol", None))
+    outcomes = [(r.recipient_box_id, r.outcome, r.reason) for r in reply.results]
+    assert outcomes == [
+        (str(bob.box_id), pb.SEND_OUTCOME_QUEUED, ""),
+        (str(ghost), pb.SEND_OUTCOME_REJECTED, "NOT_FOUND"),
+        (str(carol.box_id), pb.SEND_OUTCOME_QUEUED, ""),
+    ]
+    assert reply.results[1].code == 5  # google.rpc.Code.NOT_FOUND
+    assert [m.ciphertext for m in await bob.drain()] == [b"to bob"]
+    assert [m.ciphertext for m in await carol.drain()] == [b"to carol"]
+
+
+async def test_authorize_retry_answers_the_same_credentials(api: Api) -> None:
+    dev = Device(api, email("dora"))
+    await dev.register()
+    codes = dev.codes()
+    first = await dev.authorize(codes)
+    key = dev.hawk_key
+    second = await dev.authorize(codes)
+    assert second.box_id == first.box_id and dev.hawk_key == key
+    assert (await dev.fetch()).messages == []
+
+
+@pytest.mark.parametrize("n_contacts", [2])
+async def test_register_with_several_contacts_needs_each_code(api: Api, n_contacts: int) -> None:
+    contacts = [email(f"multi{i}") for i in range(n_contacts)]
+    dev = Device(api, *contacts)
+    await dev.register()
+    codes = dev.codes()
+    assert len(set(codes)) >= 1 and len(codes) == n_contacts
+    await dev.authorize(codes)
+    other = await Device(api, email("other")).join()
+    for c in contacts:
+        found = await other.request_key(c)
+        assert uuid.UUID(found.box_id) == dev.box_id
