@@ -34,7 +34,7 @@ proto-check: $(STAMP)
 run: $(STAMP)
 	mkdir -p var
 	$(VENV)/bin/rossby migrate --store sqlite:///var/rossby.db
-	exec $(VENV)/bin/rossby serve --store sqlite:///var/rossby.db --listen 127.0.0.1:1205 --notifier outbox --outbox var/outbox
+	exec $(VENV)/bin/rossby serve --store sqlite:///var/rossby.db --listen 127.0.0.1:1205 --notifier outbox --outbox-dir var/outbox
 
 cassandra-fetch: $(STAMP)
 	$(CASSANDRA) fetch

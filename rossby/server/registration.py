@@ -83,6 +83,10 @@ class Registrar:
         out = [normalize(c.kind, c.value, self.default_phone_region) for c in raw]
         if len(set(out)) != len(out):
             raise errors.InvalidArgument("contacts repeat", reason="DUPLICATE_CONTACT")
+        for contact in out:
+            if not self.notifier.supports(contact.kind):
+                raise errors.InvalidArgument(f"this server cannot send codes to {contact.kind}",
+                                             reason="CONTACT_KIND_UNSUPPORTED")
         return out
 
     async def register(self, request: rossby_pb2.RegisterRequest) -> rossby_pb2.RegisterResponse:

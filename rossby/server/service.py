@@ -25,7 +25,7 @@ from rossby.server.inbox import Caller, Inbox
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
 from rossby.server.registration import Registrar
 from rossby.server.secrets import load_secret
-from rossby.status import INTERNAL_STATUS, to_grpc_status
+from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
 from rossby.store import DeviceState
 from rossby.v1 import rossby_pb2 as pb
 
@@ -41,7 +41,7 @@ Resp = TypeVar("Resp", bound=Message)
 
 async def abort_with_error(exc: Exception, context: Any) -> None:
     """The single error hook: typed errors keep their code and reason."""
-    if isinstance(exc, errors.RossbyError):
+    if isinstance(exc, errors.RossbyError) and status_code(exc) != grpc.StatusCode.INTERNAL:
         await context.abort_with_status(to_grpc_status(exc))
     log.error("internal_error", exc_info=exc)
     await context.abort_with_status(INTERNAL_STATUS)
