@@ -44,7 +44,7 @@ class Settings:
     notifier: str = field(default="outbox", metadata={"doc": "outbox | smtp | webhook | route"})
     outbox_dir: str = field(default="var/outbox", metadata={"doc": "dev outbox directory"})
     smtp_host: str = field(default="", metadata={"doc": "SMTP server host"})
-    smtp_port: int = field(default=587, metadata={"doc": "SMTP server port"})
+    smtp_port: int = field(default=0, metadata={"doc": "SMTP port (0: 25/587/465 by security)"})
     smtp_security: str = field(default="starttls", metadata={"doc": "none | starttls | tls"})
     smtp_username: str = field(default="", metadata={"doc": "SMTP login"})
     smtp_password: str = field(default="", metadata={"doc": "SMTP password (secret)"})
@@ -97,7 +97,7 @@ _CHOICES: Mapping[str, Sequence[str]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "notifier": ("outbox", "smtp", "webhook", "route"),
     "smtp_security": ("none", "starttls", "tls"),
-    "phone_via": ("webhook", "outbox", "smtp"),
+    "phone_via": ("webhook", "outbox"),
 }
 
 
@@ -148,8 +148,7 @@ def _validate(s: Settings) -> Settings:
             except ValueError:
                 raise ConfigError(f"invalid setting {name}: need at least 32 hex digits") from None
     if s.notifier in ("smtp", "route") and not (s.smtp_host and s.smtp_from):
-        if s.notifier == "smtp" or s.phone_via == "smtp":
-            raise ConfigError("invalid setting smtp_host: smtp notifier needs smtp_host, smtp_from")
+        raise ConfigError("invalid setting smtp_host: the smtp notifier needs smtp_host, smtp_from")
     if (s.notifier == "webhook" or (s.notifier == "route" and s.phone_via == "webhook")) and (
         not s.webhook_url
     ):

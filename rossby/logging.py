@@ -1,7 +1,8 @@
 """structlog configured once: console lines on a TTY, JSON lines otherwise.
 
 Log events never carry ciphertext, keys, codes or raw contacts; callers log
-hashed or masked identifiers only.
+hashed or masked identifiers only. The one exception is the dev outbox
+notifier, whose job is to show codes in the log; it warns at start-up.
 """
 
 from __future__ import annotations

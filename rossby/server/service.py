@@ -52,7 +52,7 @@ def notifier_config(settings: Settings) -> NotifierConfig:
         kind=settings.notifier,  # type: ignore[arg-type]
         outbox_dir=settings.outbox_dir,
         smtp_host=settings.smtp_host or None,
-        smtp_port=settings.smtp_port,
+        smtp_port=settings.smtp_port or None,
         smtp_security=settings.smtp_security,  # type: ignore[arg-type]
         smtp_username=settings.smtp_username or None,
         smtp_password=settings.smtp_password or None,

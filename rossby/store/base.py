@@ -45,6 +45,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Self
 
 from rossby.errors import ResourceExhausted
 
@@ -205,7 +206,7 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release connections and threads. Safe to call twice."""
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -319,9 +320,11 @@ class Store(abc.ABC):
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
         """Queue a message for every device of the box.
 
-        Idempotent on (box_id, message.message_id): a retry answers the
+        Idempotent on (box_id, message.message_id) at least while the first
+        copy is stored (not yet compacted or expired): a retry answers the
         first attempt's position with ``duplicate=True`` and stores nothing
-        new. The message expires ``options.message_ttl`` seconds after it
+        new. A retry into a full box is still answered as a duplicate (the
+        message is already queued), not refused. The message expires ``options.message_ttl`` seconds after it
         was queued, read or not. Raises ``PendingCapExceeded`` when the box
         already holds ``options.pending_cap`` undelivered messages; nothing
         queued is ever dropped to make room. The caller checks the box

@@ -1,0 +1,1 @@
+"""Client-side helpers for talking to a Rossby server."""

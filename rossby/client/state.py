@@ -1,0 +1,326 @@
+"""What a device remembers between runs, in its home directory.
+
+Layout of ``--home`` (directory mode 0700)::
+
+    device.key   the keyfile (rossby.crypto.keyfile): private keys, device and
+                 box id, Hawk credentials, server address. Passphrase-encrypted.
+    state.bin    everything else (below), encrypted under a key derived from
+                 the device's signing key, so it opens only after device.key.
+    lock         held (flock) while a client has the home open.
+
+``state.bin`` holds the address book (contact -> box), the pinned device keys
+of every box we have resolved, the bounded set of message ids already
+processed, and messages held because their sender is not known yet. It is
+encrypted rather than merely 0600 because the address book is exactly the
+metadata end-to-end encryption is meant to keep private, and authenticated
+because a pin that someone else can rewrite protects nothing.
+
+Format: ``b"RSST" || 0x01 || nonce (12) || ChaCha20-Poly1305(JSON, aad = the
+first 17 bytes)``, key = ``HKDF-SHA256(ikm = Ed25519 private key, salt =
+"rossby/client/state", info = "rossby/client/state" 0x00 || device id)``.
+Deriving the key costs nothing per run, unlike a second scrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from rossby.client.errors import HomeLocked, WrongPassphrase
+from rossby.contacts import NormalizedContact, normalize
+from rossby.crypto import DeviceKeyPair
+
+KEYFILE = "device.key"
+STATE = "state.bin"
+LOCK = "lock"
+
+MAX_SEEN = 10_000
+"""Message ids remembered for dedupe. Repeats come from just below the cursor
+(the settle window) or from a run that stopped before its ack, so the ids of
+the last few thousand messages are all that can ever come back."""
+MAX_HELD = 256
+"""Messages kept for senders we cannot look up yet; bounded so a stranger
+cannot fill the disk."""
+
+_MAGIC = b"RSST"
+_VERSION = 0x01
+_LABEL = b"rossby/client/state"
+_NONCE = 12
+
+
+class SeenSet:
+    """A bounded, insertion-ordered set: the oldest ids fall out first."""
+
+    def __init__(self, items: Iterable[str] = (), maxlen: int = MAX_SEEN) -> None:
+        self._order: deque[str] = deque(maxlen=maxlen)
+        self._set: set[str] = set()
+        for item in items:
+            self.add(item)
+
+    def add(self, item: str) -> None:
+        if item in self._set:
+            return
+        if len(self._order) == self._order.maxlen:
+            self._set.discard(self._order[0])
+        self._order.append(item)
+        self._set.add(item)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._set
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedDevice:
+    device_id: uuid.UUID
+    name: str
+    encryption_key: bytes
+    signing_key: bytes
+
+
+@dataclass(slots=True)
+class Pin:
+    """The device keys of one box as we first saw them (or last accepted them)."""
+
+    box_id: uuid.UUID
+    devices: dict[uuid.UUID, PinnedDevice]
+    pinned_at_ms: int
+    changed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEnvelope:
+    """A queued message we acked but could not verify yet (unknown sender)."""
+
+    position: int
+    message_id: str
+    sender_box: str
+    sender_device: str
+    received_at_ms: int
+    ciphertext: bytes
+
+
+@dataclass(slots=True)
+class ClientState:
+    server: str
+    hawk_address: str
+    device_name: str
+    own_contacts: list[NormalizedContact]
+    book: dict[NormalizedContact, uuid.UUID] = field(default_factory=dict)
+    pins: dict[uuid.UUID, Pin] = field(default_factory=dict)
+    seen: SeenSet = field(default_factory=SeenSet)
+    rejected: SeenSet = field(default_factory=SeenSet)
+    held: list[HeldEnvelope] = field(default_factory=list)
+
+    def contact_of(self, box_id: uuid.UUID) -> NormalizedContact | None:
+        """The first contact we know ``box_id`` by (sorted, so it is stable)."""
+        known = sorted((c for c, b in self.book.items() if b == box_id),
+                       key=lambda c: (c.kind.value, c.value))
+        return known[0] if known else None
+
+
+def contact_key(contact: NormalizedContact) -> str:
+    return f"{contact.kind.value}:{contact.value}"
+
+
+def parse_contact_key(key: str) -> NormalizedContact:
+    kind, _, value = key.partition(":")
+    return normalize(kind, value)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("expected base64 text")
+    return base64.b64decode(text, validate=True)
+
+
+def _to_doc(state: ClientState) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "server": state.server,
+        "hawk_address": state.hawk_address,
+        "device_name": state.device_name,
+        "own_contacts": [contact_key(c) for c in state.own_contacts],
+        "book": {contact_key(c): str(b) for c, b in state.book.items()},
+        "pins": {
+            str(box): {
+                "pinned_at_ms": pin.pinned_at_ms,
+                "changed_at_ms": pin.changed_at_ms,
+                "devices": {
+                    str(d.device_id): {"name": d.name, "enc": _b64(d.encryption_key),
+                                       "sig": _b64(d.signing_key)}
+                    for d in pin.devices.values()
+                },
+            }
+            for box, pin in state.pins.items()
+        },
+        "seen": list(state.seen),
+        "rejected": list(state.rejected),
+        "held": [
+            {"position": h.position, "message_id": h.message_id, "sender_box": h.sender_box,
+             "sender_device": h.sender_device, "received_at_ms": h.received_at_ms,
+             "ciphertext": _b64(h.ciphertext)}
+            for h in state.held
+        ],
+    }
+
+
+def _from_doc(doc: dict[str, Any]) -> ClientState:
+    if doc.get("v") != 1:
+        raise ValueError("unknown state version")
+    pins: dict[uuid.UUID, Pin] = {}
+    for box, p in doc["pins"].items():
+        box_id = uuid.UUID(box)
+        devices = {
+            uuid.UUID(d): PinnedDevice(uuid.UUID(d), str(v["name"]), _unb64(v["enc"]),
+                                       _unb64(v["sig"]))
+            for d, v in p["devices"].items()
+        }
+        pins[box_id] = Pin(box_id, devices, int(p["pinned_at_ms"]), p.get("changed_at_ms"))
+    return ClientState(
+        server=str(doc["server"]),
+        hawk_address=str(doc["hawk_address"]),
+        device_name=str(doc["device_name"]),
+        own_contacts=[parse_contact_key(c) for c in doc["own_contacts"]],
+        book={parse_contact_key(c): uuid.UUID(b) for c, b in doc["book"].items()},
+        pins=pins,
+        seen=SeenSet(doc["seen"]),
+        rejected=SeenSet(doc["rejected"]),
+        held=[
+            HeldEnvelope(int(h["position"]), str(h["message_id"]), str(h["sender_box"]),
+                         str(h["sender_device"]), int(h["received_at_ms"]),
+                         _unb64(h["ciphertext"]))
+            for h in doc["held"]
+        ],
+    )
+
+
+def state_key(keys: DeviceKeyPair, device_id: uuid.UUID) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_LABEL,
+                info=_LABEL + b"\x00" + device_id.bytes).derive(keys.signing_private_bytes())
+
+
+def encode_state(state: ClientState, key: bytes) -> bytes:
+    nonce = os.urandom(_NONCE)
+    header = _MAGIC + bytes([_VERSION]) + nonce
+    plaintext = json.dumps(_to_doc(state), sort_keys=True, separators=(",", ":")).encode()
+    return header + ChaCha20Poly1305(key).encrypt(nonce, plaintext, header)
+
+
+def decode_state(data: bytes, key: bytes) -> ClientState:
+    """Decrypt and parse; any damage is reported like a keyfile that will not open."""
+    header_len = len(_MAGIC) + 1 + _NONCE
+    try:
+        if data[:4] != _MAGIC or len(data) < header_len or data[4] != _VERSION:
+            raise ValueError
+        header = data[:header_len]
+        plaintext = ChaCha20Poly1305(key).decrypt(header[5:], data[header_len:], header)
+        return _from_doc(json.loads(plaintext))
+    except (ValueError, KeyError, TypeError, AttributeError, InvalidTag):
+        raise WrongPassphrase("the state file does not open: it is damaged, or belongs to "
+                              "another device") from None
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600, durable on return.
+
+    Same discipline as ``rossby.crypto.write_keyfile``: a crash leaves the
+    old file or the new one, never a torn or world-readable one.
+    """
+    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def make_home(home: Path) -> None:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(home, 0o700)
+
+
+class HomeLock:
+    """An exclusive ``flock`` on ``<home>/lock`` for the client's lifetime.
+
+    Non-blocking: a second ``rossby client fetch`` in another terminal
+    should say so at once rather than hang.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self._path = home / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HomeLocked(f"{self._path.parent} is in use by another rossby client") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+__all__ = [
+    "KEYFILE",
+    "MAX_HELD",
+    "MAX_SEEN",
+    "STATE",
+    "ClientState",
+    "HeldEnvelope",
+    "HomeLock",
+    "Pin",
+    "PinnedDevice",
+    "SeenSet",
+    "contact_key",
+    "decode_state",
+    "encode_state",
+    "make_home",
+    "parse_contact_key",
+    "state_key",
+    "write_private",
+]

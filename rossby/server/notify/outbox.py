@@ -1,0 +1,129 @@
+"""Dev-mode notifier: codes land in files (and the log) instead of an inbox.
+
+``make run`` and the integration tests need a code without a mail server
+or an SMS provider. Each contact has one file, overwritten on resend, so
+"the latest code for this contact" is a single read (``read_outbox_code``).
+
+DEV MODE ONLY: this notifier writes the code to disk and logs it in clear
+text — the one place Rossby does so. Never configure it on a server that
+real users can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from rossby.contacts import NormalizedContact, mask
+from rossby.logging import get_logger
+from rossby.server.notify.base import Notifier, clean_device_name, delivery_failed
+
+log = get_logger(__name__)
+
+# Leaves room under the usual 255-byte name limit for the temp-file suffix.
+_MAX_STEM = 200
+
+
+def outbox_path(directory: str | os.PathLike[str], contact: NormalizedContact) -> Path:
+    """The file holding the latest code for ``contact``.
+
+    Percent-encoding keeps the mapping one-to-one (no two contacts share a
+    file) and path-safe ('/' in a local part cannot escape the directory;
+    the kind prefix rules out "." and ".."). Names too long for a file
+    system fall back to a digest of the value.
+    """
+    stem = f"{contact.kind.value}-{quote(contact.value, safe='@.+-_')}"
+    if len(stem) > _MAX_STEM:
+        digest = hashlib.sha256(contact.value.encode("utf-8")).hexdigest()
+        stem = f"{contact.kind.value}-sha256-{digest}"
+    return Path(directory) / f"{stem}.json"
+
+
+def read_outbox_code(directory: str | os.PathLike[str], contact: NormalizedContact) -> str | None:
+    """The latest code sent to ``contact``, or None if none was sent.
+
+    Expiry is not checked: the server decides whether a code is still
+    good, and a test may want to prove that an expired one is refused.
+    """
+    try:
+        record = json.loads(outbox_path(directory, contact).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    code = record.get("code") if isinstance(record, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file + rename, so a reader never sees a half-written code."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:40]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class OutboxNotifier(Notifier):
+    """Writes ``<directory>/<kind>-<contact>.json`` per code (dev mode only)."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.directory = Path(directory)
+        self._clock = clock
+        log.warning(
+            "outbox_notifier_enabled",
+            directory=str(self.directory),
+            hint="dev only: one-time codes are written to disk and logged",
+        )
+
+    async def send_code(
+        self, contact: NormalizedContact, code: str, ttl_seconds: int, *, device_name: str
+    ) -> None:
+        now = self._clock()
+        record = {
+            "contact_kind": contact.kind.value,
+            "contact": contact.value,
+            "code": code,
+            "ttl_seconds": ttl_seconds,
+            "expires_at": _iso(now + ttl_seconds),
+            "device_name": clean_device_name(device_name),
+            "sent_at": _iso(now),
+        }
+        path = outbox_path(self.directory, contact)
+        data = (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        try:
+            await asyncio.to_thread(_write_atomic, path, data)
+        except OSError as exc:
+            log.warning(
+                "notifier_failed",
+                channel="outbox",
+                contact=mask(contact),
+                error=type(exc).__name__,
+                errno=exc.errno,
+            )
+            raise delivery_failed() from None
+        # Dev mode only: the code in clear text, so `make run` needs no files.
+        log.info("outbox_code", contact=mask(contact), code=code, path=str(path))
+
+
+__all__ = ["OutboxNotifier", "outbox_path", "read_outbox_code"]
