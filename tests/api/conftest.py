@@ -6,6 +6,8 @@ grpc.aio channel, exactly as a client would reach it.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -58,12 +60,31 @@ class Api:
         await self.server.stop(0)
 
 
+def migrate_in_thread(url: str) -> None:
+    """Migrate on a private event loop, so sync fixtures can prepare stores."""
+
+    async def go() -> None:
+        async with open_store(url) as store:
+            await store.migrate()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
+
+
 @pytest.fixture(scope="session")
-async def cassandra_api_url(cassandra_hosts: list[str]) -> str:
+def cassandra_api_url(cassandra_hosts: list[str]) -> str:
     url = cassandra_url(cassandra_hosts, "rossby_api", replication="dc1:1")
-    async with open_store(url) as store:
-        await store.migrate()
+    migrate_in_thread(url)
     return url
+
+
+@pytest.fixture
+def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rossby.db'}"
+        migrate_in_thread(url)
+        return url
+    return str(request.getfixturevalue("cassandra_api_url"))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -72,16 +93,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make_api(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Callable[..., Any]]:
+async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start servers with chosen settings; all share one store database."""
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'rossby.db'}"
-        async with open_store(url) as store:
-            await store.migrate()
-    else:
-        url = request.getfixturevalue("cassandra_api_url")
+    url = store_url
     started: list[Api] = []
 
     async def make(**overrides: Any) -> Api:
