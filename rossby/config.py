@@ -225,7 +225,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
     flags = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
     return load_settings(flags, environ, getattr(args, "config", None))
 

@@ -34,7 +34,7 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.RossbyError]] = {v: k for k, v in CO
 def status_code(err: errors.RossbyError) -> grpc.StatusCode:
     for cls in type(err).__mro__:
         if cls in CODES:
-            return CODES[cls]  # type: ignore[index]
+            return CODES[cls]
     return grpc.StatusCode.INTERNAL
 
 
@@ -61,7 +61,7 @@ INTERNAL_STATUS = rpc_status.to_status(
 
 def error_info(exc: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo detail of a failed call, if the server sent one."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)
     if status is None:
         return None
     for detail in status.details:

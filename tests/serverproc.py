@@ -20,9 +20,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def rossby(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rossby", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+def rossby(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rossby", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def health_status(target: str, service: str = "", timeout: float = 2.0) -> int:
@@ -40,21 +47,39 @@ class ServerProcess:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log = workdir / f"server-{self.port}.log"
-        self.args = [sys.executable, "-m", "rossby", "serve", "--listen", self.target,
-                     "--store", store, "--state-dir", str(workdir / "state"),
-                     "--outbox-dir", str(workdir / "outbox"), "--log-format", "json", *extra]
+        self.args = [
+            sys.executable,
+            "-m",
+            "rossby",
+            "serve",
+            "--listen",
+            self.target,
+            "--store",
+            store,
+            "--state-dir",
+            str(workdir / "state"),
+            "--outbox-dir",
+            str(workdir / "outbox"),
+            "--log-format",
+            "json",
+            *extra,
+        ]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        self.proc = subprocess.Popen(self.args, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(
+            self.args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                if health_status(self.target, timeout=0.5) == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    health_status(self.target, timeout=0.5)
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return self
             except grpc.RpcError:
                 pass

@@ -66,9 +66,19 @@ def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
 
 def test_cli_exits_2_with_one_line_before_binding() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "rossby", "serve", "--listen", "127.0.0.1:1", "--max-recipients",
-         "-3"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "rossby",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--max-recipients",
+            "-3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

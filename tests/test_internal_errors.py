@@ -22,8 +22,11 @@ async def _nokey(_: str) -> bytes | None:
     [
         (RuntimeError("secret detail /etc/passwd"), grpc.StatusCode.INTERNAL, None),
         (errors.RossbyError("store bug: secret detail"), grpc.StatusCode.INTERNAL, None),
-        (errors.NotFound("no such thing", reason="NOT_FOUND"), grpc.StatusCode.NOT_FOUND,
-         "NOT_FOUND"),
+        (
+            errors.NotFound("no such thing", reason="NOT_FOUND"),
+            grpc.StatusCode.NOT_FOUND,
+            "NOT_FOUND",
+        ),
     ],
 )
 async def test_error_hook(exc: Exception, code: grpc.StatusCode, reason: str | None) -> None:
@@ -33,16 +36,23 @@ async def test_error_hook(exc: Exception, code: grpc.StatusCode, reason: str | N
     verifier = HawkVerifier(_nokey, host="127.0.0.1", port=1, nonce_cache=NonceCache())
     auth = HawkAuth(verifier, service="rossby.v1.Rossby", on_error=abort_with_error)
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "rossby.v1.Rossby",
-        {"Register": auth.public_unary(handler, pb.RegisterRequest, pb.RegisterResponse)}),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "rossby.v1.Rossby",
+                {"Register": auth.public_unary(handler, pb.RegisterRequest, pb.RegisterResponse)},
+            ),
+        )
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary("/rossby.v1.Rossby/Register",
-                                       request_serializer=pb.RegisterRequest.SerializeToString,
-                                       response_deserializer=pb.RegisterResponse.FromString)
+            call = channel.unary_unary(
+                "/rossby.v1.Rossby/Register",
+                request_serializer=pb.RegisterRequest.SerializeToString,
+                response_deserializer=pb.RegisterResponse.FromString,
+            )
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call(pb.RegisterRequest(), timeout=10)
     finally:

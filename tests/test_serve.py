@@ -44,8 +44,16 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
 
 def test_serve_refuses_an_unmigrated_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    proc = rossby("serve", "--store", url, "--listen", f"127.0.0.1:{free_port()}",
-                  "--state-dir", str(tmp_path), timeout=60)
+    proc = rossby(
+        "serve",
+        "--store",
+        url,
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--state-dir",
+        str(tmp_path),
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "SCHEMA_MISSING" in proc.stderr
 
@@ -53,8 +61,16 @@ def test_serve_refuses_an_unmigrated_store(tmp_path: Path) -> None:
 def test_busy_port_fails_with_a_clear_line(tmp_path: Path) -> None:
     url = _sqlite(tmp_path)
     with ServerProcess(tmp_path, url) as first:
-        proc = rossby("serve", "--store", url, "--listen", first.target,
-                      "--state-dir", str(tmp_path / "state"), timeout=60)
+        proc = rossby(
+            "serve",
+            "--store",
+            url,
+            "--listen",
+            first.target,
+            "--state-dir",
+            str(tmp_path / "state"),
+            timeout=60,
+        )
         assert proc.returncode == 1
         assert f"cannot listen on {first.target}" in proc.stderr
         assert health_ok(first.target)

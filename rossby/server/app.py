@@ -87,8 +87,12 @@ class RossbyServer:
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", listen=f"{self.settings.listen_host}:{self.port}",
-                 store=self.settings.store.split("?")[0], region=self.settings.region or None)
+        log.info(
+            "serving",
+            listen=f"{self.settings.listen_host}:{self.port}",
+            store=self.settings.store.split("?")[0],
+            region=self.settings.region or None,
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:

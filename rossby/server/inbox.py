@@ -36,9 +36,13 @@ class Caller:
 
 def _queued(m: StoredMessage) -> rossby_pb2.QueuedMessage:
     return rossby_pb2.QueuedMessage(
-        position=m.position, message_id=str(m.message_id), sender_box_id=str(m.sender_box),
-        sender_device_id=str(m.sender_device), received_at_ms=int(m.received_at * 1000),
-        ciphertext=m.ciphertext)
+        position=m.position,
+        message_id=str(m.message_id),
+        sender_box_id=str(m.sender_box),
+        sender_device_id=str(m.sender_device),
+        received_at_ms=int(m.received_at * 1000),
+        ciphertext=m.ciphertext,
+    )
 
 
 class Inbox:
@@ -62,31 +66,40 @@ class Inbox:
     async def request_key(
         self, request: rossby_pb2.RequestKeyRequest, caller: Caller
     ) -> rossby_pb2.RequestKeyResponse:
-        contact = normalize(request.contact.kind, request.contact.value,
-                            self.default_phone_region)
+        contact = normalize(request.contact.kind, request.contact.value, self.default_phone_region)
         hidden = errors.NotFound("no such user", reason="NOT_FOUND")
         box_id = await self.store.lookup_contact(self.hasher.hash(contact))
         if box_id is None:
             raise hidden
         box, profile, devices = await asyncio.gather(
-            self.store.get_box(box_id), self.store.get_profile(box_id),
-            self.store.list_devices(box_id))
+            self.store.get_box(box_id),
+            self.store.get_profile(box_id),
+            self.store.list_devices(box_id),
+        )
         if box is None or not devices:
             raise hidden
         if box_id != caller.box_id and profile is not None and not profile.discoverable:
             raise hidden
         return rossby_pb2.RequestKeyResponse(
-            box_id=str(box_id), home_region=box.home_region,
+            box_id=str(box_id),
+            home_region=box.home_region,
             devices=[
                 rossby_pb2.DevicePublicKeys(
-                    device_id=str(d.device_id), device_name=d.name,
-                    keys=rossby_pb2.DeviceKeys(encryption_key=d.keys.encryption_key,
-                                               signing_key=d.keys.signing_key,
-                                               key_signature=d.keys.key_signature))
+                    device_id=str(d.device_id),
+                    device_name=d.name,
+                    keys=rossby_pb2.DeviceKeys(
+                        encryption_key=d.keys.encryption_key,
+                        signing_key=d.keys.signing_key,
+                        key_signature=d.keys.key_signature,
+                    ),
+                )
                 for d in devices
-            ])
+            ],
+        )
 
-    async def send(self, request: rossby_pb2.SendRequest, caller: Caller) -> rossby_pb2.SendResponse:
+    async def send(
+        self, request: rossby_pb2.SendRequest, caller: Caller
+    ) -> rossby_pb2.SendResponse:
         validate.count("messages", len(request.messages), 1, self.max_recipients)
         parsed: list[tuple[uuid.UUID, NewMessage]] = []
         seen: set[tuple[uuid.UUID, uuid.UUID]] = set()
@@ -94,18 +107,26 @@ class Inbox:
             recipient = validate.parse_id(f"messages[{i}].recipient_box_id", m.recipient_box_id)
             message_id = validate.parse_id(f"messages[{i}].message_id", m.message_id)
             if not m.ciphertext:
-                raise errors.InvalidArgument(f"messages[{i}].ciphertext is empty",
-                                             reason="EMPTY_MESSAGE")
+                raise errors.InvalidArgument(
+                    f"messages[{i}].ciphertext is empty", reason="EMPTY_MESSAGE"
+                )
             if len(m.ciphertext) > self.max_message_bytes:
                 raise errors.InvalidArgument(
                     f"messages[{i}].ciphertext exceeds {self.max_message_bytes} bytes",
-                    reason="MESSAGE_TOO_LARGE", metadata={"max": str(self.max_message_bytes)})
+                    reason="MESSAGE_TOO_LARGE",
+                    metadata={"max": str(self.max_message_bytes)},
+                )
             if (recipient, message_id) in seen:
-                raise errors.InvalidArgument(f"messages[{i}] repeats a (recipient, message_id)",
-                                             reason="DUPLICATE_MESSAGE")
+                raise errors.InvalidArgument(
+                    f"messages[{i}] repeats a (recipient, message_id)", reason="DUPLICATE_MESSAGE"
+                )
             seen.add((recipient, message_id))
-            parsed.append((recipient, NewMessage(message_id, caller.box_id, caller.device_id,
-                                                 bytes(m.ciphertext))))
+            parsed.append(
+                (
+                    recipient,
+                    NewMessage(message_id, caller.box_id, caller.device_id, bytes(m.ciphertext)),
+                )
+            )
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
         boxes: dict[uuid.UUID, asyncio.Task[bool]] = {}
 
@@ -113,8 +134,9 @@ class Inbox:
             return await self.store.get_box(box_id) is not None
 
         async def one(recipient: uuid.UUID, message: NewMessage) -> rossby_pb2.SendResult:
-            result = rossby_pb2.SendResult(recipient_box_id=str(recipient),
-                                           message_id=str(message.message_id))
+            result = rossby_pb2.SendResult(
+                recipient_box_id=str(recipient), message_id=str(message.message_id)
+            )
             async with limit:
                 try:
                     if recipient not in boxes:
@@ -127,26 +149,35 @@ class Inbox:
                     result.code = rpc_code_value(err)
                     result.reason = err.reason
                     return result
-            result.outcome = (rossby_pb2.SEND_OUTCOME_DUPLICATE if queued.duplicate
-                              else rossby_pb2.SEND_OUTCOME_QUEUED)
+            result.outcome = (
+                rossby_pb2.SEND_OUTCOME_DUPLICATE
+                if queued.duplicate
+                else rossby_pb2.SEND_OUTCOME_QUEUED
+            )
             result.position = queued.position
             return result
 
         results = await asyncio.gather(*(one(r, m) for r, m in parsed))
         return rossby_pb2.SendResponse(results=results)
 
-    async def fetch(self, request: rossby_pb2.FetchRequest,
-                    caller: Caller) -> rossby_pb2.FetchResponse:
+    async def fetch(
+        self, request: rossby_pb2.FetchRequest, caller: Caller
+    ) -> rossby_pb2.FetchResponse:
         limit = request.limit or FETCH_DEFAULT
         if limit > FETCH_MAX:
-            raise errors.InvalidArgument(f"limit: at most {FETCH_MAX}", reason="TOO_MANY",
-                                         metadata={"field": "limit", "max": str(FETCH_MAX)})
-        page = await self.store.fetch(caller.box_id, caller.device_id, after=request.after,
-                                      limit=limit)
+            raise errors.InvalidArgument(
+                f"limit: at most {FETCH_MAX}",
+                reason="TOO_MANY",
+                metadata={"field": "limit", "max": str(FETCH_MAX)},
+            )
+        page = await self.store.fetch(
+            caller.box_id, caller.device_id, after=request.after, limit=limit
+        )
         messages = [_queued(m) for m in page.messages]
         next_after = messages[-1].position if messages else max(request.after, page.cursor)
-        return rossby_pb2.FetchResponse(messages=messages, more=page.more, next_after=next_after,
-                                        cursor=page.cursor)
+        return rossby_pb2.FetchResponse(
+            messages=messages, more=page.more, next_after=next_after, cursor=page.cursor
+        )
 
     async def ack(self, request: rossby_pb2.AckRequest, caller: Caller) -> rossby_pb2.AckResponse:
         cursor = await self.store.ack(caller.box_id, caller.device_id, request.through)

@@ -85,8 +85,10 @@ class Registrar:
             raise errors.InvalidArgument("contacts repeat", reason="DUPLICATE_CONTACT")
         for contact in out:
             if not self.notifier.supports(contact.kind):
-                raise errors.InvalidArgument(f"this server cannot send codes to {contact.kind}",
-                                             reason="CONTACT_KIND_UNSUPPORTED")
+                raise errors.InvalidArgument(
+                    f"this server cannot send codes to {contact.kind}",
+                    reason="CONTACT_KIND_UNSUPPORTED",
+                )
         return out
 
     async def register(self, request: rossby_pb2.RegisterRequest) -> rossby_pb2.RegisterResponse:
@@ -97,39 +99,55 @@ class Registrar:
         hashes = tuple(self.hasher.hash(c) for c in contacts)
         owners = await asyncio.gather(*(self.store.lookup_contact(h) for h in hashes))
         if any(owner is not None for owner in owners):
-            raise errors.AlreadyExists("a contact already belongs to a box; link the device "
-                                       "instead", reason="CONTACT_TAKEN")
+            raise errors.AlreadyExists(
+                "a contact already belongs to a box; link the device instead",
+                reason="CONTACT_TAKEN",
+            )
         now = self.clock()
         existing = await self.store.get_registration(device_id)
         box_id = uuid.uuid4()
         if existing is not None and now < existing.sent_at + self.code_ttl + EXPIRED_GRACE:
             if existing.completed or existing.keys != keys or existing.contact_hashes != hashes:
-                raise errors.AlreadyExists("this device id is already registering or "
-                                           "registered", reason="DEVICE_EXISTS")
+                raise errors.AlreadyExists(
+                    "this device id is already registering or registered", reason="DEVICE_EXISTS"
+                )
             wait = existing.sent_at + self.resend_interval - now
             if wait > 0:
                 raise errors.ResourceExhausted(
-                    "a code was sent moments ago", reason="RATE_LIMITED",
-                    metadata={"retry_after_seconds": f"{wait:.0f}"})
+                    "a code was sent moments ago",
+                    reason="RATE_LIMITED",
+                    metadata={"retry_after_seconds": f"{wait:.0f}"},
+                )
             box_id = existing.box_id
         codes = [new_code() for _ in contacts]
         registration = Registration(
-            device_id=device_id, box_id=box_id, contact_hashes=hashes,
-            code_hashes=tuple(self._code_hash(device_id, h, c) for h, c in zip(hashes, codes,
-                                                                                 strict=True)),
-            keys=keys, device_name=name, created_at=now,
+            device_id=device_id,
+            box_id=box_id,
+            contact_hashes=hashes,
+            code_hashes=tuple(
+                self._code_hash(device_id, h, c) for h, c in zip(hashes, codes, strict=True)
+            ),
+            keys=keys,
+            device_name=name,
+            created_at=now,
             expires_at=now + self.code_ttl + EXPIRED_GRACE,
-            sent_at=now, attempts=0, completed=False,
+            sent_at=now,
+            attempts=0,
+            completed=False,
         )
         await self.store.put_registration(registration)
         try:
-            await asyncio.gather(*(self.notifier.send_code(c, code, self.code_ttl,
-                                                           device_name=name)
-                                   for c, code in zip(contacts, codes, strict=True)))
+            await asyncio.gather(
+                *(
+                    self.notifier.send_code(c, code, self.code_ttl, device_name=name)
+                    for c, code in zip(contacts, codes, strict=True)
+                )
+            )
         except errors.Unavailable:
             # Let an immediate retry resend instead of hitting the rate limit.
             await self.store.put_registration(
-                replace(registration, sent_at=now - self.resend_interval))
+                replace(registration, sent_at=now - self.resend_interval)
+            )
             raise
         log.info("registration_started", device=str(device_id), contacts=len(contacts))
         return rossby_pb2.RegisterResponse(code_ttl_seconds=self.code_ttl)
@@ -140,43 +158,59 @@ class Registrar:
         registration = await self.store.get_registration(device_id)
         now = self.clock()
         if registration is None:
-            raise errors.NotFound("no registration for this device", reason="REGISTRATION_NOT_FOUND")
+            raise errors.NotFound(
+                "no registration for this device", reason="REGISTRATION_NOT_FOUND"
+            )
         if now >= registration.sent_at + self.code_ttl and not registration.completed:
-            raise errors.FailedPrecondition("the code expired; register again",
-                                            reason="CODE_EXPIRED")
+            raise errors.FailedPrecondition(
+                "the code expired; register again", reason="CODE_EXPIRED"
+            )
         if registration.attempts >= self.code_attempts:
-            raise errors.FailedPrecondition("too many wrong codes; register again for a new code",
-                                            reason="TOO_MANY_ATTEMPTS")
+            raise errors.FailedPrecondition(
+                "too many wrong codes; register again for a new code", reason="TOO_MANY_ATTEMPTS"
+            )
         if len(codes) != len(registration.code_hashes):
             raise errors.InvalidArgument(
                 f"expected {len(registration.code_hashes)} codes, one per contact",
-                reason="CODE_COUNT")
-        if not verify_authorize_signature(registration.keys.signing_key, device_id, codes,
-                                          bytes(request.signature)):
+                reason="CODE_COUNT",
+            )
+        if not verify_authorize_signature(
+            registration.keys.signing_key, device_id, codes, bytes(request.signature)
+        ):
             await self._failed(device_id)
-            raise errors.PermissionDenied("signature does not prove the device key",
-                                          reason="BAD_SIGNATURE")
+            raise errors.PermissionDenied(
+                "signature does not prove the device key", reason="BAD_SIGNATURE"
+            )
         matches = [
             hmac.compare_digest(self._code_hash(device_id, h, c), expected)
-            for h, c, expected in zip(registration.contact_hashes, codes,
-                                      registration.code_hashes, strict=True)
+            for h, c, expected in zip(
+                registration.contact_hashes, codes, registration.code_hashes, strict=True
+            )
         ]
         if not all(matches):
             attempts = await self._failed(device_id)
             left = max(self.code_attempts - attempts, 0)
             if left == 0:
-                raise errors.FailedPrecondition("too many wrong codes; register again for a new "
-                                                "code", reason="TOO_MANY_ATTEMPTS")
-            raise errors.PermissionDenied("wrong code", reason="CODE_INVALID",
-                                          metadata={"attempts_left": str(left)})
+                raise errors.FailedPrecondition(
+                    "too many wrong codes; register again for a new code",
+                    reason="TOO_MANY_ATTEMPTS",
+                )
+            raise errors.PermissionDenied(
+                "wrong code", reason="CODE_INVALID", metadata={"attempts_left": str(left)}
+            )
         device = await self._complete(registration)
         credentials = rossby_pb2.HawkCredentials(
-            id=hawk_id(device.box_id, device.device_id), key=device.hawk_key, algorithm="sha256")
-        sealed = seal(registration.keys.encryption_key, credentials.SerializeToString(),
-                      aad=credentials_aad(device_id))
+            id=hawk_id(device.box_id, device.device_id), key=device.hawk_key, algorithm="sha256"
+        )
+        sealed = seal(
+            registration.keys.encryption_key,
+            credentials.SerializeToString(),
+            aad=credentials_aad(device_id),
+        )
         log.info("device_authorized", device=str(device_id))
-        return rossby_pb2.AuthorizeResponse(box_id=str(device.box_id), sealed_credentials=sealed,
-                                            home_region=self.home_region)
+        return rossby_pb2.AuthorizeResponse(
+            box_id=str(device.box_id), sealed_credentials=sealed, home_region=self.home_region
+        )
 
     async def _failed(self, device_id: uuid.UUID) -> int:
         return await self.store.record_failed_attempt(device_id)
@@ -188,8 +222,12 @@ class Registrar:
             return existing  # a retried Authorize: answer the same credentials
         now = self.clock()
         device = existing or Device(
-            box_id=box_id, device_id=device_id, name=registration.device_name,
-            keys=registration.keys, hawk_key=secrets.token_bytes(32), state=DeviceState.ACTIVE,
+            box_id=box_id,
+            device_id=device_id,
+            name=registration.device_name,
+            keys=registration.keys,
+            hawk_key=secrets.token_bytes(32),
+            state=DeviceState.ACTIVE,
             created_at=now,
         )
         await self.store.create_box(Box(box_id, self.home_region, now), device)
@@ -200,8 +238,9 @@ class Registrar:
             if owner != box_id:
                 for mine in won:
                     await self.store.release_contact(mine, box_id)
-                raise errors.AlreadyExists("a contact was claimed by another box first",
-                                           reason="CONTACT_TAKEN")
+                raise errors.AlreadyExists(
+                    "a contact was claimed by another box first", reason="CONTACT_TAKEN"
+                )
             won.append(contact_hash)
         await self.store.complete_registration(device_id)
         return device

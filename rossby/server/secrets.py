@@ -35,6 +35,10 @@ def load_secret(settings: Settings, name: str) -> bytes:
         return bytes.fromhex(path.read_text().strip())
     with os.fdopen(fd, "w") as fh:
         fh.write(value.hex() + "\n")
-    log.warning("generated_secret", setting=name, path=str(path),
-                hint="dev only: configure it explicitly in production and back it up")
+    log.warning(
+        "generated_secret",
+        setting=name,
+        path=str(path),
+        hint="dev only: configure it explicitly in production and back it up",
+    )
     return value

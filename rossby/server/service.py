@@ -79,8 +79,12 @@ def _logged(method: str, fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Aw
             status = "INTERNAL"
             raise
         finally:
-            log.info("rpc", method=method, status=status,
-                     ms=round((time.perf_counter() - start) * 1000, 2))
+            log.info(
+                "rpc",
+                method=method,
+                status=status,
+                ms=round((time.perf_counter() - start) * 1000, 2),
+            )
 
     return wrapper
 
@@ -98,26 +102,39 @@ class RossbyService:
         self.notifier = notifier or build_notifier(notifier_config(settings))
         hasher = ContactHasher(load_secret(settings, "contact_hash_key"))
         self.registrar = Registrar(
-            app.store, self.notifier, hasher, load_secret(settings, "server_secret"),
-            home_region=settings.region or "dc1", code_ttl=settings.code_ttl,
-            code_attempts=settings.code_attempts, resend_interval=settings.resend_interval,
+            app.store,
+            self.notifier,
+            hasher,
+            load_secret(settings, "server_secret"),
+            home_region=settings.region or "dc1",
+            code_ttl=settings.code_ttl,
+            code_attempts=settings.code_attempts,
+            resend_interval=settings.resend_interval,
             max_contacts=settings.max_contacts,
-            default_phone_region=settings.default_phone_region, clock=app.clock,
+            default_phone_region=settings.default_phone_region,
+            clock=app.clock,
         )
         self.inbox = Inbox(
-            app.store, hasher, max_message_bytes=settings.max_message_bytes,
+            app.store,
+            hasher,
+            max_message_bytes=settings.max_message_bytes,
             max_recipients=settings.max_recipients,
-            default_phone_region=settings.default_phone_region, clock=app.clock,
+            default_phone_region=settings.default_phone_region,
+            clock=app.clock,
         )
         self.verifier = HawkVerifier(
-            identity_lookup(self._hawk_key), host=settings.hawk_host, port=settings.public_port or app.port,
-            nonce_cache=NonceCache(settings.hawk_skew), skew_seconds=settings.hawk_skew,
+            identity_lookup(self._hawk_key),
+            host=settings.hawk_host,
+            port=settings.public_port or app.port,
+            nonce_cache=NonceCache(settings.hawk_skew),
+            skew_seconds=settings.hawk_skew,
             clock=app.clock,
         )
 
     async def _hawk_key(self, identity: Identity) -> bytes | None:
-        device = await self.store.get_device(uuid.UUID(identity.box_id),
-                                             uuid.UUID(identity.device_id))
+        device = await self.store.get_device(
+            uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
+        )
         if device is None or device.state is not DeviceState.ACTIVE:
             return None
         return device.hawk_key
@@ -125,27 +142,35 @@ class RossbyService:
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         auth = HawkAuth(self.verifier, service="rossby.v1.Rossby", on_error=abort_with_error)
 
-        def signed(method: str, fn: Callable[[Any, Caller], Awaitable[Resp]],
-                   req: type[Req], resp: type[Resp]) -> grpc.RpcMethodHandler:
+        def signed(
+            method: str,
+            fn: Callable[[Any, Caller], Awaitable[Resp]],
+            req: type[Req],
+            resp: type[Resp],
+        ) -> grpc.RpcMethodHandler:
             async def call(request: Req, context: Any, identity: Identity) -> Resp:
                 return await fn(request, _caller(identity))
 
             return auth.unary(method, _logged(method, call), req, resp)
 
-        def public(method: str, fn: Callable[[Any], Awaitable[Resp]], req: type[Req],
-                   resp: type[Resp]) -> grpc.RpcMethodHandler:
+        def public(
+            method: str, fn: Callable[[Any], Awaitable[Resp]], req: type[Req], resp: type[Resp]
+        ) -> grpc.RpcMethodHandler:
             async def call(request: Req, context: Any) -> Resp:
                 return await fn(request)
 
             return auth.public_unary(_logged(method, call), req, resp)
 
         return {
-            "Register": public("Register", self.registrar.register, pb.RegisterRequest,
-                               pb.RegisterResponse),
-            "Authorize": public("Authorize", self.registrar.authorize, pb.AuthorizeRequest,
-                                pb.AuthorizeResponse),
-            "RequestKey": signed("RequestKey", self.inbox.request_key, pb.RequestKeyRequest,
-                                 pb.RequestKeyResponse),
+            "Register": public(
+                "Register", self.registrar.register, pb.RegisterRequest, pb.RegisterResponse
+            ),
+            "Authorize": public(
+                "Authorize", self.registrar.authorize, pb.AuthorizeRequest, pb.AuthorizeResponse
+            ),
+            "RequestKey": signed(
+                "RequestKey", self.inbox.request_key, pb.RequestKeyRequest, pb.RequestKeyResponse
+            ),
             "Send": signed("Send", self.inbox.send, pb.SendRequest, pb.SendResponse),
             "Fetch": signed("Fetch", self.inbox.fetch, pb.FetchRequest, pb.FetchResponse),
             "Ack": signed("Ack", self.inbox.ack, pb.AckRequest, pb.AckResponse),
@@ -159,5 +184,6 @@ def add_rossby_service(server: grpc.aio.Server, app: RossbyServer) -> RossbyServ
     """Register the Rossby service's handlers on ``server``."""
     service = RossbyService(app, notifier=app.notifier)
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("rossby.v1.Rossby", service.handlers()),))
+        (grpc.method_handlers_generic_handler("rossby.v1.Rossby", service.handlers()),)
+    )
     return service

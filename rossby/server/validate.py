@@ -22,19 +22,22 @@ def parse_id(field: str, value: str) -> uuid.UUID:
     try:
         parsed = uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
-        raise InvalidArgument(f"{field} is not a UUID", reason="MALFORMED_ID",
-                              metadata={"field": field}) from None
+        raise InvalidArgument(
+            f"{field} is not a UUID", reason="MALFORMED_ID", metadata={"field": field}
+        ) from None
     if str(parsed) != value:
-        raise InvalidArgument(f"{field} must be a canonical UUID", reason="MALFORMED_ID",
-                              metadata={"field": field})
+        raise InvalidArgument(
+            f"{field} must be a canonical UUID", reason="MALFORMED_ID", metadata={"field": field}
+        )
     return parsed
 
 
 def device_keys(device_id: uuid.UUID, keys: rossby_pb2.DeviceKeys) -> DeviceKeys:
     """Check sizes and that the signing key vouches for the encryption key."""
     if len(keys.encryption_key) != 32 or len(keys.signing_key) != 32:
-        raise InvalidArgument("keys must be 32-byte X25519 and Ed25519 public keys",
-                              reason="KEYS_INVALID")
+        raise InvalidArgument(
+            "keys must be 32-byte X25519 and Ed25519 public keys", reason="KEYS_INVALID"
+        )
     if len(keys.key_signature) != 64 or not verify_key_signature(
         keys.signing_key, device_id, keys.encryption_key, keys.key_signature
     ):
@@ -42,23 +45,33 @@ def device_keys(device_id: uuid.UUID, keys: rossby_pb2.DeviceKeys) -> DeviceKeys
     try:  # a low-order X25519 point would make sealing credentials fail later
         seal(bytes(keys.encryption_key), b"")
     except ValueError:
-        raise InvalidArgument("encryption_key is not a usable X25519 key",
-                              reason="KEYS_INVALID") from None
-    return DeviceKeys(bytes(keys.encryption_key), bytes(keys.signing_key),
-                      bytes(keys.key_signature))
+        raise InvalidArgument(
+            "encryption_key is not a usable X25519 key", reason="KEYS_INVALID"
+        ) from None
+    return DeviceKeys(
+        bytes(keys.encryption_key), bytes(keys.signing_key), bytes(keys.key_signature)
+    )
 
 
 def device_name(name: str) -> str:
     if len(name) > MAX_DEVICE_NAME or any(ord(c) < 32 for c in name):
-        raise InvalidArgument(f"device_name: at most {MAX_DEVICE_NAME} printable characters",
-                              reason="DEVICE_NAME_INVALID")
+        raise InvalidArgument(
+            f"device_name: at most {MAX_DEVICE_NAME} printable characters",
+            reason="DEVICE_NAME_INVALID",
+        )
     return name
 
 
 def count(field: str, n: int, low: int, high: int) -> None:
     if n < low:
-        raise InvalidArgument(f"{field}: at least {low} required", reason="TOO_FEW",
-                              metadata={"field": field, "min": str(low)})
+        raise InvalidArgument(
+            f"{field}: at least {low} required",
+            reason="TOO_FEW",
+            metadata={"field": field, "min": str(low)},
+        )
     if n > high:
-        raise InvalidArgument(f"{field}: at most {high} allowed", reason="TOO_MANY",
-                              metadata={"field": field, "max": str(high)})
+        raise InvalidArgument(
+            f"{field}: at most {high} allowed",
+            reason="TOO_MANY",
+            metadata={"field": field, "max": str(high)},
+        )

@@ -324,11 +324,11 @@ class Store(abc.ABC):
         copy is stored (not yet compacted or expired): a retry answers the
         first attempt's position with ``duplicate=True`` and stores nothing
         new. A retry into a full box is still answered as a duplicate (the
-        message is already queued), not refused. The message expires ``options.message_ttl`` seconds after it
-        was queued, read or not. Raises ``PendingCapExceeded`` when the box
-        already holds ``options.pending_cap`` undelivered messages; nothing
-        queued is ever dropped to make room. The caller checks the box
-        exists.
+        message is already queued), not refused. The message expires
+        ``options.message_ttl`` seconds after it was queued, read or not.
+        Raises ``PendingCapExceeded`` when the box already holds
+        ``options.pending_cap`` undelivered messages; nothing queued is ever
+        dropped to make room. The caller checks the box exists.
         """
 
     @abc.abstractmethod

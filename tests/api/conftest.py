@@ -100,13 +100,20 @@ async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
 
     async def make(**overrides: Any) -> Api:
         outbox = tmp_path / "outbox"
-        flags = {"listen": "127.0.0.1:0", "store": url, "state_dir": str(tmp_path / "state"),
-                 "outbox_dir": str(outbox), "log_format": "json", "log_level": "warning",
-                 **{k: str(v) for k, v in overrides.items()}}
+        flags = {
+            "listen": "127.0.0.1:0",
+            "store": url,
+            "state_dir": str(tmp_path / "state"),
+            "outbox_dir": str(outbox),
+            "log_format": "json",
+            "log_level": "warning",
+            **{k: str(v) for k, v in overrides.items()},
+        }
         settings = load_settings(flags, environ={})
         clock = OffsetClock()
-        server = RossbyServer(settings, store=open_store(url, store_options(settings, clock)),
-                              clock=clock)
+        server = RossbyServer(
+            settings, store=open_store(url, store_options(settings, clock)), clock=clock
+        )
         await server.start()
         api = Api(server, outbox, clock)
         started.append(api)

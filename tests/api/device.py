@@ -47,15 +47,22 @@ class Device:
     def register_request(self) -> pb.RegisterRequest:
         pub = self.keys.public()
         return pb.RegisterRequest(
-            device_id=str(self.device_id), contacts=[contact(c) for c in self.contacts],
+            device_id=str(self.device_id),
+            contacts=[contact(c) for c in self.contacts],
             device_name=self.name,
-            keys=pb.DeviceKeys(encryption_key=pub.encryption_public, signing_key=pub.signing_public,
-                               key_signature=self.keys.key_signature(self.device_id)))
+            keys=pb.DeviceKeys(
+                encryption_key=pub.encryption_public,
+                signing_key=pub.signing_public,
+                key_signature=self.keys.key_signature(self.device_id),
+            ),
+        )
 
     async def public(self, method: str, request: Message, response_type: type[Resp]) -> Resp:
-        call = self.stub_channel.unary_unary(SERVICE + method,
-                                             request_serializer=lambda m: m.SerializeToString(),
-                                             response_deserializer=response_type.FromString)
+        call = self.stub_channel.unary_unary(
+            SERVICE + method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
         return await call(request, timeout=30)  # type: ignore[no-any-return]
 
     async def register(self) -> pb.RegisterResponse:
@@ -72,19 +79,26 @@ class Device:
 
     def authorize_request(self, codes: list[str] | None = None) -> pb.AuthorizeRequest:
         codes = self.codes() if codes is None else codes
-        return pb.AuthorizeRequest(device_id=str(self.device_id), codes=codes,
-                                   signature=self.keys.authorize_signature(self.device_id, codes))
+        return pb.AuthorizeRequest(
+            device_id=str(self.device_id),
+            codes=codes,
+            signature=self.keys.authorize_signature(self.device_id, codes),
+        )
 
     async def authorize(self, codes: list[str] | None = None) -> pb.AuthorizeResponse:
-        reply = await self.public("Authorize", self.authorize_request(codes),
-                                  pb.AuthorizeResponse)
+        reply = await self.public("Authorize", self.authorize_request(codes), pb.AuthorizeResponse)
         creds = pb.HawkCredentials.FromString(
-            unseal(self.keys.encryption_private_bytes(), reply.sealed_credentials,
-                   aad=credentials_aad(self.device_id)))
+            unseal(
+                self.keys.encryption_private_bytes(),
+                reply.sealed_credentials,
+                aad=credentials_aad(self.device_id),
+            )
+        )
         self.box_id = uuid.UUID(reply.box_id)
         self.hawk_key = creds.key
-        self.signer = HawkSigner(creds.id, creds.key, "127.0.0.1", self.api.server.port,
-                                 clock=self.api.clock)
+        self.signer = HawkSigner(
+            creds.id, creds.key, "127.0.0.1", self.api.server.port, clock=self.api.clock
+        )
         return reply
 
     async def join(self) -> Device:
@@ -94,22 +108,34 @@ class Device:
 
     async def call(self, method: str, request: Message, response_type: type[Resp]) -> Resp:
         assert self.signer is not None, "authorize first"
-        return await call_signed(self.stub_channel, self.signer, SERVICE + method, request,
-                                 response_type, deadline=30, require_server_authorization=True)
+        return await call_signed(
+            self.stub_channel,
+            self.signer,
+            SERVICE + method,
+            request,
+            response_type,
+            deadline=30,
+            require_server_authorization=True,
+        )
 
     async def request_key(self, value: str) -> pb.RequestKeyResponse:
-        return await self.call("RequestKey", pb.RequestKeyRequest(contact=contact(value)),
-                               pb.RequestKeyResponse)
+        return await self.call(
+            "RequestKey", pb.RequestKeyRequest(contact=contact(value)), pb.RequestKeyResponse
+        )
 
-    async def send(self, *items: tuple[uuid.UUID | str, bytes, uuid.UUID | None]) -> pb.SendResponse:
-        messages = [pb.OutgoingMessage(recipient_box_id=str(box), ciphertext=body,
-                                       message_id=str(mid or uuid.uuid4()))
-                    for box, body, mid in items]
+    async def send(
+        self, *items: tuple[uuid.UUID | str, bytes, uuid.UUID | None]
+    ) -> pb.SendResponse:
+        messages = [
+            pb.OutgoingMessage(
+                recipient_box_id=str(box), ciphertext=body, message_id=str(mid or uuid.uuid4())
+            )
+            for box, body, mid in items
+        ]
         return await self.call("Send", pb.SendRequest(messages=messages), pb.SendResponse)
 
     async def fetch(self, after: int = 0, limit: int = 0) -> pb.FetchResponse:
-        return await self.call("Fetch", pb.FetchRequest(after=after, limit=limit),
-                               pb.FetchResponse)
+        return await self.call("Fetch", pb.FetchRequest(after=after, limit=limit), pb.FetchResponse)
 
     async def ack(self, through: int) -> pb.AckResponse:
         return await self.call("Ack", pb.AckRequest(through=through), pb.AckResponse)

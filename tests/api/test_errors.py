@@ -27,14 +27,17 @@ async def expect(code: grpc.StatusCode, why: str, coro: object) -> grpc.aio.AioR
     return caught.value
 
 
-async def raw(api: Api, method: str, payload: bytes,
-              metadata: list[tuple[str, str]] | None = None) -> bytes:
-    call = api.channel.unary_unary(SERVICE + method, request_serializer=None,
-                                   response_deserializer=None)
+async def raw(
+    api: Api, method: str, payload: bytes, metadata: list[tuple[str, str]] | None = None
+) -> bytes:
+    call = api.channel.unary_unary(
+        SERVICE + method, request_serializer=None, response_deserializer=None
+    )
     return await call(payload, metadata=metadata or [], timeout=30)  # type: ignore[no-any-return]
 
 
 # -- Register -----------------------------------------------------------------
+
 
 async def test_register_rejects_malformed_input(api: Api) -> None:
     dev = Device(api, email("x"))
@@ -68,21 +71,26 @@ async def test_register_rejects_malformed_input(api: Api) -> None:
         (variant(device_id=str(dev.device_id).upper()), "MALFORMED_ID"),
         (variant(contacts=[]), "TOO_FEW"),
         (variant(contacts=[contact(email(f"c{i}")) for i in range(4)]), "TOO_MANY"),
-        (variant(contacts=[pb.Contact(kind=pb.CONTACT_KIND_EMAIL, value="no-at-sign")]),
-         "CONTACT_INVALID_EMAIL"),
-        (variant(contacts=[pb.Contact(kind=pb.CONTACT_KIND_PHONE, value="+1 555")]),
-         "CONTACT_INVALID_PHONE"),
+        (
+            variant(contacts=[pb.Contact(kind=pb.CONTACT_KIND_EMAIL, value="no-at-sign")]),
+            "CONTACT_INVALID_EMAIL",
+        ),
+        (
+            variant(contacts=[pb.Contact(kind=pb.CONTACT_KIND_PHONE, value="+1 555")]),
+            "CONTACT_INVALID_PHONE",
+        ),
         (variant(contacts=[pb.Contact(value="a@b.co")]), "CONTACT_KIND_UNSPECIFIED"),
-        (variant(contacts=[contact("Same@Example.com"), contact("same@example.com")]),
-         "DUPLICATE_CONTACT"),
+        (
+            variant(contacts=[contact("Same@Example.com"), contact("same@example.com")]),
+            "DUPLICATE_CONTACT",
+        ),
         (variant(keys=bad_sig), "KEY_SIGNATURE_INVALID"),
         (variant(keys=foreign_sig), "KEY_SIGNATURE_INVALID"),
         (variant(keys=short_key), "KEYS_INVALID"),
         (variant(device_name="x" * 65), "DEVICE_NAME_INVALID"),
     ]
     for request, why in cases:
-        await expect(C.INVALID_ARGUMENT, why, dev.public("Register", request,
-                                                         pb.RegisterResponse))
+        await expect(C.INVALID_ARGUMENT, why, dev.public("Register", request, pb.RegisterResponse))
     assert list(api.outbox.glob("*.json")) == []  # nothing was sent for any of them
 
 
@@ -119,6 +127,7 @@ async def test_same_device_id_with_other_keys_is_refused(api: Api) -> None:
 
 # -- Authorize ----------------------------------------------------------------
 
+
 async def test_authorize_unknown_device(api: Api) -> None:
     dev = Device(api, email("ghost"))
     await expect(C.NOT_FOUND, "REGISTRATION_NOT_FOUND", dev.authorize(["123456"]))
@@ -144,8 +153,7 @@ async def test_concurrent_brute_force_is_counted_exactly(api: Api) -> None:
     await dev.register()
     right = dev.codes()[0]
     wrongs = [f"{(int(right) + i) % 10**6:06d}" for i in range(1, 21)]
-    results = await asyncio.gather(*(dev.authorize([w]) for w in wrongs),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(dev.authorize([w]) for w in wrongs), return_exceptions=True)
     assert all(isinstance(r, grpc.aio.AioRpcError) for r in results)
     denied = [r for r in results if r.code() == C.PERMISSION_DENIED]  # type: ignore[union-attr]
     assert len(denied) <= 4  # never more than the limit of wrong guesses get through
@@ -164,11 +172,14 @@ async def test_authorize_needs_proof_of_the_signing_key(api: Api) -> None:
     dev = Device(api, email("proof"))
     await dev.register()
     codes = dev.codes()
-    forged = pb.AuthorizeRequest(device_id=str(dev.device_id), codes=codes,
-                                 signature=DeviceKeyPair.generate().authorize_signature(
-                                     dev.device_id, codes))
-    await expect(C.PERMISSION_DENIED, "BAD_SIGNATURE",
-                 dev.public("Authorize", forged, pb.AuthorizeResponse))
+    forged = pb.AuthorizeRequest(
+        device_id=str(dev.device_id),
+        codes=codes,
+        signature=DeviceKeyPair.generate().authorize_signature(dev.device_id, codes),
+    )
+    await expect(
+        C.PERMISSION_DENIED, "BAD_SIGNATURE", dev.public("Authorize", forged, pb.AuthorizeResponse)
+    )
     await expect(C.INVALID_ARGUMENT, "CODE_COUNT", dev.authorize([*codes, "000000"]))
 
 
@@ -179,8 +190,9 @@ async def test_racing_registrations_for_one_contact_have_one_winner(api: Api) ->
     code0 = devices[0].codes()
     await devices[1].register()
     code1 = devices[1].codes()
-    results = await asyncio.gather(devices[0].authorize(code0), devices[1].authorize(code1),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        devices[0].authorize(code0), devices[1].authorize(code1), return_exceptions=True
+    )
     winners = [r for r in results if isinstance(r, pb.AuthorizeResponse)]
     losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(winners) == 1 and len(losers) == 1
@@ -188,6 +200,7 @@ async def test_racing_registrations_for_one_contact_have_one_winner(api: Api) ->
 
 
 # -- Hawk -----------------------------------------------------------------------
+
 
 def fetch_bytes() -> bytes:
     return pb.FetchRequest(limit=5).SerializeToString()
@@ -209,11 +222,19 @@ async def test_hawk_replay_is_refused(api: Api) -> None:
 async def test_hawk_stale_timestamp_carries_server_time(api: Api) -> None:
     dev = await Device(api, email("skew")).join()
     assert dev.signer is not None
-    skewed = HawkSigner(dev.signer.credentials_id, dev.hawk_key, "127.0.0.1", api.server.port,
-                        clock=lambda: time.time() - 120)
+    skewed = HawkSigner(
+        dev.signer.credentials_id,
+        dev.hawk_key,
+        "127.0.0.1",
+        api.server.port,
+        clock=lambda: time.time() - 120,
+    )
     payload = fetch_bytes()
-    err = await expect(C.UNAUTHENTICATED, "HAWK_STALE",
-                       raw(api, "Fetch", payload, skewed.sign(SERVICE + "Fetch", payload)))
+    err = await expect(
+        C.UNAUTHENTICATED,
+        "HAWK_STALE",
+        raw(api, "Fetch", payload, skewed.sign(SERVICE + "Fetch", payload)),
+    )
     from rossby.status import error_info
 
     info = error_info(err)
@@ -243,15 +264,17 @@ async def test_hawk_signed_for_another_method(api: Api) -> None:
 async def test_hawk_wrong_key(api: Api) -> None:
     dev = await Device(api, email("wrongkey")).join()
     assert dev.signer is not None
-    dev.signer = HawkSigner(dev.signer.credentials_id, secrets.token_bytes(32), "127.0.0.1",
-                            api.server.port)
+    dev.signer = HawkSigner(
+        dev.signer.credentials_id, secrets.token_bytes(32), "127.0.0.1", api.server.port
+    )
     await expect(C.UNAUTHENTICATED, "HAWK_BAD_MAC", dev.fetch())
 
 
 async def test_hawk_unknown_device(api: Api) -> None:
     dev = await Device(api, email("unknown")).join()
-    dev.signer = HawkSigner(f"{dev.box_id}.{uuid.uuid4()}", dev.hawk_key, "127.0.0.1",
-                            api.server.port)
+    dev.signer = HawkSigner(
+        f"{dev.box_id}.{uuid.uuid4()}", dev.hawk_key, "127.0.0.1", api.server.port
+    )
     await expect(C.UNAUTHENTICATED, "HAWK_UNKNOWN_ID", dev.fetch())
 
 
@@ -260,13 +283,15 @@ async def test_a_device_cannot_read_another_box(api: Api) -> None:
     bob = await Device(api, email("bob")).join()
     await alice.send((bob.box_id, b"for bob only", None))
     # Alice names Bob's box in her Hawk id, signing with her own key.
-    alice.signer = HawkSigner(f"{bob.box_id}.{alice.device_id}", alice.hawk_key, "127.0.0.1",
-                              api.server.port)
+    alice.signer = HawkSigner(
+        f"{bob.box_id}.{alice.device_id}", alice.hawk_key, "127.0.0.1", api.server.port
+    )
     await expect(C.UNAUTHENTICATED, "HAWK_UNKNOWN_ID", alice.fetch())
     assert [m.ciphertext for m in (await bob.fetch()).messages] == [b"for bob only"]
 
 
 # -- Send / Fetch ---------------------------------------------------------------
+
 
 async def test_send_validation_fails_whole_and_writes_nothing(make_api: object) -> None:
     api = await make_api(max_recipients=3, max_message_bytes=100)  # type: ignore[operator]
@@ -296,7 +321,10 @@ async def test_pending_cap_rejects_and_drops_nothing(make_api: object) -> None:
         assert reply.results[0].outcome == pb.SEND_OUTCOME_QUEUED
     over = await alice.send((bob.box_id, b"m3", None))
     assert (over.results[0].outcome, over.results[0].code, over.results[0].reason) == (
-        pb.SEND_OUTCOME_REJECTED, 8, "PENDING_CAP")  # google.rpc.Code.RESOURCE_EXHAUSTED
+        pb.SEND_OUTCOME_REJECTED,
+        8,
+        "PENDING_CAP",
+    )  # google.rpc.Code.RESOURCE_EXHAUSTED
     assert [m.ciphertext for m in await bob.drain()] == [b"m0", b"m1", b"m2"]
 
 

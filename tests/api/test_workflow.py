@@ -35,7 +35,10 @@ async def test_register_authorize_request_key_send_fetch_ack(api: Api) -> None:
     assert [m.message_id for m in page.messages] == [str(mid)]
     got = page.messages[0]
     assert (got.ciphertext, got.sender_box_id, got.sender_device_id) == (
-        b"ciphertext-1", str(alice.box_id), str(alice.device_id))
+        b"ciphertext-1",
+        str(alice.box_id),
+        str(alice.device_id),
+    )
     assert abs(got.received_at_ms / 1000 - api.clock()) < 60
 
     acked = await bob.ack(got.position)
@@ -73,8 +76,11 @@ async def test_multi_recipient_send_reports_each_outcome(api: Api) -> None:
     bob = await Device(api, email("bob")).join()
     carol = await Device(api, email("carol")).join()
     ghost = uuid.uuid4()
-    reply = await alice.send((bob.box_id, b"to bob", None), (ghost, b"to nobody", None),
-                             (carol.box_id, b"to carol", None))
+    reply = await alice.send(
+        (bob.box_id, b"to bob", None),
+        (ghost, b"to nobody", None),
+        (carol.box_id, b"to carol", None),
+    )
     outcomes = [(r.recipient_box_id, r.outcome, r.reason) for r in reply.results]
     assert outcomes == [
         (str(bob.box_id), pb.SEND_OUTCOME_QUEUED, ""),
