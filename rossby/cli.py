@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(serve)
     migrate = sub.add_parser("migrate", help="create or upgrade the store schema")
     add_flags(migrate)
+    from rossby.client.cli import add_parser as add_client_parser
+
+    add_client_parser(sub)
     return parser
 
 
@@ -46,6 +49,10 @@ async def _serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "client":
+        from rossby.client.cli import run as run_client
+
+        return run_client(args)
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:

@@ -133,8 +133,9 @@ class ClientState:
 
     def contact_of(self, box_id: uuid.UUID) -> NormalizedContact | None:
         """The first contact we know ``box_id`` by (sorted, so it is stable)."""
-        known = sorted((c for c, b in self.book.items() if b == box_id),
-                       key=lambda c: (c.kind.value, c.value))
+        known = sorted(
+            (c for c, b in self.book.items() if b == box_id), key=lambda c: (c.kind.value, c.value)
+        )
         return known[0] if known else None
 
 
@@ -170,8 +171,11 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
                 "pinned_at_ms": pin.pinned_at_ms,
                 "changed_at_ms": pin.changed_at_ms,
                 "devices": {
-                    str(d.device_id): {"name": d.name, "enc": _b64(d.encryption_key),
-                                       "sig": _b64(d.signing_key)}
+                    str(d.device_id): {
+                        "name": d.name,
+                        "enc": _b64(d.encryption_key),
+                        "sig": _b64(d.signing_key),
+                    }
                     for d in pin.devices.values()
                 },
             }
@@ -180,9 +184,14 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
         "seen": list(state.seen),
         "rejected": list(state.rejected),
         "held": [
-            {"position": h.position, "message_id": h.message_id, "sender_box": h.sender_box,
-             "sender_device": h.sender_device, "received_at_ms": h.received_at_ms,
-             "ciphertext": _b64(h.ciphertext)}
+            {
+                "position": h.position,
+                "message_id": h.message_id,
+                "sender_box": h.sender_box,
+                "sender_device": h.sender_device,
+                "received_at_ms": h.received_at_ms,
+                "ciphertext": _b64(h.ciphertext),
+            }
             for h in state.held
         ],
     }
@@ -195,8 +204,9 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
     for box, p in doc["pins"].items():
         box_id = uuid.UUID(box)
         devices = {
-            uuid.UUID(d): PinnedDevice(uuid.UUID(d), str(v["name"]), _unb64(v["enc"]),
-                                       _unb64(v["sig"]))
+            uuid.UUID(d): PinnedDevice(
+                uuid.UUID(d), str(v["name"]), _unb64(v["enc"]), _unb64(v["sig"])
+            )
             for d, v in p["devices"].items()
         }
         pins[box_id] = Pin(box_id, devices, int(p["pinned_at_ms"]), p.get("changed_at_ms"))
@@ -210,17 +220,23 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
         seen=SeenSet(doc["seen"]),
         rejected=SeenSet(doc["rejected"]),
         held=[
-            HeldEnvelope(int(h["position"]), str(h["message_id"]), str(h["sender_box"]),
-                         str(h["sender_device"]), int(h["received_at_ms"]),
-                         _unb64(h["ciphertext"]))
+            HeldEnvelope(
+                int(h["position"]),
+                str(h["message_id"]),
+                str(h["sender_box"]),
+                str(h["sender_device"]),
+                int(h["received_at_ms"]),
+                _unb64(h["ciphertext"]),
+            )
             for h in doc["held"]
         ],
     )
 
 
 def state_key(keys: DeviceKeyPair, device_id: uuid.UUID) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_LABEL,
-                info=_LABEL + b"\x00" + device_id.bytes).derive(keys.signing_private_bytes())
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=_LABEL, info=_LABEL + b"\x00" + device_id.bytes
+    ).derive(keys.signing_private_bytes())
 
 
 def encode_state(state: ClientState, key: bytes) -> bytes:
@@ -240,8 +256,9 @@ def decode_state(data: bytes, key: bytes) -> ClientState:
         plaintext = ChaCha20Poly1305(key).decrypt(header[5:], data[header_len:], header)
         return _from_doc(json.loads(plaintext))
     except (ValueError, KeyError, TypeError, AttributeError, InvalidTag):
-        raise WrongPassphrase("the state file does not open: it is damaged, or belongs to "
-                              "another device") from None
+        raise WrongPassphrase(
+            "the state file does not open: it is damaged, or belongs to another device"
+        ) from None
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -257,7 +274,7 @@ def write_private(path: Path, data: bytes) -> None:
             os.fchmod(fd, 0o600)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

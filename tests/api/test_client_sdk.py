@@ -1,0 +1,471 @@
+"""The client SDK against a real server, on each store backend.
+
+People are real ``RossbyClient`` devices with their own home directories;
+the only shortcuts are the ones the issue names: a second device is put in
+the store directly (device linking is a later issue), a stored ciphertext is
+altered in the database, and a device's keys are rotated in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from rossby import errors
+from rossby.client import (
+    HeldMessage,
+    HomeLocked,
+    InvalidMessage,
+    KeyChange,
+    KeyChangeWarning,
+    NotAuthorized,
+    ReceivedMessage,
+    RejectedMessage,
+    RossbyClient,
+    UntrustedKeys,
+    WrongPassphrase,
+)
+from rossby.client.hawk import HawkSigner, call_signed
+from rossby.client.models import Event
+from rossby.client.sdk import encode_text
+from rossby.contacts import normalize
+from rossby.crypto import (
+    DeviceKeyfile,
+    DeviceKeyPair,
+    HawkCredentials,
+    RecipientDevice,
+    SenderIdentity,
+    read_keyfile,
+    seal_envelope,
+)
+from rossby.server.notify import read_outbox_code
+from rossby.store import Device as StoreDevice
+from rossby.store import DeviceKeys as StoreDeviceKeys
+from rossby.store import DeviceState, parse_store_url
+from rossby.store.cassandra.positions import bucket_of
+from rossby.v1 import rossby_pb2 as pb
+from tests.api.conftest import Api
+from tests.api.device import email
+
+PASS = "correct horse battery staple"
+FAST = 2**10  # scrypt cost for test keyfiles; production uses 2**15
+
+Join = Callable[..., Awaitable[RossbyClient]]
+
+
+@pytest.fixture
+async def people(api: Api, tmp_path: Path) -> AsyncIterator[Join]:
+    """``await join("alice")``: a registered, verified device with its own home."""
+    async with AsyncExitStack() as stack:
+
+        async def join(name: str, contact: str | None = None) -> RossbyClient:
+            contact = contact or email(name)
+            client = await stack.enter_async_context(
+                RossbyClient.create(
+                    tmp_path / name,
+                    PASS,
+                    server=api.target,
+                    contacts=[contact],
+                    device_name=f"{name}-phone",
+                    scrypt_n=FAST,
+                )
+            )
+            await client.register()
+            code = read_outbox_code(api.outbox, normalize("email", contact))
+            assert code is not None
+            await client.authorize([code])
+            return client
+
+        yield join
+
+
+async def drain(client: RossbyClient) -> list[Event]:
+    return [event async for event in client.fetch_messages()]
+
+
+def received(events: list[Event]) -> list[ReceivedMessage]:
+    return [e for e in events if isinstance(e, ReceivedMessage)]
+
+
+def contact_of(client: RossbyClient) -> str:
+    return client.whoami().contacts[0]
+
+
+async def add_second_device(
+    api: Api, owner: RossbyClient, home: Path, stack: AsyncExitStack
+) -> RossbyClient:
+    """A second device of ``owner``'s box, made through the store.
+
+    Device linking is a later issue, so the test plays the server's part: it
+    adds the device with its public keys and a Hawk key of the test's
+    choosing, then builds the device's client state from exactly that.
+    """
+    assert owner.box_id is not None
+    keys, device_id, hawk_key = DeviceKeyPair.generate(), uuid.uuid4(), os.urandom(32)
+    await api.store.add_device(
+        StoreDevice(
+            box_id=owner.box_id,
+            device_id=device_id,
+            name="tablet",
+            keys=StoreDeviceKeys(
+                keys.encryption_public_bytes,
+                keys.signing_public_bytes,
+                keys.key_signature(device_id),
+            ),
+            hawk_key=hawk_key,
+            state=DeviceState.ACTIVE,
+            created_at=time.time(),
+        )
+    )
+    keyfile = DeviceKeyfile(
+        device_id=device_id,
+        keys=keys,
+        box_id=owner.box_id,
+        hawk=HawkCredentials(f"{owner.box_id}.{device_id}", hawk_key),
+        server=api.target,
+    )
+    return await stack.enter_async_context(
+        RossbyClient.install(
+            home,
+            PASS,
+            keyfile=keyfile,
+            contacts=[contact_of(owner)],
+            device_name="tablet",
+            scrypt_n=FAST,
+        )
+    )
+
+
+async def test_group_message_and_reply_reach_every_device(
+    api: Api, people: Join, tmp_path: Path
+) -> None:
+    alice, bob, carol = await people("alice"), await people("bob"), await people("carol")
+    async with AsyncExitStack() as stack:
+        tablet = await add_second_device(api, alice, tmp_path / "alice-tablet", stack)
+        # Alice's laptop pinned its own box with itself only: a device that
+        # appears later is reported, because it can read everything she sends.
+        with pytest.warns(KeyChangeWarning):
+            report = await alice.send([contact_of(bob), contact_of(carol)], "hello group")
+        assert report.ok
+        assert [c.own_box for c in report.key_changes] == [True]
+        assert report.key_changes[0].added == (tablet.device_id,)
+        outcomes = {(r.box_id, r.outcome, r.own_copy) for r in report.results}
+        assert outcomes == {
+            (bob.box_id, "queued", False),
+            (carol.box_id, "queued", False),
+            (alice.box_id, "queued", True),
+        }
+
+        # Bob knows Alice (he looked her up); Carol does not yet, so her copy
+        # is held until she does: the keystore is searchable by contact only.
+        await bob.resolve(contact_of(alice))
+        (got,) = received(await drain(bob))
+        assert (got.text, got.sender_contact, got.outgoing) == (
+            "hello group",
+            contact_of(alice),
+            False,
+        )
+        assert got.message_id == report.message_id and got.sender_device == alice.device_id
+        assert set(got.recipients) == {bob.box_id, carol.box_id}
+
+        events = await drain(carol)
+        assert [type(e) for e in events] == [HeldMessage]
+        await carol.resolve(contact_of(alice))
+        (held,) = received(await drain(carol))
+        assert (held.text, held.message_id) == ("hello group", report.message_id)
+        assert await drain(carol) == []
+
+        # The tablet sees what the laptop sent, through the own-box copy.
+        (sync,) = received(await drain(tablet))
+        assert sync.outgoing and sync.text == "hello group"
+        assert sync.sender_device == alice.device_id
+        assert set(sync.recipients) == {bob.box_id, carol.box_id}
+        assert received(await drain(alice)) == []  # the sender skips its own copy
+
+        # Bob's reply is wrapped for both of Alice's devices. The tablet learns
+        # Bob's contact by resolving it (contact sync is part of linking).
+        reply = await bob.send([contact_of(alice)], "hi both")
+        assert reply.ok and reply.key_changes == ()
+        await tablet.resolve(contact_of(bob))
+        for device in (alice, tablet):
+            (msg,) = received(await drain(device))
+            assert (msg.text, msg.sender_contact, msg.message_id) == (
+                "hi both",
+                contact_of(bob),
+                reply.message_id,
+            )
+            assert msg.recipients == (alice.box_id,)
+
+
+async def test_signature_by_another_key_is_rejected_and_acked(api: Api, people: Join) -> None:
+    alice, bob = await people("alice"), await people("bob")
+    await bob.resolve(contact_of(alice))
+    assert alice.box_id and bob.box_id
+    bob_keys = {d.device_id: d for d in (await alice.resolve(contact_of(bob))).devices}
+
+    # Sent with Alice's real Hawk credentials, so the server reports her as
+    # the sender, but signed by a key that is not her device's.
+    forged_id = uuid.uuid4()
+    envelope = seal_envelope(
+        SenderIdentity(alice.box_id, alice.device_id, DeviceKeyPair.generate().signing_private),
+        bob.box_id,
+        [RecipientDevice(d, k.encryption_key) for d, k in bob_keys.items()],
+        forged_id,
+        "text",
+        encode_text("forged", [bob.box_id]),
+    )
+    creds = read_keyfile(alice.home / "device.key", PASS).hawk
+    assert creds is not None
+    signer = HawkSigner(creds.id, creds.key, "127.0.0.1", api.server.port)
+    sent = await call_signed(
+        api.channel,
+        signer,
+        "/rossby.v1.Rossby/Send",
+        pb.SendRequest(
+            messages=[
+                pb.OutgoingMessage(
+                    recipient_box_id=str(bob.box_id), message_id=str(forged_id), ciphertext=envelope
+                )
+            ]
+        ),
+        pb.SendResponse,
+        deadline=30,
+    )
+    assert sent.results[0].outcome == pb.SEND_OUTCOME_QUEUED
+    genuine = await alice.send([contact_of(bob)], "genuine")
+
+    with pytest.raises(InvalidMessage):
+        await bob.open_message(
+            pb.QueuedMessage(
+                position=sent.results[0].position,
+                message_id=str(forged_id),
+                sender_box_id=str(alice.box_id),
+                sender_device_id=str(alice.device_id),
+                ciphertext=envelope,
+            )
+        )
+    events = await drain(bob)
+    assert [type(e) for e in events] == [RejectedMessage, ReceivedMessage]
+    rejected, ok = events
+    assert isinstance(rejected, RejectedMessage) and isinstance(ok, ReceivedMessage)
+    assert rejected.message_id == str(forged_id) and rejected.sender_box == str(alice.box_id)
+    assert ok.text == "genuine" and ok.message_id == genuine.message_id
+    assert bob.stats.rejected == 1 and bob.stats.received == 1
+    assert bob.stats.acked_through == genuine.results[0].position
+    assert await drain(bob) == []  # acked: the forgery blocks nothing
+
+
+async def tamper(api: Api, box_id: uuid.UUID, message_id: uuid.UUID, position: int) -> None:
+    """Flip one byte of a stored ciphertext, directly in the backend's table."""
+    url = parse_store_url(api.server.settings.store)
+    if url.scheme == "sqlite":
+
+        def flip() -> None:
+            with sqlite3.connect(url.path) as db:
+                (data,) = db.execute(
+                    "SELECT ciphertext FROM messages WHERE box_id = ? AND message_id = ?",
+                    (box_id.bytes, message_id.bytes),
+                ).fetchone()
+                changed = bytearray(data)
+                changed[-100] ^= 0x01  # inside the body ciphertext, before the signature
+                db.execute(
+                    "UPDATE messages SET ciphertext = ? WHERE box_id = ? AND message_id = ?",
+                    (bytes(changed), box_id.bytes, message_id.bytes),
+                )
+    else:
+
+        def flip() -> None:
+            from cassandra.cluster import Cluster
+
+            cluster = Cluster(list(url.hosts), port=url.port, protocol_version=5)
+            try:
+                session = cluster.connect()
+                key = (box_id, bucket_of(position), position, message_id)
+                where = "WHERE box_id = %s AND bucket = %s AND position = %s AND message_id = %s"
+                row = session.execute(
+                    f"SELECT ciphertext FROM {url.keyspace}.messages {where}", key
+                ).one()
+                changed = bytearray(row.ciphertext)
+                changed[-100] ^= 0x01
+                session.execute(
+                    f"UPDATE {url.keyspace}.messages SET ciphertext = %s {where}",
+                    (bytes(changed), *key),
+                )
+            finally:
+                cluster.shutdown()
+
+    await asyncio.to_thread(flip)
+
+
+async def test_ciphertext_altered_in_the_database_is_rejected(api: Api, people: Join) -> None:
+    alice, bob = await people("alice"), await people("bob")
+    await bob.resolve(contact_of(alice))
+    assert bob.box_id
+    first = await alice.send([contact_of(bob)], "secret")
+    second = await alice.send([contact_of(bob)], "still fine")
+    await tamper(api, bob.box_id, first.message_id, first.results[0].position)
+
+    events = await drain(bob)
+    assert [type(e) for e in events] == [RejectedMessage, ReceivedMessage]
+    assert isinstance(events[0], RejectedMessage)
+    assert events[0].message_id == str(first.message_id)
+    assert received(events)[0].text == "still fine"
+    assert bob.stats.acked_through == second.results[0].position
+    assert await drain(bob) == []
+
+
+async def test_key_change_warns_once_and_changes_the_safety_number(api: Api, people: Join) -> None:
+    alice, bob = await people("alice"), await people("bob")
+    assert bob.box_id
+    await bob.resolve(contact_of(alice))
+    before_a = await alice.safety_number(contact_of(bob))
+    before_b = await bob.safety_number(contact_of(alice))
+    assert before_a == before_b
+    assert len(before_a.groups) == 12 and all(len(g) == 5 and g.isdigit() for g in before_a.groups)
+    assert before_a.matches(before_b.qr_payload) and len(before_a.qr_payload) == 65
+
+    new = DeviceKeyPair.generate()
+    await api.store.rotate_device_keys(
+        bob.box_id,
+        bob.device_id,
+        StoreDeviceKeys(
+            new.encryption_public_bytes, new.signing_public_bytes, new.key_signature(bob.device_id)
+        ),
+    )
+
+    with pytest.warns(KeyChangeWarning) as caught:
+        report = await alice.send([contact_of(bob)], "to the new key")
+    change = report.key_changes[0]
+    assert [w.message.change for w in caught.list if isinstance(w.message, KeyChangeWarning)] == [
+        change
+    ]
+    assert (change.box_id, change.contact, change.rekeyed, change.added, change.own_box) == (
+        bob.box_id,
+        contact_of(bob),
+        (bob.device_id,),
+        (),
+        False,
+    )
+    assert "NEW KEYS" in change.describe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KeyChangeWarning)
+        again = await alice.send([contact_of(bob)], "pinned now")  # re-pinned: no repeat
+    assert again.key_changes == ()
+
+    after_a = await alice.safety_number(contact_of(bob))
+    with pytest.warns(KeyChangeWarning):  # Bob's own device is listed with foreign keys
+        after_b = await bob.safety_number(contact_of(alice))
+    assert after_a != before_a and after_a == after_b
+
+    # The messages went to the new key, which Bob's device does not hold.
+    events = await drain(bob)
+    assert [type(e) for e in events if not isinstance(e, KeyChange)] == [RejectedMessage] * 2
+
+
+async def test_duplicates_are_dropped_across_runs(api: Api, people: Join, tmp_path: Path) -> None:
+    alice = await people("alice")
+    bob_contact = email("bob")
+    async with RossbyClient.create(
+        tmp_path / "bob",
+        PASS,
+        server=api.target,
+        contacts=[bob_contact],
+        device_name="phone",
+        scrypt_n=FAST,
+    ) as bob:
+        await bob.register()
+        code = read_outbox_code(api.outbox, normalize("email", bob_contact))
+        assert code is not None
+        await bob.authorize([code])
+        await bob.resolve(contact_of(alice))
+    first = await alice.send([bob_contact], "one")
+    retry = await alice.send([bob_contact], "one, again", message_id=first.message_id)
+    assert [r.outcome for r in retry.results] == ["duplicate"]
+    await alice.send([bob_contact], "two")
+
+    async with RossbyClient.open(tmp_path / "bob", PASS) as bob:
+        async for event in bob.fetch_messages():
+            assert isinstance(event, ReceivedMessage) and event.text == "one"
+            break  # stop before the ack, as a crash would
+        assert bob.stats.acked_through == 0
+    async with RossbyClient.open(tmp_path / "bob", PASS) as bob:
+        events = await drain(bob)
+        assert [m.text for m in received(events)] == ["two"]
+        assert bob.stats.duplicates == 1
+        assert await drain(bob) == []
+
+
+async def test_keyfile_is_private_and_the_passphrase_is_checked(
+    api: Api, people: Join, tmp_path: Path
+) -> None:
+    alice = await people("alice")
+    home = tmp_path / "alice"
+    assert home.stat().st_mode & 0o777 == 0o700
+    for name in ("device.key", "state.bin"):
+        assert (home / name).stat().st_mode & 0o777 == 0o600
+    keyfile = read_keyfile(home / "device.key", PASS)
+    secret = keyfile.keys.signing_private_bytes()
+    for name in ("device.key", "state.bin"):
+        assert secret not in (home / name).read_bytes()
+    with pytest.raises(HomeLocked):  # Alice's client still has it open
+        async with RossbyClient.open(home, PASS):
+            pass
+    await alice.close()
+    with pytest.raises(WrongPassphrase, match="wrong passphrase"):
+        async with RossbyClient.open(home, "not the passphrase"):
+            pass
+    async with RossbyClient.open(home, PASS) as again:
+        assert again.whoami().box_id == alice.box_id
+
+
+async def test_rpc_failures_are_typed(api: Api, people: Join, tmp_path: Path) -> None:
+    alice = await people("alice")
+    with pytest.raises(errors.NotFound):
+        await alice.send([email("nobody")], "anyone?")
+    contact = email("dave")
+    async with RossbyClient.create(
+        tmp_path / "dave",
+        PASS,
+        server=api.target,
+        contacts=[contact],
+        device_name="phone",
+        scrypt_n=FAST,
+    ) as dave:
+        await dave.register()
+        with pytest.raises(NotAuthorized):
+            await dave.send([contact_of(alice)], "too early")
+        with pytest.raises(errors.PermissionDenied) as denied:
+            code = read_outbox_code(api.outbox, normalize("email", contact))
+            await dave.authorize(["000000" if code != "000000" else "111111"])
+        assert denied.value.reason == "CODE_INVALID"
+
+
+async def test_a_device_key_signature_that_fails_is_not_trusted(api: Api, people: Join) -> None:
+    alice, bob = await people("alice"), await people("bob")
+    assert bob.box_id
+    pinned = await alice.resolve(contact_of(bob))
+    # The keystore swaps in an encryption key of its own but cannot sign it
+    # with Bob's signing key.
+    intruder = DeviceKeyPair.generate()
+    (bob_device,) = pinned.devices
+    await api.store.rotate_device_keys(
+        bob.box_id,
+        bob.device_id,
+        StoreDeviceKeys(
+            intruder.encryption_public_bytes,
+            bob_device.signing_key,
+            intruder.key_signature(bob.device_id),
+        ),
+    )
+    with pytest.raises(UntrustedKeys):
+        await alice.send([contact_of(bob)], "to whom?")
+    assert alice.pinned_devices(bob.box_id) == pinned.devices  # the pin did not move
