@@ -485,23 +485,33 @@ class RossbyClient:
             raise ClientError("this device knows none of its own contacts")
         return await self._resolve(self._state.own_contacts[0])
 
-    async def _resolve(self, contact: NormalizedContact) -> ContactInfo:
-        reply = await self._call(
-            "RequestKey", pb.RequestKeyRequest(contact=_pb_contact(contact)), pb.RequestKeyResponse
+    async def _resolve(
+        self, contact: NormalizedContact | None, *, box_id: uuid.UUID | None = None
+    ) -> ContactInfo:
+        """Fetch, verify and pin a box's keys, by contact or by known box id."""
+        request = (
+            pb.RequestKeyRequest(contact=_pb_contact(contact))
+            if contact is not None
+            else pb.RequestKeyRequest(box_id=str(box_id))
         )
+        reply = await self._call("RequestKey", request, pb.RequestKeyResponse)
         try:
-            box_id = uuid.UUID(reply.box_id)
+            found = uuid.UUID(reply.box_id)
         except ValueError:
             raise UntrustedKeys("the keystore answered a malformed box id") from None
+        if contact is None and found != box_id:
+            raise UntrustedKeys(f"the keystore answered box {found} for {box_id}")
         devices = self._verified(reply)
-        if contact in self._state.own_contacts and box_id != self.box_id:
+        if contact in self._state.own_contacts and found != self.box_id:
             raise UntrustedKeys(f"the keystore says {contact.value} belongs to another box")
-        previous = self._state.book.get(contact)
+        previous = self._state.book.get(contact) if contact is not None else None
         change = self._pin(
-            box_id, devices, contact, previous if previous not in (None, box_id) else None
+            found, devices, contact, previous if previous not in (None, found) else None
         )
-        self._state.book[contact] = box_id
-        return ContactInfo(contact.value, box_id, self._device_infos(box_id, devices), change)
+        if contact is not None:
+            self._state.book[contact] = found
+        label = contact.value if contact is not None else str(found)
+        return ContactInfo(label, found, self._device_infos(found, devices), change)
 
     def _verified(self, reply: pb.RequestKeyResponse) -> dict[uuid.UUID, PinnedDevice]:
         devices: dict[uuid.UUID, PinnedDevice] = {}
@@ -529,7 +539,7 @@ class RossbyClient:
         self,
         box_id: uuid.UUID,
         devices: dict[uuid.UUID, PinnedDevice],
-        contact: NormalizedContact,
+        contact: NormalizedContact | None,
         previous_box: uuid.UUID | None,
     ) -> KeyChange | None:
         """Compare with the pin, report any difference once, then pin the new keys."""
@@ -558,7 +568,7 @@ class RossbyClient:
         if added or removed or rekeyed or previous_box is not None:
             change = KeyChange(
                 box_id=box_id,
-                contact=None if own else contact.value,
+                contact=None if own or contact is None else contact.value,
                 own_box=own,
                 added=tuple(sorted(added)),
                 removed=tuple(sorted(removed)),
@@ -852,19 +862,25 @@ class RossbyClient:
     async def _refresh(
         self, box_id: uuid.UUID, refreshed: set[uuid.UUID], events: list[Event]
     ) -> None:
-        """Re-resolve a known sender's box, at most once per fetch run."""
-        if box_id == self.box_id:
-            contact: NormalizedContact | None = self._state.own_contacts[0]
-        else:
-            contact = self._state.contact_of(box_id)
-        if contact is None:
-            raise UnknownSender(f"no contact known for box {box_id}")
+        """Re-resolve a sender's box, at most once per fetch run.
+
+        By contact when we know one (so the address book stays right), else
+        by the box id the server reported: a first message from a stranger
+        is verified on arrival against the keys then pinned.
+        """
         if box_id in refreshed:
             return
+        contact: NormalizedContact | None
+        if box_id == self.box_id:
+            contact = self._state.own_contacts[0]
+        else:
+            contact = self._state.contact_of(box_id)
         refreshed.add(box_id)
         try:
-            info = await self._resolve(contact)
+            info = await self._resolve(contact, box_id=box_id)
         except (errors.NotFound, UntrustedKeys):
+            if self._state.pins.get(box_id) is None:
+                raise UnknownSender(f"no keys for box {box_id}") from None
             return  # no usable keys: the message cannot be verified
         if info.key_change is not None:
             events.append(info.key_change)

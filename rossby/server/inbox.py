@@ -66,11 +66,21 @@ class Inbox:
     async def request_key(
         self, request: rossby_pb2.RequestKeyRequest, caller: Caller
     ) -> rossby_pb2.RequestKeyResponse:
-        contact = normalize(request.contact.kind, request.contact.value, self.default_phone_region)
         hidden = errors.NotFound("no such user", reason="NOT_FOUND")
-        box_id = await self.store.lookup_contact(self.hasher.hash(contact))
-        if box_id is None:
-            raise hidden
+        by_contact = request.HasField("contact")
+        if by_contact == bool(request.box_id):
+            raise errors.InvalidArgument(
+                "give exactly one of contact and box_id", reason="TARGET_REQUIRED"
+            )
+        if by_contact:
+            contact = normalize(
+                request.contact.kind, request.contact.value, self.default_phone_region
+            )
+            box_id = await self.store.lookup_contact(self.hasher.hash(contact))
+            if box_id is None:
+                raise hidden
+        else:
+            box_id = validate.parse_id("box_id", request.box_id)
         box, profile, devices = await asyncio.gather(
             self.store.get_box(box_id),
             self.store.get_profile(box_id),
@@ -78,7 +88,10 @@ class Inbox:
         )
         if box is None or not devices:
             raise hidden
-        if box_id != caller.box_id and profile is not None and not profile.discoverable:
+        # Discoverability governs finding a user by contact; a caller that
+        # already holds the box id (a correspondent) may always fetch keys.
+        hidden_user = profile is not None and not profile.discoverable
+        if by_contact and box_id != caller.box_id and hidden_user:
             raise hidden
         return rossby_pb2.RequestKeyResponse(
             box_id=str(box_id),

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rossby/v1/rossby.proto\x12\trossby.v1\">\n\x07\x43ontact\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.rossby.v1.ContactKind\x12\r\n\x05value\x18\x02 \x01(\t\"P\n\nDeviceKeys\x12\x16\n\x0e\x65ncryption_key\x18\x01 \x01(\x0c\x12\x13\n\x0bsigning_key\x18\x02 \x01(\x0c\x12\x15\n\rkey_signature\x18\x03 \x01(\x0c\"\x84\x01\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12$\n\x08\x63ontacts\x18\x02 \x03(\x0b\x32\x12.rossby.v1.Contact\x12#\n\x04keys\x18\x03 \x01(\x0b\x32\x15.rossby.v1.DeviceKeys\x12\x13\n\x0b\x64\x65vice_name\x18\x04 \x01(\t\",\n\x10RegisterResponse\x12\x18\n\x10\x63ode_ttl_seconds\x18\x01 \x01(\r\"G\n\x10\x41uthorizeRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05\x63odes\x18\x02 \x03(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"T\n\x11\x41uthorizeResponse\x12\x0e\n\x06\x62ox_id\x18\x01 \x01(\t\x12\x1a\n\x12sealed_credentials\x18\x02 \x01(\x0c\x12\x13\n\x0bhome_region\x18\x03 \x01(\t\"=\n\x0fHawkCredentials\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x11\n\talgorithm\x18\x03 \x01(\t\"8\n\x11RequestKeyRequest\x12#\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x12.rossby.v1.Contact\"_\n\x10\x44\x65vicePublicKeys\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12#\n\x04keys\x18\x02 \x01(\x0b\x32\x15.rossby.v1.DeviceKeys\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\"g\n\x12RequestKeyResponse\x12\x0e\n\x06\x62ox_id\x18\x01 \x01(\t\x12,\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x1b.rossby.v1.DevicePublicKeys\x12\x13\n\x0bhome_region\x18\x03 \x01(\t\"S\n\x0fOutgoingMessage\x12\x18\n\x10recipient_box_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\";\n\x0bSendRequest\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.rossby.v1.OutgoingMessage\"\x93\x01\n\nSendResult\x12\x18\n\x10recipient_box_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.rossby.v1.SendOutcome\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x04\"6\n\x0cSendResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.rossby.v1.SendResult\",\n\x0c\x46\x65tchRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"\x92\x01\n\rQueuedMessage\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x15\n\rsender_box_id\x18\x03 \x01(\t\x12\x18\n\x10sender_device_id\x18\x04 \x01(\t\x12\x16\n\x0ereceived_at_ms\x18\x05 \x01(\x03\x12\x12\n\nciphertext\x18\x06 \x01(\x0c\"m\n\rFetchResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.rossby.v1.QueuedMessage\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x12\n\nnext_after\x18\x03 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x04\"\x1d\n\nAckRequest\x12\x0f\n\x07through\x18\x01 \x01(\x04\"\x1d\n\x0b\x41\x63kResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04*[\n\x0b\x43ontactKind\x12\x1c\n\x18\x43ONTACT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONTACT_KIND_EMAIL\x10\x01\x12\x16\n\x12\x43ONTACT_KIND_PHONE\x10\x02*{\n\x0bSendOutcome\x12\x1c\n\x18SEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13SEND_OUTCOME_QUEUED\x10\x01\x12\x1a\n\x16SEND_OUTCOME_DUPLICATE\x10\x02\x12\x19\n\x15SEND_OUTCOME_REJECTED\x10\x03\x32\x8b\x03\n\x06Rossby\x12\x43\n\x08Register\x12\x1a.rossby.v1.RegisterRequest\x1a\x1b.rossby.v1.RegisterResponse\x12\x46\n\tAuthorize\x12\x1b.rossby.v1.AuthorizeRequest\x1a\x1c.rossby.v1.AuthorizeResponse\x12I\n\nRequestKey\x12\x1c.rossby.v1.RequestKeyRequest\x1a\x1d.rossby.v1.RequestKeyResponse\x12\x37\n\x04Send\x12\x16.rossby.v1.SendRequest\x1a\x17.rossby.v1.SendResponse\x12:\n\x05\x46\x65tch\x12\x17.rossby.v1.FetchRequest\x1a\x18.rossby.v1.FetchResponse\x12\x34\n\x03\x41\x63k\x12\x15.rossby.v1.AckRequest\x1a\x16.rossby.v1.AckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rossby/v1/rossby.proto\x12\trossby.v1\">\n\x07\x43ontact\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.rossby.v1.ContactKind\x12\r\n\x05value\x18\x02 \x01(\t\"P\n\nDeviceKeys\x12\x16\n\x0e\x65ncryption_key\x18\x01 \x01(\x0c\x12\x13\n\x0bsigning_key\x18\x02 \x01(\x0c\x12\x15\n\rkey_signature\x18\x03 \x01(\x0c\"\x84\x01\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12$\n\x08\x63ontacts\x18\x02 \x03(\x0b\x32\x12.rossby.v1.Contact\x12#\n\x04keys\x18\x03 \x01(\x0b\x32\x15.rossby.v1.DeviceKeys\x12\x13\n\x0b\x64\x65vice_name\x18\x04 \x01(\t\",\n\x10RegisterResponse\x12\x18\n\x10\x63ode_ttl_seconds\x18\x01 \x01(\r\"G\n\x10\x41uthorizeRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05\x63odes\x18\x02 \x03(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"T\n\x11\x41uthorizeResponse\x12\x0e\n\x06\x62ox_id\x18\x01 \x01(\t\x12\x1a\n\x12sealed_credentials\x18\x02 \x01(\x0c\x12\x13\n\x0bhome_region\x18\x03 \x01(\t\"=\n\x0fHawkCredentials\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x11\n\talgorithm\x18\x03 \x01(\t\"H\n\x11RequestKeyRequest\x12#\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x12.rossby.v1.Contact\x12\x0e\n\x06\x62ox_id\x18\x02 \x01(\t\"_\n\x10\x44\x65vicePublicKeys\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12#\n\x04keys\x18\x02 \x01(\x0b\x32\x15.rossby.v1.DeviceKeys\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\"g\n\x12RequestKeyResponse\x12\x0e\n\x06\x62ox_id\x18\x01 \x01(\t\x12,\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x1b.rossby.v1.DevicePublicKeys\x12\x13\n\x0bhome_region\x18\x03 \x01(\t\"S\n\x0fOutgoingMessage\x12\x18\n\x10recipient_box_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\";\n\x0bSendRequest\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.rossby.v1.OutgoingMessage\"\x93\x01\n\nSendResult\x12\x18\n\x10recipient_box_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.rossby.v1.SendOutcome\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x04\"6\n\x0cSendResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.rossby.v1.SendResult\",\n\x0c\x46\x65tchRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"\x92\x01\n\rQueuedMessage\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x15\n\rsender_box_id\x18\x03 \x01(\t\x12\x18\n\x10sender_device_id\x18\x04 \x01(\t\x12\x16\n\x0ereceived_at_ms\x18\x05 \x01(\x03\x12\x12\n\nciphertext\x18\x06 \x01(\x0c\"m\n\rFetchResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.rossby.v1.QueuedMessage\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x12\n\nnext_after\x18\x03 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x04\"\x1d\n\nAckRequest\x12\x0f\n\x07through\x18\x01 \x01(\x04\"\x1d\n\x0b\x41\x63kResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04*[\n\x0b\x43ontactKind\x12\x1c\n\x18\x43ONTACT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONTACT_KIND_EMAIL\x10\x01\x12\x16\n\x12\x43ONTACT_KIND_PHONE\x10\x02*{\n\x0bSendOutcome\x12\x1c\n\x18SEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13SEND_OUTCOME_QUEUED\x10\x01\x12\x1a\n\x16SEND_OUTCOME_DUPLICATE\x10\x02\x12\x19\n\x15SEND_OUTCOME_REJECTED\x10\x03\x32\x8b\x03\n\x06Rossby\x12\x43\n\x08Register\x12\x1a.rossby.v1.RegisterRequest\x1a\x1b.rossby.v1.RegisterResponse\x12\x46\n\tAuthorize\x12\x1b.rossby.v1.AuthorizeRequest\x1a\x1c.rossby.v1.AuthorizeResponse\x12I\n\nRequestKey\x12\x1c.rossby.v1.RequestKeyRequest\x1a\x1d.rossby.v1.RequestKeyResponse\x12\x37\n\x04Send\x12\x16.rossby.v1.SendRequest\x1a\x17.rossby.v1.SendResponse\x12:\n\x05\x46\x65tch\x12\x17.rossby.v1.FetchRequest\x1a\x18.rossby.v1.FetchResponse\x12\x34\n\x03\x41\x63k\x12\x15.rossby.v1.AckRequest\x1a\x16.rossby.v1.AckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rossby.v1.rossby_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTACTKIND']._serialized_start=1566
-  _globals['_CONTACTKIND']._serialized_end=1657
-  _globals['_SENDOUTCOME']._serialized_start=1659
-  _globals['_SENDOUTCOME']._serialized_end=1782
+  _globals['_CONTACTKIND']._serialized_start=1582
+  _globals['_CONTACTKIND']._serialized_end=1673
+  _globals['_SENDOUTCOME']._serialized_start=1675
+  _globals['_SENDOUTCOME']._serialized_end=1798
   _globals['_CONTACT']._serialized_start=37
   _globals['_CONTACT']._serialized_end=99
   _globals['_DEVICEKEYS']._serialized_start=101
@@ -50,29 +50,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HAWKCREDENTIALS']._serialized_start=523
   _globals['_HAWKCREDENTIALS']._serialized_end=584
   _globals['_REQUESTKEYREQUEST']._serialized_start=586
-  _globals['_REQUESTKEYREQUEST']._serialized_end=642
-  _globals['_DEVICEPUBLICKEYS']._serialized_start=644
-  _globals['_DEVICEPUBLICKEYS']._serialized_end=739
-  _globals['_REQUESTKEYRESPONSE']._serialized_start=741
-  _globals['_REQUESTKEYRESPONSE']._serialized_end=844
-  _globals['_OUTGOINGMESSAGE']._serialized_start=846
-  _globals['_OUTGOINGMESSAGE']._serialized_end=929
-  _globals['_SENDREQUEST']._serialized_start=931
-  _globals['_SENDREQUEST']._serialized_end=990
-  _globals['_SENDRESULT']._serialized_start=993
-  _globals['_SENDRESULT']._serialized_end=1140
-  _globals['_SENDRESPONSE']._serialized_start=1142
-  _globals['_SENDRESPONSE']._serialized_end=1196
-  _globals['_FETCHREQUEST']._serialized_start=1198
-  _globals['_FETCHREQUEST']._serialized_end=1242
-  _globals['_QUEUEDMESSAGE']._serialized_start=1245
-  _globals['_QUEUEDMESSAGE']._serialized_end=1391
-  _globals['_FETCHRESPONSE']._serialized_start=1393
-  _globals['_FETCHRESPONSE']._serialized_end=1502
-  _globals['_ACKREQUEST']._serialized_start=1504
-  _globals['_ACKREQUEST']._serialized_end=1533
-  _globals['_ACKRESPONSE']._serialized_start=1535
-  _globals['_ACKRESPONSE']._serialized_end=1564
-  _globals['_ROSSBY']._serialized_start=1785
-  _globals['_ROSSBY']._serialized_end=2180
+  _globals['_REQUESTKEYREQUEST']._serialized_end=658
+  _globals['_DEVICEPUBLICKEYS']._serialized_start=660
+  _globals['_DEVICEPUBLICKEYS']._serialized_end=755
+  _globals['_REQUESTKEYRESPONSE']._serialized_start=757
+  _globals['_REQUESTKEYRESPONSE']._serialized_end=860
+  _globals['_OUTGOINGMESSAGE']._serialized_start=862
+  _globals['_OUTGOINGMESSAGE']._serialized_end=945
+  _globals['_SENDREQUEST']._serialized_start=947
+  _globals['_SENDREQUEST']._serialized_end=1006
+  _globals['_SENDRESULT']._serialized_start=1009
+  _globals['_SENDRESULT']._serialized_end=1156
+  _globals['_SENDRESPONSE']._serialized_start=1158
+  _globals['_SENDRESPONSE']._serialized_end=1212
+  _globals['_FETCHREQUEST']._serialized_start=1214
+  _globals['_FETCHREQUEST']._serialized_end=1258
+  _globals['_QUEUEDMESSAGE']._serialized_start=1261
+  _globals['_QUEUEDMESSAGE']._serialized_end=1407
+  _globals['_FETCHRESPONSE']._serialized_start=1409
+  _globals['_FETCHRESPONSE']._serialized_end=1518
+  _globals['_ACKREQUEST']._serialized_start=1520
+  _globals['_ACKREQUEST']._serialized_end=1549
+  _globals['_ACKRESPONSE']._serialized_start=1551
+  _globals['_ACKRESPONSE']._serialized_end=1580
+  _globals['_ROSSBY']._serialized_start=1801
+  _globals['_ROSSBY']._serialized_end=2196
 # @@protoc_insertion_point(module_scope)

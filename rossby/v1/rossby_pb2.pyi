@@ -293,16 +293,24 @@ class RequestKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTACT_FIELD_NUMBER: _builtins.int
+    BOX_ID_FIELD_NUMBER: _builtins.int
+    box_id: _builtins.str
     @_builtins.property
-    def contact(self) -> Global___Contact: ...
+    def contact(self) -> Global___Contact:
+        """Exactly one of `contact` and `box_id`. By contact finds a discoverable
+        user; by box id fetches the keys of a box the caller already knows
+        (e.g. to verify the sender of a message it received).
+        """
+
     def __init__(
         self,
         *,
         contact: Global___Contact | None = ...,
+        box_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_id", b"box_id", "contact", b"contact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -96,8 +96,8 @@ class RossbyServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RequestKey(self, request, context):
-        """Resolves a contact to its box and the public keys of every active
-        device of that box. Hawk-signed.
+        """Resolves a contact (or a known box id) to the box and the public keys of
+        every active device of that box. Hawk-signed.
         Errors: NOT_FOUND (NOT_FOUND: unknown, hidden or not accepting this
         caller; the cases are indistinguishable on purpose).
         """

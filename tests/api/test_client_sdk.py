@@ -22,7 +22,6 @@ import pytest
 
 from rossby import errors
 from rossby.client import (
-    HeldMessage,
     HomeLocked,
     InvalidMessage,
     KeyChange,
@@ -165,8 +164,8 @@ async def test_group_message_and_reply_reach_every_device(
             (alice.box_id, "queued", True),
         }
 
-        # Bob knows Alice (he looked her up); Carol does not yet, so her copy
-        # is held until she does: the keystore is searchable by contact only.
+        # Bob knows Alice (he looked her up); Carol does not: her client
+        # fetches the sender's keys by box id and verifies on arrival.
         await bob.resolve(contact_of(alice))
         (got,) = received(await drain(bob))
         assert (got.text, got.sender_contact, got.outgoing) == (
@@ -177,12 +176,12 @@ async def test_group_message_and_reply_reach_every_device(
         assert got.message_id == report.message_id and got.sender_device == alice.device_id
         assert set(got.recipients) == {bob.box_id, carol.box_id}
 
-        events = await drain(carol)
-        assert [type(e) for e in events] == [HeldMessage]
-        await carol.resolve(contact_of(alice))
-        (held,) = received(await drain(carol))
-        assert (held.text, held.message_id) == ("hello group", report.message_id)
+        (first,) = received(await drain(carol))
+        assert (first.text, first.message_id) == ("hello group", report.message_id)
+        assert first.sender_box == alice.box_id and first.sender_contact is None
         assert await drain(carol) == []
+        # Resolving her contact later names the sender without a key change.
+        assert (await carol.resolve(contact_of(alice))).key_change is None
 
         # The tablet sees what the laptop sent, through the own-box copy.
         (sync,) = received(await drain(tablet))

@@ -332,3 +332,25 @@ async def test_request_key_for_unknown_contact_is_not_found(api: Api) -> None:
     dev = await Device(api, email("asker")).join()
     await expect(C.NOT_FOUND, "NOT_FOUND", dev.request_key(email("nobody")))
     await expect(C.INVALID_ARGUMENT, "CONTACT_INVALID_EMAIL", dev.request_key("not an email@"))
+
+
+async def test_request_key_by_box_id(api: Api) -> None:
+    bob_contact = email("bob")
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, bob_contact).join()
+    by_id = await alice.call(
+        "RequestKey", pb.RequestKeyRequest(box_id=str(bob.box_id)), pb.RequestKeyResponse
+    )
+    assert by_id == await alice.request_key(bob_contact)
+    cases = [
+        (pb.RequestKeyRequest(), C.INVALID_ARGUMENT, "TARGET_REQUIRED"),
+        (
+            pb.RequestKeyRequest(contact=contact(bob_contact), box_id=str(bob.box_id)),
+            C.INVALID_ARGUMENT,
+            "TARGET_REQUIRED",
+        ),
+        (pb.RequestKeyRequest(box_id="nope"), C.INVALID_ARGUMENT, "MALFORMED_ID"),
+        (pb.RequestKeyRequest(box_id=str(uuid.uuid4())), C.NOT_FOUND, "NOT_FOUND"),
+    ]
+    for request, code, why in cases:
+        await expect(code, why, alice.call("RequestKey", request, pb.RequestKeyResponse))
