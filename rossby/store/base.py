@@ -327,8 +327,11 @@ class Store(abc.ABC):
         message is already queued), not refused. The message expires
         ``options.message_ttl`` seconds after it was queued, read or not.
         Raises ``PendingCapExceeded`` when the box already holds
-        ``options.pending_cap`` undelivered messages; nothing queued is ever
-        dropped to make room. The caller checks the box exists.
+        ``options.pending_cap`` messages not yet passed by every active
+        device (a backend may also count passed ones awaiting compaction);
+        nothing queued is ever dropped to make room. The cap is exact when
+        ``settle_window == 0``; otherwise concurrent senders may overshoot it
+        by at most their number. The caller checks the box exists.
         """
 
     @abc.abstractmethod

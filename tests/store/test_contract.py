@@ -919,7 +919,16 @@ async def test_pending_cap_holds_under_concurrent_sends(
         for m, a in zip(messages, answers, strict=True)
         if not isinstance(a, BaseException)
     ]
-    assert len(queued) == cap
+    if stores[0].settle_window == 0:
+        assert len(queued) == cap  # serialised writers: the cap is exact
+    else:
+        # Backends without a per-box serialisation point (Cassandra) count
+        # then insert, so racing sends may overshoot by at most the racers;
+        # an exact cap would need one Paxos round per enqueue on the box.
+        assert cap <= len(queued) <= len(messages)
+        # Once the race is over the cap holds for the next sender.
+        with pytest.raises(PendingCapExceeded):
+            await stores[0].enqueue(box.box_id, make_message())
     assert sorted(m.message_id for m in await fetch_all(stores[1], box, device)) == sorted(queued)
 
 

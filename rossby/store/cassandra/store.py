@@ -1,0 +1,829 @@
+"""The Cassandra backend. The reasoning is in docs/store.md ("Cassandra
+backend", "Cursor edge"); comments here only point at the rule applied."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from cassandra.query import BatchStatement, BatchType, SimpleStatement
+
+from rossby.errors import AlreadyExists, FailedPrecondition, NotFound, StoreUnavailable
+from rossby.store import StoreURL
+from rossby.store.base import (
+    Box,
+    Compaction,
+    Device,
+    DeviceKeys,
+    DeviceState,
+    Enqueued,
+    NewMessage,
+    Page,
+    PendingCapExceeded,
+    Position,
+    Profile,
+    Registration,
+    Store,
+    StoredMessage,
+    StoreOptions,
+)
+from rossby.store.cassandra.config import (
+    CLAIM,
+    CONTACTS,
+    CURSOR,
+    KEYS,
+    QUEUE,
+    REGISTRATIONS,
+    SCHEMA,
+    parse_settings,
+)
+from rossby.store.cassandra.driver import Bridge
+from rossby.store.cassandra.locks import KeyedLocks
+from rossby.store.cassandra.migrations import (
+    keyspace_cql,
+    migrations,
+    version_table_cql,
+)
+from rossby.store.cassandra.positions import (
+    Allocator,
+    bucket_of,
+    position_at,
+    span,
+    time_of,
+    write_timestamp,
+)
+
+COMPONENT = "store"
+APPLIED = "[applied]"
+CAS_ROUNDS = 64  # compare-and-set retries before reporting contention
+POLL = 0.05  # seconds between looks at a row another attempt is writing
+MAX_LIMIT = 2**31 - 1
+
+_DEVICE_COLUMNS = (
+    "device_id, name, encryption_key, signing_key, key_signature, hawk_key, state,"
+    " device_created_at, start_position, cursor, purged_through"
+)
+_REGISTRATION_COLUMNS = (
+    "device_id, box_id, contact_hashes, code_hashes, encryption_key, signing_key,"
+    " key_signature, device_name, created_at, expires_at, sent_at, attempts, completed"
+)
+
+
+class _Cql:
+    """Every statement, qualified with the keyspace (the session has none:
+    it must work before ``migrate`` created the keyspace)."""
+
+    def __init__(self, ks: str) -> None:
+        # schema bookkeeping
+        self.version_get = f"SELECT version FROM {ks}.schema_version WHERE component = ? LIMIT 1"
+        self.version_put = (
+            f"INSERT INTO {ks}.schema_version (component, version, applied_at) VALUES (?, ?, ?)"
+        )
+        self.ping = "SELECT release_version FROM system.local"
+        # boxes partition: box + profile (static), devices (rows)
+        self.box_get = f"SELECT home_region, created_at FROM {ks}.boxes WHERE box_id = ? LIMIT 1"
+        self.box_insert = (
+            f"INSERT INTO {ks}.boxes (box_id, home_region, created_at, display_name,"
+            " description, avatar_ref, discoverable, accept_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self.profile_get = (
+            f"SELECT home_region, display_name, description, avatar_ref, discoverable,"
+            f" accept_from FROM {ks}.boxes WHERE box_id = ? LIMIT 1"
+        )
+        self.profile_put = (
+            f"UPDATE {ks}.boxes SET display_name = ?, description = ?, avatar_ref = ?,"
+            " discoverable = ?, accept_from = ? WHERE box_id = ?"
+        )
+        self.device_insert = (
+            f"INSERT INTO {ks}.boxes (box_id, device_id, name, encryption_key, signing_key,"
+            " key_signature, hawk_key, state, device_created_at, start_position)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self.device_get = (
+            f"SELECT {_DEVICE_COLUMNS} FROM {ks}.boxes WHERE box_id = ? AND device_id = ?"
+        )
+        self.devices_all = f"SELECT {_DEVICE_COLUMNS} FROM {ks}.boxes WHERE box_id = ?"
+        self.device_keys = (
+            f"UPDATE {ks}.boxes SET encryption_key = ?, signing_key = ?, key_signature = ?"
+            " WHERE box_id = ? AND device_id = ?"
+        )
+        self.device_state = f"UPDATE {ks}.boxes SET state = ? WHERE box_id = ? AND device_id = ?"
+        # grow-only cells: the write timestamp is derived from the value
+        self.cursor_set = (
+            f"UPDATE {ks}.boxes USING TIMESTAMP ? SET cursor = ? WHERE box_id = ? AND device_id = ?"
+        )
+        self.purged_get = f"SELECT purged_through FROM {ks}.boxes WHERE box_id = ? LIMIT 1"
+        self.purged_set = (
+            f"UPDATE {ks}.boxes USING TIMESTAMP ? SET purged_through = ? WHERE box_id = ?"
+        )
+        # the queue
+        self.message_insert = (
+            f"INSERT INTO {ks}.messages (box_id, bucket, position, message_id, sender_box,"
+            " sender_device, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+        )
+        self.message_range = (
+            f"SELECT position, message_id, sender_box, sender_device, ciphertext"
+            f" FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position > ?"
+            " AND position <= ? LIMIT ?"
+        )
+        self.message_top = (
+            f"SELECT position FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position > ?"
+            " AND position <= ? ORDER BY position DESC LIMIT 1"
+        )
+        self.message_exists = (
+            f"SELECT position FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
+            " AND position = ? AND message_id = ?"
+        )
+        self.message_count = (
+            f"SELECT COUNT(*) FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
+            " AND position > ? AND position <= ?"
+        )
+        self.messages_delete_below = (
+            f"DELETE FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position <= ?"
+        )
+        self.messages_delete_bucket = f"DELETE FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
+        # message claims: LWT only
+        self.claim_insert = (
+            f"INSERT INTO {ks}.message_claims (box_id, message_id, position) VALUES (?, ?, ?)"
+            " IF NOT EXISTS USING TTL ?"
+        )
+        self.claim_move = (
+            f"UPDATE {ks}.message_claims USING TTL ? SET position = ?"
+            " WHERE box_id = ? AND message_id = ? IF position = ?"
+        )
+        self.claim_get = (
+            f"SELECT position FROM {ks}.message_claims WHERE box_id = ? AND message_id = ?"
+        )
+        # contacts: LWT only
+        self.contact_get = f"SELECT box_id FROM {ks}.contacts WHERE contact_hash = ?"
+        self.contact_claim = (
+            f"INSERT INTO {ks}.contacts (contact_hash, box_id) VALUES (?, ?) IF NOT EXISTS"
+        )
+        self.contact_release = f"DELETE FROM {ks}.contacts WHERE contact_hash = ? IF box_id = ?"
+        # registrations: LWT only
+        self.registration_get = (
+            f"SELECT {_REGISTRATION_COLUMNS} FROM {ks}.registrations WHERE device_id = ?"
+        )
+        self.registration_insert = (
+            f"INSERT INTO {ks}.registrations ({_REGISTRATION_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+        )
+        self.registration_replace = (
+            f"UPDATE {ks}.registrations USING TTL ? SET box_id = ?, contact_hashes = ?,"
+            " code_hashes = ?, encryption_key = ?, signing_key = ?, key_signature = ?,"
+            " device_name = ?, created_at = ?, expires_at = ?, sent_at = ?, attempts = ?,"
+            " completed = ? WHERE device_id = ? IF EXISTS"
+        )
+        self.registration_attempt = (
+            f"UPDATE {ks}.registrations USING TTL ? SET attempts = ? WHERE device_id = ?"
+            " IF attempts = ? AND expires_at = ?"
+        )
+        self.registration_complete = (
+            f"UPDATE {ks}.registrations USING TTL ? SET completed = true WHERE device_id = ?"
+            " IF expires_at = ?"
+        )
+
+
+def _device(box_id: uuid.UUID, row: Sequence[Any]) -> Device:
+    return Device(
+        box_id=box_id,
+        device_id=row[0],
+        name=row[1] or "",
+        keys=DeviceKeys(
+            encryption_key=row[2] or b"", signing_key=row[3] or b"", key_signature=row[4] or b""
+        ),
+        hawk_key=row[5] or b"",
+        state=DeviceState(row[6]),
+        created_at=row[7] or 0.0,
+    )
+
+
+class CassandraStore(Store):
+    """Apache Cassandra 5.0 backend (see the package docstring for the URL)."""
+
+    def __init__(self, url: StoreURL, options: StoreOptions) -> None:
+        self.options = options
+        self._settings = parse_settings(url)
+        self.settle_window = span(self._settings.settle_seconds)
+        self._positions = Allocator(options.clock)
+        self._db = Bridge(self._settings)
+        self._cql = _Cql(self._settings.keyspace)
+        self._locks = KeyedLocks()
+
+    # -- helpers -------------------------------------------------------------
+
+    async def _run(self, cql: str, params: Sequence[Any], profile: str, **kw: Any) -> list[Any]:
+        return await self._db.execute(cql, params, profile=profile, **kw)
+
+    def _message_ttl(self) -> int:
+        return max(1, math.ceil(self.options.message_ttl))
+
+    def _horizon(self) -> Position:
+        """Positions at or below this have expired (never read them)."""
+        expired_before = self.options.clock() - self.options.message_ttl
+        return position_at(expired_before) if expired_before > time_of(0) else 0
+
+    def _upper(self) -> Position:
+        """Reads stop here: the head plus the settle window, so a message
+        from a writer whose clock runs (tolerably) ahead is not held back."""
+        return self._positions.head() + self.settle_window
+
+    def _budget(self) -> float:
+        return self._settings.request_timeout
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def _schema_version(self) -> int | None:
+        """The recorded version, or None when nothing was ever recorded."""
+        try:
+            rows = await self._run(self._cql.version_get, (COMPONENT,), SCHEMA)
+        except FailedPrecondition as exc:
+            if exc.reason == "SCHEMA_MISSING":
+                return None
+            raise
+        return int(rows[0][0]) if rows else None
+
+    async def _ddl(self, cql: str) -> None:
+        await self._db.execute(SimpleStatement(cql), profile=SCHEMA)
+
+    async def _agree(self) -> None:
+        if not await self._db.wait_for_schema_agreement():
+            raise StoreUnavailable("store: nodes disagree on the schema", applied=None)
+
+    async def migrate(self) -> int:
+        ks = self._settings.keyspace
+        known = migrations(ks)
+        latest = known[-1].version
+        current = await self._schema_version()
+        if current is not None and current > latest:
+            raise FailedPrecondition(
+                f"schema version {current} is newer than this code ({latest})",
+                reason="SCHEMA_TOO_NEW",
+            )
+        if current == latest:
+            return latest
+        await self._ddl(keyspace_cql(self._settings))
+        await self._ddl(version_table_cql(ks))
+        await self._agree()
+        current = await self._schema_version() or 0
+        for migration in known:
+            if migration.version <= current:
+                continue
+            for statement in migration.statements:
+                await self._ddl(statement)
+            await self._agree()
+            await self._run(
+                self._cql.version_put,
+                (COMPONENT, migration.version, int(time.time() * 1000)),
+                SCHEMA,
+            )
+        return latest
+
+    async def check_schema(self) -> int:
+        latest = migrations(self._settings.keyspace)[-1].version
+        current = await self._schema_version()
+        if current is None:
+            raise FailedPrecondition(
+                "store schema missing; run `rossby migrate`", reason="SCHEMA_MISSING"
+            )
+        if current < latest:
+            raise FailedPrecondition(
+                f"store schema version {current} is older than {latest}; run `rossby migrate`",
+                reason="SCHEMA_OUTDATED",
+            )
+        if current > latest:
+            raise FailedPrecondition(
+                f"store schema version {current} is newer than this code ({latest})",
+                reason="SCHEMA_TOO_NEW",
+            )
+        return current
+
+    async def ping(self) -> None:
+        await self._run(self._cql.ping, (), KEYS)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- contacts ----------------------------------------------------------
+
+    async def lookup_contact(self, contact_hash: bytes) -> uuid.UUID | None:
+        rows = await self._run(self._cql.contact_get, (contact_hash,), CONTACTS)
+        return rows[0]["box_id"] if rows else None
+
+    async def claim_contact(self, contact_hash: bytes, box_id: uuid.UUID) -> uuid.UUID:
+        async with self._locks.hold(("contact", contact_hash)):
+            rows = await self._run(self._cql.contact_claim, (contact_hash, box_id), CONTACTS)
+        row = rows[0]
+        owner: uuid.UUID = box_id if row[APPLIED] else row["box_id"]
+        return owner
+
+    async def release_contact(self, contact_hash: bytes, box_id: uuid.UUID) -> None:
+        async with self._locks.hold(("contact", contact_hash)):
+            await self._run(self._cql.contact_release, (contact_hash, box_id), CONTACTS)
+
+    # -- registrations -------------------------------------------------------
+
+    def _registration_ttl(self, expires_at: float, created_at: float | None = None) -> int:
+        end = expires_at
+        if created_at is not None:
+            end = min(end, created_at + self.options.registration_ttl)
+        return max(1, math.ceil(end - self.options.clock()))
+
+    async def put_registration(self, registration: Registration) -> None:
+        r = registration
+        ttl = self._registration_ttl(r.expires_at, r.created_at)
+        values = (
+            r.box_id,
+            list(r.contact_hashes),
+            list(r.code_hashes),
+            r.keys.encryption_key,
+            r.keys.signing_key,
+            r.keys.key_signature,
+            r.device_name,
+            r.created_at,
+            r.expires_at,
+            r.sent_at,
+            r.attempts,
+            r.completed,
+        )
+        async with self._locks.hold(("registration", r.device_id)):
+            for _ in range(CAS_ROUNDS):
+                rows = await self._run(
+                    self._cql.registration_insert, (r.device_id, *values, ttl), REGISTRATIONS
+                )
+                if rows[0][APPLIED]:
+                    return
+                rows = await self._run(
+                    self._cql.registration_replace, (ttl, *values, r.device_id), REGISTRATIONS
+                )
+                if rows[0][APPLIED]:
+                    return
+        raise StoreUnavailable("store: registration kept changing under us", applied=False)
+
+    async def get_registration(self, device_id: uuid.UUID) -> Registration | None:
+        rows = await self._run(self._cql.registration_get, (device_id,), REGISTRATIONS)
+        if not rows:
+            return None
+        row = rows[0]
+        if row["box_id"] is None or row["expires_at"] is None:
+            return None
+        lifetime_end = row["expires_at"]
+        if row["created_at"] is not None:
+            lifetime_end = min(lifetime_end, row["created_at"] + self.options.registration_ttl)
+        if lifetime_end <= self.options.clock():
+            return None
+        return Registration(
+            device_id=row["device_id"],
+            box_id=row["box_id"],
+            contact_hashes=tuple(row["contact_hashes"] or ()),
+            code_hashes=tuple(row["code_hashes"] or ()),
+            keys=DeviceKeys(
+                encryption_key=row["encryption_key"] or b"",
+                signing_key=row["signing_key"] or b"",
+                key_signature=row["key_signature"] or b"",
+            ),
+            device_name=row["device_name"] or "",
+            created_at=row["created_at"] or 0.0,
+            expires_at=row["expires_at"],
+            sent_at=row["sent_at"] or 0.0,
+            attempts=row["attempts"] or 0,
+            completed=bool(row["completed"]),
+        )
+
+    async def record_failed_attempt(self, device_id: uuid.UUID) -> int:
+        async with self._locks.hold(("registration", device_id)):
+            current = await self.get_registration(device_id)
+            if current is None:
+                raise NotFound("no pending registration for this device")
+            attempts, expires_at = current.attempts, current.expires_at
+            for _ in range(CAS_ROUNDS):
+                if expires_at <= self.options.clock():
+                    raise NotFound("no pending registration for this device")
+                rows = await self._run(
+                    self._cql.registration_attempt,
+                    (
+                        self._registration_ttl(expires_at),
+                        attempts + 1,
+                        device_id,
+                        attempts,
+                        expires_at,
+                    ),
+                    REGISTRATIONS,
+                )
+                row = rows[0]
+                if row[APPLIED]:
+                    return attempts + 1
+                if row.get("expires_at") is None:
+                    raise NotFound("no pending registration for this device")
+                attempts, expires_at = row.get("attempts") or 0, row["expires_at"]
+        raise StoreUnavailable("store: attempt counter too contended", applied=False)
+
+    async def complete_registration(self, device_id: uuid.UUID) -> None:
+        async with self._locks.hold(("registration", device_id)):
+            current = await self.get_registration(device_id)
+            if current is None:
+                raise NotFound("no pending registration for this device")
+            expires_at = current.expires_at
+            for _ in range(CAS_ROUNDS):
+                if expires_at <= self.options.clock():
+                    raise NotFound("no pending registration for this device")
+                rows = await self._run(
+                    self._cql.registration_complete,
+                    (self._registration_ttl(expires_at), device_id, expires_at),
+                    REGISTRATIONS,
+                )
+                row = rows[0]
+                if row[APPLIED]:
+                    return
+                if row.get("expires_at") is None:
+                    raise NotFound("no pending registration for this device")
+                expires_at = row["expires_at"]
+        raise StoreUnavailable("store: registration too contended", applied=False)
+
+    # -- boxes, devices, profiles -----------------------------------------
+
+    async def _device_row(self, box_id: uuid.UUID, device_id: uuid.UUID) -> Any | None:
+        rows = await self._run(self._cql.device_get, (box_id, device_id), KEYS)
+        return rows[0] if rows and rows[0][0] is not None else None
+
+    async def _box_exists(self, box_id: uuid.UUID) -> bool:
+        rows = await self._run(self._cql.box_get, (box_id,), KEYS)
+        return bool(rows) and rows[0][0] is not None
+
+    async def _write_device(self, device: Device, *, with_box: Box | None = None) -> None:
+        """One single-partition batch: atomic, so a box never exists
+        without its first device, nor a device without its cursor."""
+        start = self._positions.head()
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        if with_box is not None:
+            p = Profile(box_id=with_box.box_id)
+            batch.add(
+                await self._db.prepare(self._cql.box_insert),
+                (
+                    with_box.box_id,
+                    with_box.home_region,
+                    with_box.created_at,
+                    p.display_name,
+                    p.description,
+                    p.avatar_ref,
+                    p.discoverable,
+                    p.accept_from,
+                ),
+            )
+        batch.add(
+            await self._db.prepare(self._cql.device_insert),
+            (
+                device.box_id,
+                device.device_id,
+                device.name,
+                device.keys.encryption_key,
+                device.keys.signing_key,
+                device.keys.key_signature,
+                device.hawk_key,
+                device.state.value,
+                device.created_at,
+                start,
+            ),
+        )
+        batch.add(
+            await self._db.prepare(self._cql.cursor_set),
+            (write_timestamp(start), start, device.box_id, device.device_id),
+        )
+        await self._db.execute(batch, profile=KEYS)
+
+    async def create_box(self, box: Box, first_device: Device) -> None:
+        if await self._device_row(box.box_id, first_device.device_id) is not None:
+            return  # a retry of a creation that landed
+        if await self._box_exists(box.box_id):
+            raise AlreadyExists("box already exists")
+        await self._write_device(first_device, with_box=box)
+
+    async def get_box(self, box_id: uuid.UUID) -> Box | None:
+        rows = await self._run(self._cql.box_get, (box_id,), KEYS)
+        if not rows or rows[0][0] is None:
+            return None
+        return Box(box_id=box_id, home_region=rows[0][0], created_at=rows[0][1] or 0.0)
+
+    async def add_device(self, device: Device) -> None:
+        if not await self._box_exists(device.box_id):
+            raise NotFound("no such box")
+        if await self._device_row(device.box_id, device.device_id) is not None:
+            return  # a retry; never resurrect a revoked device or move a cursor
+        await self._write_device(device)
+
+    async def get_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> Device | None:
+        row = await self._device_row(box_id, device_id)
+        return _device(box_id, row) if row is not None else None
+
+    async def list_devices(self, box_id: uuid.UUID) -> list[Device]:
+        rows = await self._run(self._cql.devices_all, (box_id,), KEYS)
+        devices = [
+            _device(box_id, r) for r in rows if r[0] is not None and r[6] == DeviceState.ACTIVE
+        ]
+        devices.sort(key=lambda d: (d.created_at, d.device_id.bytes))
+        return devices
+
+    async def _active_device_row(self, box_id: uuid.UUID, device_id: uuid.UUID) -> Any:
+        row = await self._device_row(box_id, device_id)
+        if row is None or row[6] != DeviceState.ACTIVE:
+            raise NotFound("no such device")
+        return row
+
+    async def rotate_device_keys(
+        self, box_id: uuid.UUID, device_id: uuid.UUID, keys: DeviceKeys
+    ) -> None:
+        await self._active_device_row(box_id, device_id)
+        await self._run(
+            self._cql.device_keys,
+            (keys.encryption_key, keys.signing_key, keys.key_signature, box_id, device_id),
+            KEYS,
+        )
+
+    async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        row = await self._device_row(box_id, device_id)
+        if row is None:
+            raise NotFound("no such device")
+        if row[6] == DeviceState.REVOKED:
+            return
+        await self._run(
+            self._cql.device_state, (DeviceState.REVOKED.value, box_id, device_id), KEYS
+        )
+
+    async def get_profile(self, box_id: uuid.UUID) -> Profile | None:
+        rows = await self._run(self._cql.profile_get, (box_id,), KEYS)
+        if not rows or rows[0][0] is None:
+            return None
+        _, name, description, avatar, discoverable, accept_from = rows[0]
+        defaults = Profile(box_id=box_id)
+        return Profile(
+            box_id=box_id,
+            display_name=name if name is not None else defaults.display_name,
+            description=description if description is not None else defaults.description,
+            avatar_ref=avatar if avatar is not None else defaults.avatar_ref,
+            discoverable=discoverable if discoverable is not None else defaults.discoverable,
+            accept_from=accept_from if accept_from is not None else defaults.accept_from,
+        )
+
+    async def put_profile(self, profile: Profile) -> None:
+        if not await self._box_exists(profile.box_id):
+            raise NotFound("no such box")
+        await self._run(
+            self._cql.profile_put,
+            (
+                profile.display_name,
+                profile.description,
+                profile.avatar_ref,
+                profile.discoverable,
+                profile.accept_from,
+                profile.box_id,
+            ),
+            KEYS,
+        )
+
+    # -- the queue -----------------------------------------------------------
+
+    async def _purged_through(self, box_id: uuid.UUID) -> Position:
+        rows = await self._run(self._cql.purged_get, (box_id,), CURSOR)
+        return int(rows[0][0] or 0) if rows else 0
+
+    async def _count(self, box_id: uuid.UUID, floor: Position, cap: int) -> int:
+        """Rows in (max(floor, horizon), upper], counted by the server per
+        bucket, stopping once past ``cap``. Reads above ``floor`` only, so the
+        cost is the rows actually counted, never compacted ones."""
+        lower = max(floor, self._horizon())
+        upper = self._upper()
+        total = 0
+        for bucket in range(bucket_of(lower + 1), bucket_of(upper) + 1):
+            rows = await self._run(self._cql.message_count, (box_id, bucket, lower, upper), QUEUE)
+            total += int(rows[0][0]) if rows else 0
+            if total > cap:
+                return cap + 1
+        return total
+
+    async def pending_count(self, box_id: uuid.UUID) -> int:
+        purged = await self._purged_through(box_id)
+        return await self._count(box_id, purged, self.options.pending_cap)
+
+    async def _undelivered_floor(self, box_id: uuid.UUID) -> tuple[Position, Position]:
+        """(purged_through, lowest position some active device still waits
+        above). The cap counts undelivered messages: those above the lowest
+        active cursor. Acked-but-not-yet-compacted rows (the settle window's
+        worth, and whatever compaction lags) are delivered, and counting
+        them would make every send to a busy box pay for its recent
+        traffic."""
+        rows = await self._run(self._cql.devices_all, (box_id,), CURSOR)
+        purged = int(rows[0][10] or 0) if rows else 0
+        cursors = [int(r[9] or 0) for r in rows if r[0] is not None and r[6] == DeviceState.ACTIVE]
+        return purged, max(purged, min(cursors)) if cursors else purged
+
+    async def _claimed(self, box_id: uuid.UUID, message_id: uuid.UUID) -> Position | None:
+        rows = await self._run(self._cql.claim_get, (box_id, message_id), CLAIM)
+        return int(rows[0]["position"]) if rows and rows[0]["position"] is not None else None
+
+    async def _row_exists(
+        self, box_id: uuid.UUID, position: Position, message_id: uuid.UUID
+    ) -> bool:
+        rows = await self._run(
+            self._cql.message_exists, (box_id, bucket_of(position), position, message_id), QUEUE
+        )
+        return bool(rows)
+
+    async def _move_claim(
+        self, box_id: uuid.UUID, message_id: uuid.UUID, old: Position
+    ) -> tuple[Position, float, Position | None]:
+        """Re-point the claim from ``old`` to a fresh position.
+
+        Answers (fresh position, its time budget deadline, None) when this
+        call moved it, or (0, 0, current) when another attempt got there
+        first and ``current`` is where the claim points now.
+        """
+        fresh = self._positions.issue()
+        deadline = time.monotonic() + self._budget()
+        rows = await self._run(
+            self._cql.claim_move,
+            (self._message_ttl(), fresh, box_id, message_id, old),
+            CLAIM,
+            deadline=deadline,
+        )
+        if rows[0][APPLIED]:
+            return fresh, deadline, None
+        current = rows[0].get("position")
+        if current is None:
+            # The claim expired with its message: nothing left to dedupe.
+            raise StoreUnavailable("store: claim vanished during retry", applied=False)
+        return 0, 0.0, int(current)
+
+    async def _place(
+        self, box_id: uuid.UUID, message: NewMessage, position: Position, deadline: float
+    ) -> Position:
+        """Write the queue row at the claimed position.
+
+        The row must be acknowledged within the request timeout of its
+        position's time (the settle-window argument). If claiming already
+        spent half the budget, the claim moves to a fresh position first.
+        """
+        for _ in range(4):
+            if deadline - time.monotonic() >= self._budget() / 2:
+                await self._run(
+                    self._cql.message_insert,
+                    (
+                        box_id,
+                        bucket_of(position),
+                        position,
+                        message.message_id,
+                        message.sender_box,
+                        message.sender_device,
+                        message.ciphertext,
+                        self._message_ttl(),
+                    ),
+                    QUEUE,
+                    deadline=deadline,
+                )
+                return position
+            fresh, deadline, current = await self._move_claim(box_id, message.message_id, position)
+            if current is not None:
+                raise StoreUnavailable("store: a concurrent retry moved the claim", applied=None)
+            position = fresh
+        raise StoreUnavailable("store: too slow to place the message in time", applied=False)
+
+    async def _enqueue_retry(
+        self, box_id: uuid.UUID, message: NewMessage, claimed: Position, purged: Position
+    ) -> Enqueued:
+        """An earlier attempt claimed this message id at ``claimed``."""
+        for _ in range(4):
+            if claimed <= max(purged, self._horizon()):
+                return Enqueued(claimed, duplicate=True)  # delivered and compacted, or expired
+            if await self._row_exists(box_id, claimed, message.message_id):
+                return Enqueued(claimed, duplicate=True)
+            # The row is missing: the earlier attempt is still writing, or
+            # died between claim and write. Give it the rest of its budget.
+            age = max(0.0, time_of(self._positions.now()) - time_of(claimed))
+            wait_until = time.monotonic() + max(0.0, self._budget() - age)
+            while time.monotonic() < wait_until:
+                await asyncio.sleep(POLL)
+                if await self._row_exists(box_id, claimed, message.message_id):
+                    return Enqueued(claimed, duplicate=True)
+            fresh, deadline, current = await self._move_claim(box_id, message.message_id, claimed)
+            if current is None:
+                return Enqueued(await self._place(box_id, message, fresh, deadline), False)
+            claimed = current
+        raise StoreUnavailable("store: message claim keeps moving", applied=None)
+
+    async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
+        purged, floor = await self._undelivered_floor(box_id)
+        cap = self.options.pending_cap
+        if await self._count(box_id, floor, cap) >= cap:
+            claimed = await self._claimed(box_id, message.message_id)
+            if claimed is None:
+                raise PendingCapExceeded(f"box holds {cap} undelivered messages")
+            return await self._enqueue_retry(box_id, message, claimed, purged)
+        position = self._positions.issue()
+        deadline = time.monotonic() + self._budget()
+        rows = await self._run(
+            self._cql.claim_insert,
+            (box_id, message.message_id, position, self._message_ttl()),
+            CLAIM,
+            deadline=deadline,
+        )
+        if not rows[0][APPLIED]:
+            return await self._enqueue_retry(box_id, message, int(rows[0]["position"]), purged)
+        return Enqueued(await self._place(box_id, message, position, deadline), False)
+
+    async def _read(
+        self, box_id: uuid.UUID, lower: Position, upper: Position, want: int
+    ) -> list[StoredMessage]:
+        """Up to ``want`` messages in (lower, upper], bucket by bucket."""
+        out: list[StoredMessage] = []
+        for bucket in range(bucket_of(lower + 1), bucket_of(upper) + 1):
+            if len(out) >= want:
+                break
+            rows = await self._run(
+                self._cql.message_range,
+                (box_id, bucket, lower, upper, min(want - len(out), MAX_LIMIT)),
+                QUEUE,
+            )
+            for position, message_id, sender_box, sender_device, ciphertext in rows:
+                out.append(
+                    StoredMessage(
+                        position=position,
+                        message_id=message_id,
+                        sender_box=sender_box,
+                        sender_device=sender_device,
+                        received_at=time_of(position),
+                        ciphertext=ciphertext or b"",
+                    )
+                )
+        return out
+
+    async def fetch(
+        self,
+        box_id: uuid.UUID,
+        device_id: uuid.UUID,
+        *,
+        after: Position = 0,
+        limit: int = 100,
+    ) -> Page:
+        row = await self._active_device_row(box_id, device_id)
+        cursor, start, purged = int(row[9] or 0), int(row[8] or 0), int(row[10] or 0)
+        lower = max(after, cursor - self.settle_window, start, purged, self._horizon())
+        limit = max(0, limit)
+        found = await self._read(box_id, lower, self._upper(), limit + 1)
+        return Page(messages=found[:limit], more=len(found) > limit, cursor=cursor)
+
+    async def _top(self, box_id: uuid.UUID, lower: Position, upper: Position) -> Position:
+        """The highest queued position in (lower, upper], or 0. Reads down
+        from ``upper`` and stops at ``lower`` (never into compacted rows)."""
+        for bucket in range(bucket_of(upper), bucket_of(lower + 1) - 1, -1):
+            rows = await self._run(self._cql.message_top, (box_id, bucket, lower, upper), QUEUE)
+            if rows:
+                return int(rows[0][0])
+        return 0
+
+    async def ack(self, box_id: uuid.UUID, device_id: uuid.UUID, through: Position) -> Position:
+        row = await self._active_device_row(box_id, device_id)
+        cursor, purged = int(row[9] or 0), int(row[10] or 0)
+        head = self._positions.head()
+        target = through
+        if through > head:
+            # Beyond this clock's head: clamp to the last position issued,
+            # which may be a bit ahead of our clock when another writer's
+            # runs ahead (or a burst outran the clock).
+            # Nothing can be queued above the read bound (a writer further
+            # ahead is outside the skew the settle window tolerates).
+            ceiling = min(through, self._upper())
+            top = await self._top(box_id, max(cursor, purged, head), ceiling)
+            target = max(head, top)
+        if target <= cursor:
+            return cursor
+        await self._run(
+            self._cql.cursor_set, (write_timestamp(target), target, box_id, device_id), CURSOR
+        )
+        return target
+
+    async def compact(self, box_id: uuid.UUID) -> Compaction:
+        rows = await self._run(self._cql.devices_all, (box_id,), CURSOR)
+        devices = [r for r in rows if r[0] is not None]
+        purged = int(rows[0][10] or 0) if rows else 0
+        if not devices:
+            return Compaction(purged_through=purged, removed=0)
+        active = [int(r[9] or 0) for r in devices if r[6] == DeviceState.ACTIVE]
+        floor = min(active) if active else self._positions.head()
+        threshold = floor - self.settle_window
+        if threshold <= purged:
+            return Compaction(purged_through=purged, removed=0)
+        # Lowest position that can hold a row: nothing is older than the
+        # box's first device (less a settle window for skewed writers).
+        oldest = min(int(r[8] or 0) for r in devices) - self.settle_window
+        first = max(purged, self._horizon(), oldest, 0)
+        last = bucket_of(threshold)
+        for bucket in range(bucket_of(first), last):
+            await self._run(self._cql.messages_delete_bucket, (box_id, bucket), QUEUE)
+        await self._run(self._cql.messages_delete_below, (box_id, last, threshold), QUEUE)
+        await self._run(
+            self._cql.purged_set, (write_timestamp(threshold), threshold, box_id), CURSOR
+        )
+        return Compaction(purged_through=threshold, removed=None)
