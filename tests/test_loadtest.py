@@ -1,0 +1,147 @@
+"""``rossby loadtest``: a few-second smoke run against a real ``rossby serve`` on SQLite,
+plus the audit's vocabulary on its own. Speed is never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rossby.loadtest.audit import AuditResult, DeviceAudit
+from rossby.loadtest.config import LoadConfig, UsageError, parse_mix
+from tests.serverproc import ServerProcess, rossby
+
+# One serving process and no metrics port: several of these may run at once.
+SERVER_ENV = {"ROSSBY_WORKERS": "1", "ROSSBY_METRICS_LISTEN": ""}
+
+
+def _sqlite(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'rossby.db'}"
+    done = rossby("migrate", "--store", url, "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    return url
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_smoke_run_audits_clean(tmp_path: Path, processes: int) -> None:
+    report_path = tmp_path / "out" / "report.json"
+    plot_path = tmp_path / "out" / "plot.png"
+    with ServerProcess(tmp_path, _sqlite(tmp_path), env=SERVER_ENV) as server:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rossby",
+                "loadtest",
+                "--target",
+                server.target,
+                "--outbox",
+                str(tmp_path / "outbox"),
+                "--users",
+                "4",
+                "--processes",
+                str(processes),
+                "--concurrency",
+                "4",
+                "--duration",
+                "3",
+                "--report",
+                str(report_path),
+                "--plot",
+                str(plot_path),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(report_path.read_text())
+    assert plot_path.stat().st_size > 0
+    assert report["config"]["processes"] == processes
+    assert report["registration"]["users"] == 4
+    assert report["totals"]["sends"] > 0
+    assert report["send_outcomes"]["acknowledged"] > 0
+    audit = report["audit"]
+    assert audit["acknowledged"] > 0
+    assert audit["lost"] == 0, audit
+    assert audit["duplicates"] == 0, audit
+    assert audit["delivered"] == audit["expected"]
+    assert report["ok"] is True
+    assert set(report["rpcs"]) >= {"Send", "Fetch"}
+    assert {"p50", "p90", "p99", "p99.9"} <= set(report["rpcs"]["Send"]["latency_ms"])
+    assert "LOST 0" in proc.stdout and "DUPLICATES 0" in proc.stdout
+
+
+def test_no_server_is_a_harness_failure(tmp_path: Path) -> None:
+    proc = rossby(
+        "loadtest",
+        "--target",
+        "127.0.0.1:9",
+        "--outbox",
+        str(tmp_path),
+        "--users",
+        "2",
+        "--duration",
+        "1",
+        "--register-timeout",
+        "20",
+        "--rpc-timeout",
+        "2",
+        "--no-progress",
+        "--out-dir",
+        str(tmp_path),
+        timeout=120,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "fewer than 2 users registered" in proc.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    proc = rossby("loadtest", "--target", "127.0.0.1:1", "--outbox", "x", "--mix", "subscribe=1")
+    assert proc.returncode == 2
+    assert "realtime" in proc.stderr
+
+
+def test_mix_parsing() -> None:
+    assert parse_mix("send=2, fetch=1") == {"send": 2.0, "fetch": 1.0}
+    for bad in ("nope=1", "send=x", "send=0", "subscribe=1"):
+        with pytest.raises(UsageError):
+            parse_mix(bad)
+
+
+def test_config_shares_users_workers_and_quota() -> None:
+    c = LoadConfig(
+        targets=("127.0.0.1:1",),
+        outboxes=("o",),
+        users=10,
+        processes=3,
+        concurrency=8,
+        duration=None,
+        messages=7,
+    ).validate()
+    shares = [c.share(i) for i in range(3)]
+    assert [len(s[0]) for s in shares] == [3, 3, 4]
+    assert sorted(u for s in shares for u in s[0]) == list(range(10))
+    assert sum(s[1] for s in shares) == 8
+    assert sum(s[3] or 0 for s in shares) == 7
+
+
+def test_audit_vocabulary() -> None:
+    d = DeviceAudit()
+    assert d.observe("a", 10) is True
+    assert d.observe("b", 20) is True
+    assert d.observe("a", 10) is False  # re-read before the ack: raw repeat
+    d.acked(20)
+    assert d.observe("b", 20) is False  # settle-window re-read below the cursor: raw repeat
+    assert (d.raw_repeats, d.duplicates) == (2, 0)
+    assert d.observe("a", 30) is False  # acked past it, and presented as new: duplicate
+    assert (d.duplicates, d.repositioned) == (1, 1)
+
+    result = AuditResult(acknowledged=3)
+    result.add_device("dev", d, {"a", "b", "c"})
+    assert (result.expected, result.delivered, result.lost, result.duplicates) == (3, 2, 1, 1)
+    assert result.lost_examples == ["c -> dev"]
