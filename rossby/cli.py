@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from rossby.config import Settings, add_flags, settings_from_args
 from rossby.errors import ConfigError, RossbyError
@@ -26,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     from rossby.client.cli import add_parser as add_client_parser
 
     add_client_parser(sub)
+    from rossby.replication.admin import add_parser as add_admin_parser
+
+    add_admin_parser(sub, add_flags)
+    # Parsed by rossby.loadtest.cli (main() hands it the rest of argv); listed for --help.
+    sub.add_parser(
+        "loadtest", help="simulate users against servers; audit delivery", add_help=False
+    )
     return parser
 
 
@@ -41,13 +49,26 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from rossby.server.app import run
+    from rossby.server.app import serve
 
-    await run(settings)
-    return 0
+    return await serve(settings)
+
+
+def _admin(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any, int]]:
+    from rossby.replication.admin import run
+
+    async def admin(settings: Settings) -> int:
+        return await run(settings, args)
+
+    return admin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loadtest"]:
+        from rossby.loadtest.cli import main as loadtest_main
+
+        return loadtest_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "client":
         from rossby.client.cli import run as run_client
@@ -59,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rossby: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    command = {"serve": _serve, "migrate": _migrate}[args.command]
+    command = {"serve": _serve, "migrate": _migrate, "admin": _admin(args)}[args.command]
     try:
         return asyncio.run(command(settings))
     except KeyboardInterrupt:

@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rossby.errors import ConfigError
+from rossby.replication.topology import resolve as resolve_topology
 from rossby.store import parse_store_url
 
 SECRET_KEYS = frozenset({"contact_hash_key", "smtp_password", "webhook_token", "server_secret"})
@@ -35,7 +37,14 @@ class Settings:
         default="sqlite:///var/rossby.db",
         metadata={"doc": "sqlite:///path.db or cassandra://h1,h2:9042/keyspace?local_dc=dc1"},
     )
-    region: str = field(default="", metadata={"doc": "this server's region (Cassandra local DC)"})
+    region: str = field(
+        default="",
+        metadata={"doc": "this server's region = its Cassandra local DC (default: local_dc, dc1)"},
+    )
+    replication: str = field(
+        default="",
+        metadata={"doc": "Cassandra replicas per DC for `migrate`, e.g. dc1:3,dc2:3"},
+    )
     public_host: str = field(default="", metadata={"doc": "host clients sign Hawk for"})
     public_port: int = field(default=0, metadata={"doc": "port clients sign Hawk for"})
     state_dir: str = field(default="var", metadata={"doc": "directory for generated dev secrets"})
@@ -66,6 +75,57 @@ class Settings:
     resend_interval: float = field(default=30.0, metadata={"doc": "seconds between resends"})
     hawk_skew: float = field(default=60.0, metadata={"doc": "allowed clock skew, seconds"})
     grace: float = field(default=10.0, metadata={"doc": "seconds in-flight RPCs get on stop"})
+    workers: int = field(
+        default=0,
+        metadata={"doc": "serving processes sharing the port (SO_REUSEPORT); 0: one per CPU"},
+    )
+    metrics_listen: str = field(
+        default="127.0.0.1:9205",
+        metadata={"doc": "host:port of the Prometheus /metrics endpoint; empty disables it"},
+    )
+    health_interval: float = field(
+        default=2.0, metadata={"doc": "seconds between the store pings behind health"}
+    )
+    health_timeout: float = field(
+        default=2.0, metadata={"doc": "seconds a store ping may take before NOT_SERVING"}
+    )
+    tls_cert: str = field(
+        default="", metadata={"doc": "PEM server certificate chain file; enables TLS"}
+    )
+    tls_key: str = field(default="", metadata={"doc": "PEM private key file of tls_cert"})
+    tls_client_ca: str = field(
+        default="",
+        metadata={"doc": "PEM CA file; clients must present a cert it signed (mutual TLS)"},
+    )
+    peer_address: str = field(
+        default="",
+        metadata={
+            "doc": "host[:port] other Rossby processes reach this one at (real-time notify); "
+            "default: the listen host and bound port, a private port per worker"
+        },
+    )
+    peer_tls_ca: str = field(
+        default="", metadata={"doc": "PEM CA file that signed peers' certificates (TLS only)"}
+    )
+    stream_limit: int = field(
+        default=3, metadata={"doc": "concurrent Subscribe streams per device per process"}
+    )
+    stream_buffer: int = field(
+        default=256, metadata={"doc": "events queued per Subscribe stream at most"}
+    )
+    stream_poll: float = field(
+        default=5.0, metadata={"doc": "seconds between a stream's safety-net store reads"}
+    )
+    stream_stall: float = field(
+        default=15.0,
+        metadata={"doc": "seconds a stream may not read while messages wait, then catch-up"},
+    )
+    stream_heartbeat: float = field(
+        default=20.0, metadata={"doc": "seconds of silence before a stream gets a heartbeat"}
+    )
+    presence_ttl: float = field(
+        default=30.0, metadata={"doc": "seconds a presence row lives unless refreshed"}
+    )
 
     @property
     def listen_host(self) -> str:
@@ -89,6 +149,12 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = "***" if f.name in SECRET_KEYS and value else value
+        if self.webhook_url:
+            # Webhook URLs often carry a credential in the path or query.
+            parts = urlsplit(self.webhook_url)
+            host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+            hidden = parts.path not in ("", "/") or parts.query or parts.username
+            out["webhook_url"] = f"{parts.scheme}://{host}" + ("/***" if hidden else "")
         return out
 
 
@@ -124,6 +190,10 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"invalid setting listen: {s.listen!r} is not host:port")
     try:
         parse_store_url(s.store)
+        # Region and replication are one topology with the store URL's
+        # local_dc and replication (docs/replication.md).
+        store, region = resolve_topology(s.store, s.region, s.replication)
+        s = replace(s, store=store, region=region)
     except ConfigError as exc:
         raise ConfigError(f"invalid setting {exc}") from None
     for name in (
@@ -133,12 +203,46 @@ def _validate(s: Settings) -> Settings:
         "max_contacts",
         "code_ttl",
         "code_attempts",
+        "stream_limit",
+        "stream_buffer",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"invalid setting {name}: must be at least 1")
-    for name in ("message_ttl", "hawk_skew", "notifier_timeout"):
+    for name in (
+        "message_ttl",
+        "hawk_skew",
+        "notifier_timeout",
+        "health_interval",
+        "stream_poll",
+        "stream_stall",
+        "stream_heartbeat",
+        "presence_ttl",
+    ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}: must be positive")
+    if s.health_timeout <= 0:
+        raise ConfigError("invalid setting health_timeout: must be positive")
+    if not 0 <= s.workers <= 1024:
+        raise ConfigError("invalid setting workers: must be 0 (one per CPU) to 1024")
+    if s.metrics_listen:
+        m_host, m_sep, m_port = s.metrics_listen.rpartition(":")
+        if not m_sep or not m_host or not m_port.isdigit() or not 0 <= int(m_port) < 65536:
+            raise ConfigError(
+                f"invalid setting metrics_listen: {s.metrics_listen!r} is not host:port"
+            )
+        if int(m_port) and s.metrics_listen == s.listen:
+            raise ConfigError("invalid setting metrics_listen: same address as listen")
+    _validate_tls(s)
+    if s.peer_address:
+        p_host, p_sep, p_port = s.peer_address.rpartition(":")
+        if p_sep and p_host.startswith("[") is p_host.endswith("]") and p_port.isdigit():
+            ok = bool(p_host) and 0 <= int(p_port) < 65536
+        else:  # a bare host (an IPv6 one in brackets)
+            ok = ":" not in s.peer_address or s.peer_address.endswith("]")
+        if not ok:
+            raise ConfigError(
+                f"invalid setting peer_address: {s.peer_address!r} is not host or host:port"
+            )
     for name in ("contact_hash_key", "server_secret"):
         value = getattr(s, name)
         if value:
@@ -154,6 +258,18 @@ def _validate(s: Settings) -> Settings:
     ):
         raise ConfigError("invalid setting webhook_url: the webhook notifier needs a URL")
     return s
+
+
+def _validate_tls(s: Settings) -> None:
+    if bool(s.tls_cert) != bool(s.tls_key):
+        missing = "tls_key" if s.tls_cert else "tls_cert"
+        raise ConfigError(f"invalid setting {missing}: tls_cert and tls_key go together")
+    if s.tls_client_ca and not s.tls_cert:
+        raise ConfigError("invalid setting tls_client_ca: mutual TLS needs tls_cert and tls_key")
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "peer_tls_ca"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"invalid setting {name}: no such file {path!r}")
 
 
 def _field_kinds() -> dict[str, Any]:

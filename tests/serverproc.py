@@ -32,8 +32,17 @@ def rossby(
     )
 
 
-def health_status(target: str, service: str = "", timeout: float = 2.0) -> int:
-    with grpc.insecure_channel(target) as channel:
+def health_status(
+    target: str,
+    service: str = "",
+    timeout: float = 2.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> int:
+    with (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    ) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         return int(reply.status)
@@ -42,10 +51,19 @@ def health_status(target: str, service: str = "", timeout: float = 2.0) -> int:
 class ServerProcess:
     """``rossby serve`` on a free loopback port; stopped with SIGTERM."""
 
-    def __init__(self, workdir: Path, store: str, *extra: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        store: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
         self.workdir = workdir
+        self.credentials = credentials  # for the health polls of a TLS server
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
         self.log = workdir / f"server-{self.port}.log"
         self.args = [
             sys.executable,
@@ -62,6 +80,12 @@ class ServerProcess:
             str(workdir / "outbox"),
             "--log-format",
             "json",
+            # One process and a private metrics port unless ``extra`` says
+            # otherwise (argparse keeps the last occurrence of a flag).
+            "--workers",
+            "1",
+            "--metrics-listen",
+            f"127.0.0.1:{self.metrics_port}",
             *extra,
         ]
         self.env = {**os.environ, **(env or {})}
@@ -76,10 +100,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                if (
-                    health_status(self.target, timeout=0.5)
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
+                status = health_status(self.target, timeout=0.5, credentials=self.credentials)
+                if status == health_pb2.HealthCheckResponse.SERVING:
                     return self
             except grpc.RpcError:
                 pass

@@ -4,13 +4,28 @@ Handlers live in ``registration`` (Register, Authorize) and ``inbox``
 (RequestKey, Send, Fetch, Ack). This module gives each one its Hawk wrapper,
 the single error hook that maps ``RossbyError`` to a status (and anything
 else to a bare INTERNAL), and one structured log line per RPC.
+
+The per-RPC line and the RPC metrics come from one wrapper around each
+method handler (``_observed``), outside Hawk, so rejected calls are counted
+and logged too. The line carries the method, the gRPC status, the error
+reason, the duration and, for signed calls, a *box tag*: the first 12 hex
+digits of an HMAC of the box id under a key derived from ``server_secret``.
+Tags are stable across workers, restarts and regions (which share the
+secret), so one box's calls can be followed, but a log reader cannot test
+a known box id against them. Payloads, keys, codes and contacts are never
+logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -22,6 +37,7 @@ from rossby.hawk import HawkVerifier, NonceCache
 from rossby.logging import get_logger
 from rossby.server.auth import HawkAuth, Identity, identity_lookup
 from rossby.server.inbox import Caller, Inbox
+from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
 from rossby.server.registration import Registrar
 from rossby.server.secrets import load_secret
@@ -38,11 +54,29 @@ log = get_logger("rossby.rpc")
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
+LOG_TAG_CONTEXT = b"rossby/v1 log box tag"
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What the handler learns about the current RPC, for its log line."""
+
+    box: str | None = None
+    reason: str | None = None
+
+
+_CALL: ContextVar[CallInfo | None] = ContextVar("rossby_rpc_call", default=None)
+
 
 async def abort_with_error(exc: Exception, context: Any) -> None:
     """The single error hook: typed errors keep their code and reason."""
+    info = _CALL.get()
     if isinstance(exc, errors.RossbyError) and status_code(exc) != grpc.StatusCode.INTERNAL:
+        if info is not None:
+            info.reason = exc.reason
         await context.abort_with_status(to_grpc_status(exc))
+    if info is not None:
+        info.reason = "INTERNAL"
     log.error("internal_error", exc_info=exc)
     await context.abort_with_status(INTERNAL_STATUS)
 
@@ -64,29 +98,58 @@ def notifier_config(settings: Settings) -> NotifierConfig:
     )
 
 
-def _logged(method: str, fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
-    """One line per RPC: method, status, duration. Never payloads or ids."""
+def _observed(
+    method: str, handler: grpc.RpcMethodHandler, metrics: Metrics
+) -> grpc.RpcMethodHandler:
+    """One log line and the RPC metrics per call of a unary handler.
 
-    async def wrapper(*args: Any) -> Resp:
+    The status is what the client gets: OK, the code the error hook aborted
+    with (Hawk failures included), CANCELLED, or UNKNOWN for an exception
+    no hook handled.
+    """
+    inner = handler.unary_unary
+    if inner is None:  # streaming methods: not wrapped yet
+        return handler
+    in_flight = metrics.rpc_in_flight.labels(method)
+
+    async def behavior(request: Any, context: Any) -> Any:
+        info = CallInfo()
+        token = _CALL.set(info)
+        in_flight.inc()
         start = time.perf_counter()
-        status = "OK"
+        code = "OK"
         try:
-            return await fn(*args)
-        except errors.RossbyError as exc:
-            status = f"{exc.code}:{exc.reason}"
+            return await inner(request, context)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
-        except Exception:
-            status = "INTERNAL"
+        except BaseException:
+            aborted = context.code()
+            code = aborted.name if isinstance(aborted, grpc.StatusCode) else "UNKNOWN"
             raise
         finally:
-            log.info(
-                "rpc",
-                method=method,
-                status=status,
-                ms=round((time.perf_counter() - start) * 1000, 2),
-            )
+            _CALL.reset(token)
+            elapsed = time.perf_counter() - start
+            in_flight.dec()
+            metrics.observe_rpc(method, code, elapsed)
+            fields: dict[str, Any] = {"method": method, "status": code}
+            if info.reason is not None and code != "OK":
+                fields["reason"] = info.reason
+            fields["ms"] = round(elapsed * 1000, 2)
+            if info.box is not None:
+                fields["box"] = info.box
+            log.info("rpc", **fields)
 
-    return wrapper
+    return grpc.unary_unary_rpc_method_handler(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def box_tag(key: bytes, box_id: str) -> str:
+    """The box id as it appears in logs (see the module doc)."""
+    return hmac.new(key, box_id.encode(), hashlib.sha256).hexdigest()[:12]
 
 
 def _caller(identity: Identity) -> Caller:
@@ -99,13 +162,18 @@ class RossbyService:
     def __init__(self, app: RossbyServer, notifier: Notifier | None = None) -> None:
         settings = app.settings
         self.store = app.store
-        self.notifier = notifier or build_notifier(notifier_config(settings))
+        self.metrics = app.metrics
+        self.notifier: Notifier = MeteredNotifier(
+            notifier or build_notifier(notifier_config(settings)), app.metrics
+        )
         hasher = ContactHasher(load_secret(settings, "contact_hash_key"))
+        server_secret = load_secret(settings, "server_secret")
+        self._log_key = hmac.new(server_secret, LOG_TAG_CONTEXT, hashlib.sha256).digest()
         self.registrar = Registrar(
             app.store,
             self.notifier,
             hasher,
-            load_secret(settings, "server_secret"),
+            server_secret,
             home_region=settings.region or "dc1",
             code_ttl=settings.code_ttl,
             code_attempts=settings.code_attempts,
@@ -149,9 +217,12 @@ class RossbyService:
             resp: type[Resp],
         ) -> grpc.RpcMethodHandler:
             async def call(request: Req, context: Any, identity: Identity) -> Resp:
+                info = _CALL.get()
+                if info is not None:
+                    info.box = box_tag(self._log_key, identity.box_id)
                 return await fn(request, _caller(identity))
 
-            return auth.unary(method, _logged(method, call), req, resp)
+            return auth.unary(method, call, req, resp)
 
         def public(
             method: str, fn: Callable[[Any], Awaitable[Resp]], req: type[Req], resp: type[Resp]
@@ -159,9 +230,9 @@ class RossbyService:
             async def call(request: Req, context: Any) -> Resp:
                 return await fn(request)
 
-            return auth.public_unary(_logged(method, call), req, resp)
+            return auth.public_unary(call, req, resp)
 
-        return {
+        handlers = {
             "Register": public(
                 "Register", self.registrar.register, pb.RegisterRequest, pb.RegisterResponse
             ),
@@ -175,6 +246,7 @@ class RossbyService:
             "Fetch": signed("Fetch", self.inbox.fetch, pb.FetchRequest, pb.FetchResponse),
             "Ack": signed("Ack", self.inbox.ack, pb.AckRequest, pb.AckResponse),
         }
+        return {name: _observed(name, h, self.metrics) for name, h in handlers.items()}
 
     async def close(self) -> None:
         await self.notifier.close()

@@ -1,0 +1,32 @@
+"""``MeteredStore`` passes every Store call through, including ones added later."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+
+from rossby.server.metrics import MeteredStore, Metrics
+from rossby.store import Store, StoreOptions, open_store
+
+
+def test_every_store_coroutine_is_delegated() -> None:
+    assert not MeteredStore.__abstractmethods__
+    for name in dir(Store):
+        if not name.startswith("_") and inspect.iscoroutinefunction(getattr(Store, name)):
+            assert getattr(MeteredStore, name) is not getattr(Store, name), name
+
+
+async def test_a_pass_through_times_and_forwards() -> None:
+    metrics = Metrics()
+    inner = open_store("sqlite://:memory:", StoreOptions())
+    store = MeteredStore(inner, metrics, clock=lambda: 0.0)
+    try:
+        assert await store.migrate() >= 1
+        assert await store.pending_count(uuid.uuid4()) == 0
+        sample = metrics.registry.get_sample_value(
+            "rossby_store_request_duration_seconds_count",
+            {"operation": "pending_count", "outcome": "ok"},
+        )
+        assert sample == 1
+    finally:
+        await store.close()
