@@ -74,6 +74,9 @@ class Settings:
     code_attempts: int = field(default=5, metadata={"doc": "wrong codes before a new one"})
     resend_interval: float = field(default=30.0, metadata={"doc": "seconds between resends"})
     hawk_skew: float = field(default=60.0, metadata={"doc": "allowed clock skew, seconds"})
+    housekeeping_interval: float = field(
+        default=300.0, metadata={"doc": "seconds between purges of expired rows"}
+    )
     grace: float = field(default=10.0, metadata={"doc": "seconds in-flight RPCs get on stop"})
     workers: int = field(
         default=0,
@@ -213,6 +216,7 @@ def _validate(s: Settings) -> Settings:
         "hawk_skew",
         "notifier_timeout",
         "health_interval",
+        "housekeeping_interval",
         "stream_poll",
         "stream_stall",
         "stream_heartbeat",

@@ -97,6 +97,7 @@ class RossbyServer:
         #: (status OK) when they see it, before ``grace`` runs out.
         self.stopping = asyncio.Event()
         self.store_ok = True
+        self._housekeeper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -133,6 +134,7 @@ class RossbyServer:
         await self.server.start()
         await self._set_health(True)
         self._watcher = asyncio.create_task(self._watch_store(), name="rossby-health")
+        self._housekeeper = asyncio.create_task(self._housekeep(), name="rossby-housekeeping")
         log.info(
             "serving",
             listen=f"{self.settings.listen_host}:{self.port}",
@@ -188,9 +190,32 @@ class RossbyServer:
             if ping is not None:
                 ping.cancel()
 
+    async def _housekeep(self) -> None:
+        """Purge expired rows every ``housekeeping_interval`` seconds.
+
+        Backends with native TTL (Cassandra) answer 0 at no cost; SQLite
+        deletes in small batches. Failures are logged and retried next time:
+        expired rows are already invisible to reads, so a late purge only
+        costs disk space.
+        """
+        while True:
+            await asyncio.sleep(self.settings.housekeeping_interval)
+            try:
+                removed = await self.store.purge_expired()
+            except Exception as exc:
+                log.warning("housekeeping_failed", error=type(exc).__name__)
+                continue
+            if removed:
+                log.info("expired_purged", rows=removed)
+
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new RPCs, let in-flight ones finish within ``grace``."""
         self.stopping.set()
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+            self._housekeeper = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

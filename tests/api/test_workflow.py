@@ -3,6 +3,7 @@ register -> code -> authorize -> request key -> send -> fetch -> ack -> compacti
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -115,3 +116,28 @@ async def test_register_with_several_contacts_needs_each_code(api: Api, n_contac
     for c in contacts:
         found = await other.request_key(c)
         assert uuid.UUID(found.box_id) == dev.box_id
+
+
+async def test_housekeeping_purges_expired_rows(make_api: object, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("Cassandra expires rows natively (TTL); nothing to purge")
+    import sqlite3
+
+    api = await make_api(housekeeping_interval=0.2, message_ttl=3600)  # type: ignore[operator]
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, email("bob")).join()
+    await alice.send((bob.box_id, b"old news", None))
+    path = api.server.settings.store.removeprefix("sqlite:///")
+
+    def rows() -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    assert rows() == 1
+    api.clock.advance(3601)
+    for _ in range(50):
+        if rows() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert rows() == 0
+    assert (await bob.fetch()).messages == []
