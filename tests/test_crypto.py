@@ -164,7 +164,17 @@ def test_all_is_explicit_and_resolves() -> None:
     for name in rossby.crypto.__all__:
         assert hasattr(rossby.crypto, name), name
     public = {n for n in dir(rossby.crypto) if not n.startswith("_")}
-    submodules = {"envelope", "errors", "keyfile", "keys", "safety", "sealed", "annotations"}
+    submodules = {
+        "envelope",
+        "errors",
+        "keyfile",
+        "keylog",
+        "keys",
+        "link",
+        "safety",
+        "sealed",
+        "annotations",
+    }
     assert public - submodules == set(rossby.crypto.__all__)
 
 

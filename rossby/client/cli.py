@@ -24,7 +24,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rossby.client import cli_accounts, cli_live
 from rossby.client.errors import ClientError
+from rossby.client.live import receipt_of
 from rossby.client.models import (
     DeviceInfo,
     HeldMessage,
@@ -266,6 +268,9 @@ def _who(c: RossbyClient, box: Any) -> str:
 
 
 def _message_line(c: RossbyClient, m: ReceivedMessage) -> str:
+    receipt = receipt_of(m)
+    if receipt is not None:
+        return cli_live.receipt_line(c, receipt)
     content = m.text if m.text is not None else f"<{m.kind}, {len(m.body)} bytes>"
     if m.outgoing:
         to = ", ".join(_who(c, b) for b in m.recipients)
@@ -425,6 +430,9 @@ COMMANDS: dict[str, Handler] = {
     "resolve": _resolve,
     "whoami": _whoami,
     "dev-code": _dev_code,
+    "listen": cli_live.listen,
+    "typing": cli_live.typing,
+    **cli_accounts.COMMANDS,
 }
 
 
@@ -496,6 +504,8 @@ def add_parser(sub: Any) -> None:
     p = cmd("dev-code", "DEV ONLY: print the latest code(s) from the server's outbox dir")
     p.add_argument("contacts", nargs="+", metavar="CONTACT")
     p.add_argument("--outbox", default="var/outbox", help="the server's --outbox-dir")
+    cli_live.add_parsers(cmd)
+    cli_accounts.add_commands(cmd)
 
 
 def run(args: argparse.Namespace) -> int:

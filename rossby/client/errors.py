@@ -12,6 +12,8 @@ this SDK.
     ├── WrongPassphrase    the keyfile does not open (wrong passphrase or damaged)
     ├── HomeLocked         another process is using the same home directory
     ├── UntrustedKeys      the keystore answered keys that do not verify
+    │   └── KeyLogError    the box's key log forked, rolled back, or does not vouch for its keys
+    ├── LinkError          device linking failed a check (or timed out: LinkTimeout)
     ├── UnknownSender      a message from a box we cannot look up (yet)
     └── InvalidMessage     any decryption or verification failure, deliberately opaque
 """
@@ -57,6 +59,22 @@ class UntrustedKeys(ClientError):
     """
 
 
+class KeyLogError(UntrustedKeys):
+    """The box's key log does not verify, or does not extend the chain this
+    device saw before (a fork or a rollback), or lists other keys than the
+    keystore: the keystore is lying or broken, and none of the box's keys
+    are trusted. The message says which."""
+
+
+class LinkError(ClientError):
+    """Device linking cannot go on safely: the device that joined did not
+    know the passphrase, or the approval did not come from its holder."""
+
+
+class LinkTimeout(LinkError):
+    """Nobody joined (old device) or approved (new device) in time."""
+
+
 class UnknownSender(ClientError):
     """The sender's box is not one we know a contact for.
 
@@ -84,6 +102,9 @@ __all__ = [
     "ClientError",
     "HomeLocked",
     "InvalidMessage",
+    "KeyLogError",
+    "LinkError",
+    "LinkTimeout",
     "NotAuthorized",
     "NotInitialized",
     "UnknownSender",

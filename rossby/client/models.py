@@ -8,7 +8,7 @@ their normalized form (``alice@example.com``, ``+14155550100``).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -92,16 +92,104 @@ class KeyChangeWarning(UserWarning):
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """A box's public profile (``accept_from``: "anyone" or "contacts-only")."""
+
+    display_name: str = ""
+    description: str = ""
+    avatar_ref: str = ""
+    discoverable: bool = True
+    accept_from: str = "anyone"
+
+
+@dataclass(frozen=True, slots=True)
 class ContactInfo:
-    """A contact resolved through the keystore, verified and pinned."""
+    """A contact resolved through the keystore, verified and pinned.
+
+    ``key_log_seq`` is the head of the box's key log the keys were checked
+    against (0: the box has no log).
+    """
 
     contact: str
     box_id: uuid.UUID
     devices: tuple[DeviceInfo, ...]
     key_change: KeyChange | None = None
+    profile: ProfileInfo | None = None
+    key_log_seq: int = 0
 
 
-Outcome = Literal["queued", "duplicate", "rejected"]
+@dataclass(frozen=True, slots=True)
+class KeyLogRecord:
+    """One verified entry of a box's key log."""
+
+    seq: int
+    kind: str  # "register" | "link" | "rotate" | "revoke"
+    device_id: uuid.UUID
+    actor_device_id: uuid.UUID
+    timestamp_ms: int
+    encryption_key: bytes
+    signing_key: bytes
+    hash: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return (self.encryption_key[:4] + self.signing_key[:4]).hex()
+
+    def describe(self) -> str:
+        d, a = str(self.device_id)[:8], str(self.actor_device_id)[:8]
+        what = {
+            "register": f"device {d} registered the box",
+            "link": f"device {d} linked, approved by {a}",
+            "rotate": f"device {d} rotated its keys",
+            "revoke": f"device {d} revoked by {a}",
+        }.get(self.kind, self.kind)
+        return f"{what} (keys {self.fingerprint})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLogView:
+    """A box's whole key log, verified from its first entry."""
+
+    box_id: uuid.UUID
+    contact: str | None
+    entries: tuple[KeyLogRecord, ...]
+
+    @property
+    def head(self) -> bytes:
+        return self.entries[-1].hash if self.entries else b""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInvite:
+    """A link offer this (old) device opened: show ``uri`` as a QR code or
+    ``text`` for typing. ``mac_key`` never leaves the device."""
+
+    offer_id: uuid.UUID
+    passphrase: str = field(repr=False)
+    uri: str = field(repr=False)
+    text: str = field(repr=False)
+    expires_at_ms: int = 0
+    mac_key: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """The device that joined an offer and proved the passphrase."""
+
+    offer_id: uuid.UUID
+    device_id: uuid.UUID
+    device_name: str
+    encryption_key: bytes
+    signing_key: bytes
+    key_signature: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return (self.encryption_key[:4] + self.signing_key[:4]).hex()
+
+
+#: "ephemeral": handed to the devices streaming now, never stored (typing etc.).
+Outcome = Literal["queued", "duplicate", "rejected", "ephemeral"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +300,12 @@ __all__ = [
     "Identity",
     "KeyChange",
     "KeyChangeWarning",
+    "KeyLogRecord",
+    "KeyLogView",
+    "LinkInvite",
+    "LinkRequest",
     "Outcome",
+    "ProfileInfo",
     "ReceivedMessage",
     "RecipientResult",
     "RegistrationStarted",

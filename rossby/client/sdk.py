@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 import warnings
@@ -39,10 +40,18 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from rossby import errors
+from rossby.client.accounts import (
+    NEXT_KEYFILE,
+    SYNC_KIND,
+    AccountsMixin,
+    LogMismatch,
+    profile_info,
+)
 from rossby.client.errors import (
     AlreadyInitialized,
     ClientError,
     InvalidMessage,
+    KeyLogError,
     NotAuthorized,
     NotInitialized,
     UnknownSender,
@@ -50,6 +59,7 @@ from rossby.client.errors import (
     WrongPassphrase,
 )
 from rossby.client.hawk import HawkSigner, call_signed
+from rossby.client.live import LiveMixin
 from rossby.client.models import (
     ContactInfo,
     DeviceInfo,
@@ -105,6 +115,7 @@ from rossby.crypto import (
     verify_key_signature,
 )
 from rossby.crypto.keyfile import DEFAULT_SCRYPT_N, write_keyfile
+from rossby.crypto.link import LinkCode, parse_link_code
 from rossby.status import from_rpc_error
 from rossby.v1 import rossby_pb2 as pb
 
@@ -171,8 +182,8 @@ def decode_text(body: bytes) -> tuple[str, tuple[uuid.UUID, ...]]:
     return doc["text"], tuple(uuid.UUID(b) for b in to)
 
 
-class RossbyClient:
-    """One device of one box. Build it with ``create``, ``open`` or ``install``.
+class RossbyClient(AccountsMixin, LiveMixin):
+    """One device of one box. Build it with ``create``, ``open``, ``join`` or ``install``.
 
     Not safe for concurrent use from several tasks: the pins and the seen
     set are read-modify-write state. The home directory is locked for the
@@ -267,6 +278,57 @@ class RossbyClient:
             )
             client = await cls._initialize(home, passphrase, keyfile, state, scrypt_n, rpc_timeout)
         try:
+            yield client
+        finally:
+            await client.close()
+
+    @classmethod
+    @asynccontextmanager
+    async def join(
+        cls,
+        home: Home,
+        passphrase: str,
+        *,
+        code: str | LinkCode,
+        device_name: str,
+        server: str | None = None,
+        hawk_address: str | None = None,
+        scrypt_n: int = DEFAULT_SCRYPT_N,
+        rpc_timeout: float = DEFAULT_TIMEOUT,
+    ) -> AsyncIterator[RossbyClient]:
+        """A new device for an existing box: generate keys, join the link
+        offer another device of the box shows (its QR ``uri``, or
+        ``"<offer id> <passphrase>"`` with ``server``), and prove the
+        passphrase. Then ``await client.complete_link()`` waits for the
+        other device's approval. The box's contacts and address book arrive
+        later, end to end, with the next ``fetch_messages``.
+
+        A home that already joined this offer resumes instead of failing.
+        """
+        home = _home(home)
+        try:
+            link = code if isinstance(code, LinkCode) else parse_link_code(code, server=server)
+        except ValueError as exc:
+            raise ClientError(f"not a link code: {exc}") from None
+        split_address(link.server)
+        hawk = hawk_address or link.server
+        split_address(hawk)
+        if await asyncio.to_thread(_has_device, home):
+            client = await cls._load(home, passphrase, rpc_timeout)
+            pending = client._state.pending_link
+            if client.authorized or pending is None or pending.offer_id != link.offer_id:
+                await client.close()
+                raise AlreadyInitialized(f"{home} already holds a device; use another --home")
+        else:
+            keyfile = DeviceKeyfile(
+                device_id=uuid.uuid4(), keys=DeviceKeyPair.generate(), server=link.server
+            )
+            state = ClientState(
+                server=link.server, hawk_address=hawk, device_name=device_name, own_contacts=[]
+            )
+            client = await cls._initialize(home, passphrase, keyfile, state, scrypt_n, rpc_timeout)
+        try:
+            await client._join_link(link)
             yield client
         finally:
             await client.close()
@@ -482,7 +544,8 @@ class RossbyClient:
     async def _resolve_own(self) -> ContactInfo:
         self._require_authorized()
         if not self._state.own_contacts:
-            raise ClientError("this device knows none of its own contacts")
+            # A linked device learns the box's contacts later (sync message).
+            return await self._resolve(None, box_id=self.box_id)
         return await self._resolve(self._state.own_contacts[0])
 
     async def _resolve(
@@ -504,6 +567,22 @@ class RossbyClient:
         devices = self._verified(reply)
         if contact in self._state.own_contacts and found != self.box_id:
             raise UntrustedKeys(f"the keystore says {contact.value} belongs to another box")
+        try:
+            await self._check_log(found, reply, devices)
+        except LogMismatch:
+            # A change may have landed between the keystore's two reads: ask
+            # once more before calling it a lie.
+            reply = await self._call("RequestKey", request, pb.RequestKeyResponse)
+            if reply.box_id != str(found):
+                raise UntrustedKeys("the keystore changed its answer for this box") from None
+            devices = self._verified(reply)
+            try:
+                await self._check_log(found, reply, devices)
+            except LogMismatch:
+                raise KeyLogError(
+                    f"the keystore lists other devices for box {found} than its key log "
+                    "vouches for; not trusting any of them"
+                ) from None
         previous = self._state.book.get(contact) if contact is not None else None
         change = self._pin(
             found, devices, contact, previous if previous not in (None, found) else None
@@ -511,7 +590,14 @@ class RossbyClient:
         if contact is not None:
             self._state.book[contact] = found
         label = contact.value if contact is not None else str(found)
-        return ContactInfo(label, found, self._device_infos(found, devices), change)
+        return ContactInfo(
+            label,
+            found,
+            self._device_infos(found, devices),
+            change,
+            profile_info(reply.profile) if reply.HasField("profile") else None,
+            int(reply.key_log.seq),
+        )
 
     def _verified(self, reply: pb.RequestKeyResponse) -> dict[uuid.UUID, PinnedDevice]:
         devices: dict[uuid.UUID, PinnedDevice] = {}
@@ -654,6 +740,7 @@ class RossbyClient:
                     recipient_box_id=str(box_id), message_id=str(mid), ciphertext=envelope
                 )
             )
+        await self._accept_recipients(list(targets))
         own_copy = bool(others) and self._keyfile.box_id not in targets
         if own_copy:
             # Any recipient's envelope lists our other devices as readers.
@@ -783,6 +870,10 @@ class RossbyClient:
             self.stats.rejected += 1
             return [*events, reject]
         self._state.seen.add(str(mid))
+        if message.kind == SYNC_KIND:
+            if message.sender_box == self.box_id:  # from another device of ours
+                self._apply_sync(message.body)
+            return events
         self.stats.received += 1
         return [*events, message]
 
@@ -846,13 +937,21 @@ class RossbyClient:
 
     def _open_with(self, data: bytes, signing_key: bytes) -> OpenedMessage:
         assert self.box_id is not None
-        return open_envelope(
-            data,
-            my_device_id=self.device_id,
-            my_encryption_private=self._keyfile.keys.encryption_private,
-            expected_recipient_box=self.box_id,
-            sender_lookup=lambda _box, _device: signing_key,
-        )
+        keys = [self._keyfile.keys.encryption_private_bytes(), *self._state.previous_keys]
+        for i, key in enumerate(keys):
+            try:
+                return open_envelope(
+                    data,
+                    my_device_id=self.device_id,
+                    my_encryption_private=key,
+                    expected_recipient_box=self.box_id,
+                    sender_lookup=lambda _box, _device: signing_key,
+                )
+            except InvalidEnvelope:
+                # Sealed to a key we rotated away from? Try the older ones.
+                if i == len(keys) - 1:
+                    raise
+        raise InvalidEnvelope
 
     def _signing_key(self, box_id: uuid.UUID, device_id: uuid.UUID) -> bytes | None:
         pin = self._state.pins.get(box_id)
@@ -872,7 +971,7 @@ class RossbyClient:
             return
         contact: NormalizedContact | None
         if box_id == self.box_id:
-            contact = self._state.own_contacts[0]
+            contact = self._state.own_contacts[0] if self._state.own_contacts else None
         else:
             contact = self._state.contact_of(box_id)
         refreshed.add(box_id)
@@ -1009,11 +1108,33 @@ def _load_home(home: Path, passphrase: str) -> tuple[DeviceKeyfile, ClientState,
             raw_state = (home / STATE).read_bytes()
         except FileNotFoundError:
             raise NotInitialized(f"{home / STATE} is missing; initialize a new home") from None
-        state = decode_state(raw_state, state_key(keyfile.keys, keyfile.device_id))
+        try:
+            state = decode_state(raw_state, state_key(keyfile.keys, keyfile.device_id))
+        except WrongPassphrase:
+            keyfile, state = _finish_rotation(home, passphrase, keyfile, raw_state)
     except BaseException:
         lock.release()
         raise
     return keyfile, state, lock
+
+
+def _finish_rotation(
+    home: Path, passphrase: str, keyfile: DeviceKeyfile, raw_state: bytes
+) -> tuple[DeviceKeyfile, ClientState]:
+    """A key rotation stopped after the state moved to the new keys but
+    before ``device.key`` did: finish it (rename the staged keyfile)."""
+    nxt = home / NEXT_KEYFILE
+    try:
+        staged = decode_keyfile(nxt.read_bytes(), passphrase)
+    except (FileNotFoundError, KeyfileError):
+        raise WrongPassphrase(
+            "the state file does not open: it is damaged, or belongs to another device"
+        ) from None
+    if staged.device_id != keyfile.device_id:
+        raise WrongPassphrase("the staged keyfile belongs to another device")
+    state = decode_state(raw_state, state_key(staged.keys, staged.device_id))
+    os.replace(nxt, home / KEYFILE)
+    return staged, state
 
 
 def _rewrite_keyfile(home: Path, keyfile: DeviceKeyfile, passphrase: str) -> None:

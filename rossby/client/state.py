@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rossby.client.errors import HomeLocked, WrongPassphrase
 from rossby.contacts import NormalizedContact, normalize
 from rossby.crypto import DeviceKeyPair
+from rossby.crypto.keylog import ChainState
 
 KEYFILE = "device.key"
 STATE = "state.bin"
@@ -119,6 +120,19 @@ class HeldEnvelope:
     ciphertext: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class PendingLink:
+    """A new device that joined a link offer and waits for its approval."""
+
+    offer_id: uuid.UUID
+    mac_key: bytes
+
+
+MAX_PREVIOUS_KEYS = 2
+"""X25519 private keys kept after rotations, so messages senders sealed to
+the old key before they saw the new one still open."""
+
+
 @dataclass(slots=True)
 class ClientState:
     server: str
@@ -130,6 +144,14 @@ class ClientState:
     seen: SeenSet = field(default_factory=SeenSet)
     rejected: SeenSet = field(default_factory=SeenSet)
     held: list[HeldEnvelope] = field(default_factory=list)
+    #: Per box: the key log as verified up to its head (fork/rollback pins).
+    logs: dict[uuid.UUID, ChainState] = field(default_factory=dict)
+    pending_link: PendingLink | None = None
+    previous_keys: list[bytes] = field(default_factory=list)
+    #: What this box holds about others ("blocked" / "accepted"), as set here.
+    rules: dict[uuid.UUID, str] = field(default_factory=dict)
+    #: This box's own accept_from, as last read or set ("anyone" if unknown).
+    accept_from: str = "anyone"
 
     def contact_of(self, box_id: uuid.UUID) -> NormalizedContact | None:
         """The first contact we know ``box_id`` by (sorted, so it is stable)."""
@@ -194,6 +216,24 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
             }
             for h in state.held
         ],
+        "logs": {
+            str(box): {
+                "seq": log.seq,
+                "head": _b64(log.head),
+                "devices": {str(d): [_b64(k[0]), _b64(k[1])] for d, k in log.devices.items()},
+                "retired": sorted(str(d) for d in log.retired),
+            }
+            for box, log in state.logs.items()
+        },
+        "pending_link": None
+        if state.pending_link is None
+        else {
+            "offer_id": str(state.pending_link.offer_id),
+            "mac_key": _b64(state.pending_link.mac_key),
+        },
+        "previous_keys": [_b64(k) for k in state.previous_keys],
+        "rules": {str(b): r for b, r in state.rules.items()},
+        "accept_from": state.accept_from,
     }
 
 
@@ -210,6 +250,17 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
             for d, v in p["devices"].items()
         }
         pins[box_id] = Pin(box_id, devices, int(p["pinned_at_ms"]), p.get("changed_at_ms"))
+    logs: dict[uuid.UUID, ChainState] = {}
+    for box, entry in doc.get("logs", {}).items():
+        box_id = uuid.UUID(box)
+        logs[box_id] = ChainState(
+            box_id,
+            int(entry["seq"]),
+            _unb64(entry["head"]),
+            {uuid.UUID(d): (_unb64(k[0]), _unb64(k[1])) for d, k in entry["devices"].items()},
+            {uuid.UUID(d) for d in entry["retired"]},
+        )
+    pending = doc.get("pending_link")
     return ClientState(
         server=str(doc["server"]),
         hawk_address=str(doc["hawk_address"]),
@@ -230,6 +281,13 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
             )
             for h in doc["held"]
         ],
+        logs=logs,
+        pending_link=None
+        if pending is None
+        else PendingLink(uuid.UUID(pending["offer_id"]), _unb64(pending["mac_key"])),
+        previous_keys=[_unb64(k) for k in doc.get("previous_keys", [])],
+        rules={uuid.UUID(b): str(r) for b, r in doc.get("rules", {}).items()},
+        accept_from=str(doc.get("accept_from", "anyone")),
     )
 
 
@@ -330,6 +388,7 @@ __all__ = [
     "ClientState",
     "HeldEnvelope",
     "HomeLock",
+    "PendingLink",
     "Pin",
     "PinnedDevice",
     "SeenSet",

@@ -58,7 +58,7 @@ from rossby.hawk import (
 
 AUTHORIZATION: Final = "authorization"
 SERVER_AUTHORIZATION: Final = "server-authorization"
-PUBLIC_METHODS: Final = frozenset({"Register", "Authorize"})
+PUBLIC_METHODS: Final = frozenset({"Register", "Authorize", "JoinLink", "CompleteLink"})
 
 _UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

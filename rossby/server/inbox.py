@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rossby import errors
 from rossby.contacts import ContactHasher, normalize
@@ -18,6 +19,10 @@ from rossby.server import validate
 from rossby.status import rpc_code_value
 from rossby.store import NewMessage, Store, StoredMessage
 from rossby.v1 import rossby_pb2
+
+if TYPE_CHECKING:
+    from rossby.server.accounts import Accounts
+    from rossby.server.realtime import Realtime
 
 log = get_logger(__name__)
 
@@ -62,6 +67,13 @@ class Inbox:
         self.max_recipients = max_recipients
         self.default_phone_region = default_phone_region
         self.clock = clock
+        #: Sender rules, profile and key-log head (rossby.server.accounts);
+        #: set by the service.
+        self.accounts: Accounts | None = None
+        #: Real-time delivery (rossby.server.realtime): told about every
+        #: queued message, and the only path of ephemeral ones. Set by the
+        #: service.
+        self.realtime: Realtime | None = None
 
     async def request_key(
         self, request: rossby_pb2.RequestKeyRequest, caller: Caller
@@ -93,7 +105,11 @@ class Inbox:
         hidden_user = profile is not None and not profile.discoverable
         if by_contact and box_id != caller.box_id and hidden_user:
             raise hidden
-        return rossby_pb2.RequestKeyResponse(
+        if self.accounts is not None and not await self.accounts.visible(
+            box_id, caller.box_id, profile, by_contact=by_contact
+        ):
+            raise hidden
+        reply = rossby_pb2.RequestKeyResponse(
             box_id=str(box_id),
             home_region=box.home_region,
             devices=[
@@ -109,6 +125,9 @@ class Inbox:
                 for d in devices
             ],
         )
+        if self.accounts is not None:
+            await self.accounts.annotate(reply, box_id, profile)
+        return reply
 
     async def send(
         self, request: rossby_pb2.SendRequest, caller: Caller
@@ -144,6 +163,8 @@ class Inbox:
         boxes: dict[uuid.UUID, asyncio.Task[bool]] = {}
 
         async def box_exists(box_id: uuid.UUID) -> bool:
+            if self.accounts is not None:  # exists, and has not blocked the sender
+                return await self.accounts.deliverable(box_id, caller.box_id)
             return await self.store.get_box(box_id) is not None
 
         async def one(recipient: uuid.UUID, message: NewMessage) -> rossby_pb2.SendResult:
@@ -156,6 +177,10 @@ class Inbox:
                         boxes[recipient] = asyncio.ensure_future(box_exists(recipient))
                     if not await boxes[recipient]:
                         raise errors.NotFound("no such box", reason="NOT_FOUND")
+                    if request.ephemeral:  # live streams only, never stored
+                        self._ephemeral(recipient, message)
+                        result.outcome = rossby_pb2.SEND_OUTCOME_EPHEMERAL
+                        return result
                     queued = await self.store.enqueue(recipient, message)
                 except errors.RossbyError as err:
                     result.outcome = rossby_pb2.SEND_OUTCOME_REJECTED
@@ -168,10 +193,27 @@ class Inbox:
                 else rossby_pb2.SEND_OUTCOME_QUEUED
             )
             result.position = queued.position
+            if self.realtime is not None:
+                self.realtime.queued(recipient, queued.position)
             return result
 
         results = await asyncio.gather(*(one(r, m) for r, m in parsed))
         return rossby_pb2.SendResponse(results=results)
+
+    def _ephemeral(self, recipient: uuid.UUID, message: NewMessage) -> None:
+        if self.realtime is None:
+            return
+        self.realtime.ephemeral(
+            recipient,
+            rossby_pb2.QueuedMessage(
+                position=0,
+                message_id=str(message.message_id),
+                sender_box_id=str(message.sender_box),
+                sender_device_id=str(message.sender_device),
+                received_at_ms=int(self.clock() * 1000),
+                ciphertext=message.ciphertext,
+            ),
+        )
 
     async def fetch(
         self, request: rossby_pb2.FetchRequest, caller: Caller
@@ -184,7 +226,7 @@ class Inbox:
                 metadata={"field": "limit", "max": str(FETCH_MAX)},
             )
         page = await self.store.fetch(
-            caller.box_id, caller.device_id, after=request.after, limit=limit
+            caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )
         messages = [_queued(m) for m in page.messages]
         next_after = messages[-1].position if messages else max(request.after, page.cursor)

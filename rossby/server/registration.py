@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from rossby import errors
@@ -73,6 +73,9 @@ class Registrar:
         self.max_contacts = max_contacts
         self.default_phone_region = default_phone_region
         self.clock = clock
+        #: Called once the box exists, before its contacts are claimed (the
+        #: accounts module records the key log's genesis entry there).
+        self.on_box_created: Callable[[Device, Sequence[bytes]], Awaitable[None]] | None = None
 
     def _code_hash(self, device_id: uuid.UUID, contact_hash: bytes, code: str) -> bytes:
         msg = device_id.bytes + contact_hash + code.encode()
@@ -232,6 +235,8 @@ class Registrar:
         )
         await self.store.create_box(Box(box_id, self.home_region, now), device)
         device = await self.store.get_device(box_id, device_id) or device
+        if self.on_box_created is not None:
+            await self.on_box_created(device, registration.contact_hashes)
         won: list[bytes] = []
         for contact_hash in registration.contact_hashes:
             owner = await self.store.claim_contact(contact_hash, box_id)

@@ -35,10 +35,12 @@ from rossby import errors
 from rossby.contacts import ContactHasher
 from rossby.hawk import HawkVerifier, NonceCache
 from rossby.logging import get_logger
+from rossby.server.account_rpcs import AccountRpcs
 from rossby.server.auth import HawkAuth, Identity, identity_lookup
 from rossby.server.inbox import Caller, Inbox
 from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
+from rossby.server.realtime import Realtime
 from rossby.server.registration import Registrar
 from rossby.server.secrets import load_secret
 from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
@@ -190,6 +192,18 @@ class RossbyService:
             default_phone_region=settings.default_phone_region,
             clock=app.clock,
         )
+        self.account_rpcs = AccountRpcs(
+            settings,
+            app.store,
+            self.registrar,
+            self.inbox,
+            self.notifier,
+            hasher,
+            server_secret,
+            app.clock,
+        )
+        self.realtime = Realtime(app, server_secret)
+        self.inbox.realtime = self.realtime
         self.verifier = HawkVerifier(
             identity_lookup(self._hawk_key),
             host=settings.hawk_host,
@@ -246,15 +260,26 @@ class RossbyService:
             "Fetch": signed("Fetch", self.inbox.fetch, pb.FetchRequest, pb.FetchResponse),
             "Ack": signed("Ack", self.inbox.ack, pb.AckRequest, pb.AckResponse),
         }
-        return {name: _observed(name, h, self.metrics) for name, h in handlers.items()}
+        for name, (fn, req, resp) in self.account_rpcs.signed().items():
+            handlers[name] = signed(name, fn, req, resp)
+        for name, (fn, req, resp) in self.account_rpcs.public().items():
+            handlers[name] = public(name, fn, req, resp)
+        observed = {name: _observed(name, h, self.metrics) for name, h in handlers.items()}
+        # A stream logs and counts itself (rossby.server.realtime).
+        observed["Subscribe"] = self.realtime.subscribe_handler(
+            auth, abort_with_error, lambda box_id: box_tag(self._log_key, box_id)
+        )
+        return observed
 
     async def close(self) -> None:
+        await self.realtime.close()
         await self.notifier.close()
 
 
 def add_rossby_service(server: grpc.aio.Server, app: RossbyServer) -> RossbyService:
     """Register the Rossby service's handlers on ``server``."""
     service = RossbyService(app, notifier=app.notifier)
+    service.realtime.bind(server, app.port, reuse_port=app.reuse_port)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("rossby.v1.Rossby", service.handlers()),)
     )

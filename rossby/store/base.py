@@ -153,6 +153,25 @@ class Compaction:
 
 
 @dataclass(frozen=True, slots=True)
+class Presence:
+    """One server process holds a Subscribe stream of one device.
+
+    A hint for real-time delivery (docs/realtime.md), never a source of
+    truth: a lost or stale row only delays delivery to the streams'
+    safety-net poll. ``server_id`` is random per process start; ``address``
+    is where that process's ``rossby.v1.Peer`` service listens.
+    """
+
+    box_id: uuid.UUID
+    device_id: uuid.UUID
+    server_id: str
+    address: str
+    region: str
+    since: float  # Unix seconds, when the process began holding a stream
+    expires_at: float  # Unix seconds; refreshed while the stream lives
+
+
+@dataclass(frozen=True, slots=True)
 class StoreOptions:
     """Behaviour knobs shared by every backend."""
 
@@ -379,6 +398,33 @@ class Store(abc.ABC):
         """Housekeeping for backends without native TTL; answer rows removed."""
         return 0
 
+    # -- presence (real-time delivery hints) ------------------------------
+    #
+    # Not abstract so that wrappers and test doubles need not implement
+    # them; every backend does. The server treats NotImplementedError as
+    # "no presence": streams then rely on the in-process hub and the poll.
+
+    async def put_presence(self, presence: Presence) -> None:
+        """Create or refresh a presence row; it disappears by itself after
+        ``presence.expires_at`` unless refreshed again."""
+        raise NotImplementedError
+
+    async def list_presence(self, box_id: uuid.UUID) -> list[Presence]:
+        """The box's presence rows that have not expired (a small partition)."""
+        raise NotImplementedError
+
+    async def delete_presence(
+        self, box_id: uuid.UUID, device_id: uuid.UUID, server_id: str
+    ) -> None:
+        """Drop one row (the process's last stream of the device ended).
+        Idempotent."""
+        raise NotImplementedError
+
+    async def purge_presence(self) -> int:
+        """Remove expired rows where the backend has no native TTL; answer
+        rows removed."""
+        return 0
+
 
 __all__ = [
     "Box",
@@ -391,6 +437,7 @@ __all__ = [
     "Page",
     "PendingCapExceeded",
     "Position",
+    "Presence",
     "Profile",
     "Registration",
     "Store",

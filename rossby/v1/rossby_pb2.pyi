@@ -71,6 +71,10 @@ class _SendOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SendOutco
     """Already queued by an earlier attempt with the same message id."""
     SEND_OUTCOME_REJECTED: _SendOutcome.ValueType  # 3
     """Not queued; see `code` and `reason`."""
+    SEND_OUTCOME_EPHEMERAL: _SendOutcome.ValueType  # 4
+    """An ephemeral message handed to the devices streaming now (possibly
+    none); not stored, so there is no position.
+    """
 
 class SendOutcome(_SendOutcome, metaclass=_SendOutcomeEnumTypeWrapper): ...
 
@@ -81,7 +85,110 @@ SEND_OUTCOME_DUPLICATE: SendOutcome.ValueType  # 2
 """Already queued by an earlier attempt with the same message id."""
 SEND_OUTCOME_REJECTED: SendOutcome.ValueType  # 3
 """Not queued; see `code` and `reason`."""
+SEND_OUTCOME_EPHEMERAL: SendOutcome.ValueType  # 4
+"""An ephemeral message handed to the devices streaming now (possibly
+none); not stored, so there is no position.
+"""
 Global___SendOutcome: _TypeAlias = SendOutcome  # noqa: Y015
+
+class _LinkState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LinkStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LinkState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINK_STATE_UNSPECIFIED: _LinkState.ValueType  # 0
+    LINK_STATE_OPEN: _LinkState.ValueType  # 1
+    """Created; no device has proven the passphrase yet."""
+    LINK_STATE_JOINED: _LinkState.ValueType  # 2
+    """A device proved the passphrase and waits for approval."""
+    LINK_STATE_APPROVED: _LinkState.ValueType  # 3
+    """The old device approved; the new device can collect its credentials."""
+
+class LinkState(_LinkState, metaclass=_LinkStateEnumTypeWrapper):
+    """-- Accounts ---------------------------------------------------------------"""
+
+LINK_STATE_UNSPECIFIED: LinkState.ValueType  # 0
+LINK_STATE_OPEN: LinkState.ValueType  # 1
+"""Created; no device has proven the passphrase yet."""
+LINK_STATE_JOINED: LinkState.ValueType  # 2
+"""A device proved the passphrase and waits for approval."""
+LINK_STATE_APPROVED: LinkState.ValueType  # 3
+"""The old device approved; the new device can collect its credentials."""
+Global___LinkState: _TypeAlias = LinkState  # noqa: Y015
+
+class _KeyChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeyChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEY_CHANGE_KIND_UNSPECIFIED: _KeyChangeKind.ValueType  # 0
+    KEY_CHANGE_KIND_REGISTER: _KeyChangeKind.ValueType  # 1
+    """The box's first device (Authorize); signature = its key_signature."""
+    KEY_CHANGE_KIND_LINK: _KeyChangeKind.ValueType  # 2
+    """A device added by linking; signed by the approving device."""
+    KEY_CHANGE_KIND_ROTATE: _KeyChangeKind.ValueType  # 3
+    """A device replaced its keys; signed by its previous signing key."""
+    KEY_CHANGE_KIND_REVOKE: _KeyChangeKind.ValueType  # 4
+    """A device was revoked; signed by the revoking device."""
+
+class KeyChangeKind(_KeyChangeKind, metaclass=_KeyChangeKindEnumTypeWrapper): ...
+
+KEY_CHANGE_KIND_UNSPECIFIED: KeyChangeKind.ValueType  # 0
+KEY_CHANGE_KIND_REGISTER: KeyChangeKind.ValueType  # 1
+"""The box's first device (Authorize); signature = its key_signature."""
+KEY_CHANGE_KIND_LINK: KeyChangeKind.ValueType  # 2
+"""A device added by linking; signed by the approving device."""
+KEY_CHANGE_KIND_ROTATE: KeyChangeKind.ValueType  # 3
+"""A device replaced its keys; signed by its previous signing key."""
+KEY_CHANGE_KIND_REVOKE: KeyChangeKind.ValueType  # 4
+"""A device was revoked; signed by the revoking device."""
+Global___KeyChangeKind: _TypeAlias = KeyChangeKind  # noqa: Y015
+
+class _AcceptFrom:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AcceptFromEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AcceptFrom.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCEPT_FROM_UNSPECIFIED: _AcceptFrom.ValueType  # 0
+    ACCEPT_FROM_ANYONE: _AcceptFrom.ValueType  # 1
+    """Any box may look this box up by id and send to it (blocked ones aside)."""
+    ACCEPT_FROM_CONTACTS_ONLY: _AcceptFrom.ValueType  # 2
+    """Only boxes this box accepted (SetSenderRule ACCEPTED)."""
+
+class AcceptFrom(_AcceptFrom, metaclass=_AcceptFromEnumTypeWrapper): ...
+
+ACCEPT_FROM_UNSPECIFIED: AcceptFrom.ValueType  # 0
+ACCEPT_FROM_ANYONE: AcceptFrom.ValueType  # 1
+"""Any box may look this box up by id and send to it (blocked ones aside)."""
+ACCEPT_FROM_CONTACTS_ONLY: AcceptFrom.ValueType  # 2
+"""Only boxes this box accepted (SetSenderRule ACCEPTED)."""
+Global___AcceptFrom: _TypeAlias = AcceptFrom  # noqa: Y015
+
+class _SenderRule:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SenderRuleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SenderRule.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SENDER_RULE_NONE: _SenderRule.ValueType  # 0
+    """No rule: the profile's accept_from decides."""
+    SENDER_RULE_BLOCKED: _SenderRule.ValueType  # 1
+    """The box gets NOT_FOUND for this box, exactly as for an unknown one."""
+    SENDER_RULE_ACCEPTED: _SenderRule.ValueType  # 2
+    """The box may look this box up and send to it under CONTACTS_ONLY."""
+
+class SenderRule(_SenderRule, metaclass=_SenderRuleEnumTypeWrapper): ...
+
+SENDER_RULE_NONE: SenderRule.ValueType  # 0
+"""No rule: the profile's accept_from decides."""
+SENDER_RULE_BLOCKED: SenderRule.ValueType  # 1
+"""The box gets NOT_FOUND for this box, exactly as for an unknown one."""
+SENDER_RULE_ACCEPTED: SenderRule.ValueType  # 2
+"""The box may look this box up and send to it under CONTACTS_ONLY."""
+Global___SenderRule: _TypeAlias = SenderRule  # noqa: Y015
 
 @_typing.final
 class Contact(_message.Message):
@@ -349,11 +456,23 @@ class RequestKeyResponse(_message.Message):
     BOX_ID_FIELD_NUMBER: _builtins.int
     DEVICES_FIELD_NUMBER: _builtins.int
     HOME_REGION_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    KEY_LOG_FIELD_NUMBER: _builtins.int
     box_id: _builtins.str
     home_region: _builtins.str
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DevicePublicKeys]:
         """Every active device of the box."""
+
+    @_builtins.property
+    def profile(self) -> Global___Profile:
+        """The box's public profile."""
+
+    @_builtins.property
+    def key_log(self) -> Global___KeyLogHead:
+        """The head of the box's key log; clients check that it extends the chain
+        they saw before (seq 0: the box has no log yet).
+        """
 
     def __init__(
         self,
@@ -361,10 +480,12 @@ class RequestKeyResponse(_message.Message):
         box_id: _builtins.str = ...,
         devices: _abc.Iterable[Global___DevicePublicKeys] | None = ...,
         home_region: _builtins.str = ...,
+        profile: Global___Profile | None = ...,
+        key_log: Global___KeyLogHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_log", b"key_log", "profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_id", b"box_id", "devices", b"devices", "home_region", b"home_region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_id", b"box_id", "devices", b"devices", "home_region", b"home_region", "key_log", b"key_log", "profile", b"profile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -406,6 +527,12 @@ class SendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MESSAGES_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_FIELD_NUMBER: _builtins.int
+    ephemeral: _builtins.bool
+    """Deliver only to the recipients' devices streaming (Subscribe) right
+    now, and never store: typing indicators, presence. Each result is then
+    EPHEMERAL (or REJECTED), whether or not any device was online.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutgoingMessage]:
         """One to `max_recipients` (default 1000) messages; (recipient, message
@@ -416,10 +543,11 @@ class SendRequest(_message.Message):
         self,
         *,
         messages: _abc.Iterable[Global___OutgoingMessage] | None = ...,
+        ephemeral: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ephemeral", b"ephemeral", "messages", b"messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -623,3 +751,1001 @@ class AckResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AckResponse: _TypeAlias = AckResponse  # noqa: Y015
+
+@_typing.final
+class SubscribeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """Resume point: the highest position the client has processed (0: from
+    the device's cursor). Like Fetch after the cursor, the server re-reads
+    the store's settle window below it, so repeats are possible; clients
+    drop them by message id.
+    """
+    limit: _builtins.int
+    """Messages per store read while catching up: 1 to 500; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        after: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def message(self) -> Global___QueuedMessage:
+        """A queued message, as Fetch returns it. Ack it with Ack as usual."""
+
+    @_builtins.property
+    def ephemeral(self) -> Global___QueuedMessage:
+        """An ephemeral message: position 0, never stored, never acked."""
+
+    @_builtins.property
+    def live(self) -> Global___StreamLive:
+        """Everything pending when the stream opened was sent; from here on
+        messages are pushed as they are queued.
+        """
+
+    @_builtins.property
+    def catch_up(self) -> Global___StreamCatchUp:
+        """The stream fell behind (it did not read for `stream_stall` seconds
+        while messages waited) and ends after this event: read what is
+        pending with Fetch, then Subscribe again.
+        """
+
+    @_builtins.property
+    def heartbeat(self) -> Global___StreamHeartbeat:
+        """Sent after `stream_heartbeat` seconds without another event."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___QueuedMessage | None = ...,
+        ephemeral: Global___QueuedMessage | None = ...,
+        live: Global___StreamLive | None = ...,
+        catch_up: Global___StreamCatchUp | None = ...,
+        heartbeat: Global___StreamHeartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message", "ephemeral", "live", "catch_up", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___SubscribeEvent: _TypeAlias = SubscribeEvent  # noqa: Y015
+
+@_typing.final
+class StreamLive(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """The highest position sent so far on this stream (0: none)."""
+    def __init__(
+        self,
+        *,
+        after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLive: _TypeAlias = StreamLive  # noqa: Y015
+
+@_typing.final
+class StreamCatchUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """The highest position sent on this stream before it fell behind."""
+    reason: _builtins.str
+    """Why: "SLOW_CONSUMER"."""
+    def __init__(
+        self,
+        *,
+        after: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamCatchUp: _TypeAlias = StreamCatchUp  # noqa: Y015
+
+@_typing.final
+class StreamHeartbeat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_TIME_MS_FIELD_NUMBER: _builtins.int
+    server_time_ms: _builtins.int
+    """Server time, milliseconds since the Unix epoch."""
+    def __init__(
+        self,
+        *,
+        server_time_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["server_time_ms", b"server_time_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamHeartbeat: _TypeAlias = StreamHeartbeat  # noqa: Y015
+
+@_typing.final
+class CreateLinkOfferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    VERIFIER_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    """Client-generated UUID; part of the QR payload and of the KDF salt."""
+    verifier: _builtins.bytes
+    """HKDF(scrypt(passphrase, offer id), "rossby/v1/link-auth"), 32 bytes:
+    lets the server check a joining device's proof without learning the
+    passphrase or the key that MACs the new device's keys.
+    """
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        verifier: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offer_id", b"offer_id", "verifier", b"verifier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateLinkOfferRequest: _TypeAlias = CreateLinkOfferRequest  # noqa: Y015
+
+@_typing.final
+class CreateLinkOfferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    ttl_seconds: _builtins.int
+    """Seconds the offer stays valid (the server's code_ttl, default 600)."""
+    expires_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        ttl_seconds: _builtins.int = ...,
+        expires_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at_ms", b"expires_at_ms", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateLinkOfferResponse: _TypeAlias = CreateLinkOfferResponse  # noqa: Y015
+
+@_typing.final
+class JoinLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    MAC_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    device_id: _builtins.str
+    """Client-generated UUID of the new device."""
+    device_name: _builtins.str
+    proof: _builtins.bytes
+    """HMAC-SHA256(verifier, join transcript): checked by the server."""
+    mac: _builtins.bytes
+    """HMAC-SHA256(mac key, join transcript): checked by the old device; the
+    server cannot compute it.
+    """
+    @_builtins.property
+    def keys(self) -> Global___DeviceKeys: ...
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        keys: Global___DeviceKeys | None = ...,
+        device_name: _builtins.str = ...,
+        proof: _builtins.bytes = ...,
+        mac: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "device_name", b"device_name", "keys", b"keys", "mac", b"mac", "offer_id", b"offer_id", "proof", b"proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinLinkRequest: _TypeAlias = JoinLinkRequest  # noqa: Y015
+
+@_typing.final
+class JoinLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    expires_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        expires_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at_ms", b"expires_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinLinkResponse: _TypeAlias = JoinLinkResponse  # noqa: Y015
+
+@_typing.final
+class GetLinkOfferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offer_id", b"offer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLinkOfferRequest: _TypeAlias = GetLinkOfferRequest  # noqa: Y015
+
+@_typing.final
+class GetLinkOfferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    MAC_FIELD_NUMBER: _builtins.int
+    state: Global___LinkState.ValueType
+    expires_at_ms: _builtins.int
+    device_id: _builtins.str
+    """Set from JOINED on: the device that proved the passphrase."""
+    device_name: _builtins.str
+    mac: _builtins.bytes
+    @_builtins.property
+    def keys(self) -> Global___DeviceKeys: ...
+    def __init__(
+        self,
+        *,
+        state: Global___LinkState.ValueType = ...,
+        expires_at_ms: _builtins.int = ...,
+        device_id: _builtins.str = ...,
+        keys: Global___DeviceKeys | None = ...,
+        device_name: _builtins.str = ...,
+        mac: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "device_name", b"device_name", "expires_at_ms", b"expires_at_ms", "keys", b"keys", "mac", b"mac", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLinkOfferResponse: _TypeAlias = GetLinkOfferResponse  # noqa: Y015
+
+@_typing.final
+class ApproveLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    device_id: _builtins.str
+    """The joined device being approved (must match the offer)."""
+    signature: _builtins.bytes
+    """Ed25519 by the caller's signing key over the LINK key-change string
+    (docs/envelope.md "Key log"); becomes the key-log entry's signature.
+    """
+    confirm: _builtins.bytes
+    """HMAC-SHA256(mac key, confirm string): lets the new device check that
+    the approval came from a holder of the passphrase.
+    """
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+        confirm: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm", b"confirm", "device_id", b"device_id", "offer_id", b"offer_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveLinkRequest: _TypeAlias = ApproveLinkRequest  # noqa: Y015
+
+@_typing.final
+class ApproveLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___KeyLogEntry:
+        """The key-log entry that records the new device."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___KeyLogEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveLinkResponse: _TypeAlias = ApproveLinkResponse  # noqa: Y015
+
+@_typing.final
+class CompleteLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    device_id: _builtins.str
+    signature: _builtins.bytes
+    """Ed25519 by the new device's signing key over
+    "rossby/v1/link-complete\\x00" || offer id (16) || device id (16).
+    """
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "offer_id", b"offer_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLinkRequest: _TypeAlias = CompleteLinkRequest  # noqa: Y015
+
+@_typing.final
+class CompleteLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOX_ID_FIELD_NUMBER: _builtins.int
+    SEALED_CREDENTIALS_FIELD_NUMBER: _builtins.int
+    HOME_REGION_FIELD_NUMBER: _builtins.int
+    APPROVER_DEVICE_ID_FIELD_NUMBER: _builtins.int
+    APPROVER_SIGNING_KEY_FIELD_NUMBER: _builtins.int
+    APPROVAL_SIGNATURE_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    box_id: _builtins.str
+    sealed_credentials: _builtins.bytes
+    """HawkCredentials sealed to the new device's X25519 key, as in Authorize."""
+    home_region: _builtins.str
+    approver_device_id: _builtins.str
+    approver_signing_key: _builtins.bytes
+    """The approving device's Ed25519 public key, and its signature over the
+    LINK key-change string for this device.
+    """
+    approval_signature: _builtins.bytes
+    confirm: _builtins.bytes
+    """As in ApproveLinkRequest."""
+    def __init__(
+        self,
+        *,
+        box_id: _builtins.str = ...,
+        sealed_credentials: _builtins.bytes = ...,
+        home_region: _builtins.str = ...,
+        approver_device_id: _builtins.str = ...,
+        approver_signing_key: _builtins.bytes = ...,
+        approval_signature: _builtins.bytes = ...,
+        confirm: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_signature", b"approval_signature", "approver_device_id", b"approver_device_id", "approver_signing_key", b"approver_signing_key", "box_id", b"box_id", "confirm", b"confirm", "home_region", b"home_region", "sealed_credentials", b"sealed_credentials"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLinkResponse: _TypeAlias = CompleteLinkResponse  # noqa: Y015
+
+@_typing.final
+class RevokeDeviceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    signature: _builtins.bytes
+    """Ed25519 by the caller's signing key over the REVOKE key-change string
+    naming the target device and its current keys.
+    """
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeDeviceRequest: _TypeAlias = RevokeDeviceRequest  # noqa: Y015
+
+@_typing.final
+class RevokeDeviceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___KeyLogEntry: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___KeyLogEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeDeviceResponse: _TypeAlias = RevokeDeviceResponse  # noqa: Y015
+
+@_typing.final
+class RotateKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    signature: _builtins.bytes
+    """Ed25519 by the OLD signing key over the ROTATE key-change string."""
+    @_builtins.property
+    def keys(self) -> Global___DeviceKeys:
+        """The calling device's new keys (key_signature by the NEW signing key)."""
+
+    def __init__(
+        self,
+        *,
+        keys: Global___DeviceKeys | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateKeysRequest: _TypeAlias = RotateKeysRequest  # noqa: Y015
+
+@_typing.final
+class RotateKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___KeyLogEntry: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___KeyLogEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateKeysResponse: _TypeAlias = RotateKeysResponse  # noqa: Y015
+
+@_typing.final
+class KeyLogHead(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    hash: _builtins.bytes
+    """SHA-256 of the head entry (32 bytes); empty when seq is 0."""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyLogHead: _TypeAlias = KeyLogHead  # noqa: Y015
+
+@_typing.final
+class KeyLogEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_KEY_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_FIELD_NUMBER: _builtins.int
+    ACTOR_DEVICE_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """1, 2, 3, ... per box, without gaps."""
+    prev_hash: _builtins.bytes
+    """The previous entry's hash; 32 zero bytes for seq 1."""
+    timestamp_ms: _builtins.int
+    """Server time the change was recorded, ms since the Unix epoch."""
+    kind: Global___KeyChangeKind.ValueType
+    device_id: _builtins.str
+    """The device the change is about, and its keys after the change (for
+    REVOKE: the keys it had).
+    """
+    encryption_key: _builtins.bytes
+    signing_key: _builtins.bytes
+    actor_device_id: _builtins.str
+    """The device that made the change, and its Ed25519 signature."""
+    signature: _builtins.bytes
+    hash: _builtins.bytes
+    """SHA-256 over the canonical encoding (docs/envelope.md); clients
+    recompute it.
+    """
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        prev_hash: _builtins.bytes = ...,
+        timestamp_ms: _builtins.int = ...,
+        kind: Global___KeyChangeKind.ValueType = ...,
+        device_id: _builtins.str = ...,
+        encryption_key: _builtins.bytes = ...,
+        signing_key: _builtins.bytes = ...,
+        actor_device_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+        hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_device_id", b"actor_device_id", "device_id", b"device_id", "encryption_key", b"encryption_key", "hash", b"hash", "kind", b"kind", "prev_hash", b"prev_hash", "seq", b"seq", "signature", b"signature", "signing_key", b"signing_key", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyLogEntry: _TypeAlias = KeyLogEntry  # noqa: Y015
+
+@_typing.final
+class KeyLogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOX_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    box_id: _builtins.str
+    after_seq: _builtins.int
+    """Entries with seq > after_seq."""
+    limit: _builtins.int
+    """1 to 500; 0 means 500."""
+    def __init__(
+        self,
+        *,
+        box_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "box_id", b"box_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyLogRequest: _TypeAlias = KeyLogRequest  # noqa: Y015
+
+@_typing.final
+class KeyLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyLogEntry]: ...
+    @_builtins.property
+    def head(self) -> Global___KeyLogHead: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___KeyLogEntry] | None = ...,
+        head: Global___KeyLogHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "head", b"head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyLogResponse: _TypeAlias = KeyLogResponse  # noqa: Y015
+
+@_typing.final
+class AddContactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact(self) -> Global___Contact: ...
+    def __init__(
+        self,
+        *,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddContactRequest: _TypeAlias = AddContactRequest  # noqa: Y015
+
+@_typing.final
+class AddContactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    code_ttl_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        code_ttl_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_ttl_seconds", b"code_ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddContactResponse: _TypeAlias = AddContactResponse  # noqa: Y015
+
+@_typing.final
+class VerifyContactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    @_builtins.property
+    def contact(self) -> Global___Contact: ...
+    def __init__(
+        self,
+        *,
+        contact: Global___Contact | None = ...,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyContactRequest: _TypeAlias = VerifyContactRequest  # noqa: Y015
+
+@_typing.final
+class VerifyContactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_COUNT_FIELD_NUMBER: _builtins.int
+    contact_count: _builtins.int
+    """Contacts the box holds now."""
+    def __init__(
+        self,
+        *,
+        contact_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_count", b"contact_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyContactResponse: _TypeAlias = VerifyContactResponse  # noqa: Y015
+
+@_typing.final
+class RemoveContactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact(self) -> Global___Contact: ...
+    def __init__(
+        self,
+        *,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveContactRequest: _TypeAlias = RemoveContactRequest  # noqa: Y015
+
+@_typing.final
+class RemoveContactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_COUNT_FIELD_NUMBER: _builtins.int
+    contact_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        contact_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_count", b"contact_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveContactResponse: _TypeAlias = RemoveContactResponse  # noqa: Y015
+
+@_typing.final
+class Profile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AVATAR_REF_FIELD_NUMBER: _builtins.int
+    DISCOVERABLE_FIELD_NUMBER: _builtins.int
+    ACCEPT_FROM_FIELD_NUMBER: _builtins.int
+    display_name: _builtins.str
+    """At most 64 characters, no control characters."""
+    description: _builtins.str
+    """At most 280 characters."""
+    avatar_ref: _builtins.str
+    """An opaque reference to an avatar (URL or blob id), at most 512
+    characters; the server never fetches it.
+    """
+    discoverable: _builtins.bool
+    """Found by contact (RequestKey with a contact). Default true."""
+    accept_from: Global___AcceptFrom.ValueType
+    def __init__(
+        self,
+        *,
+        display_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        avatar_ref: _builtins.str = ...,
+        discoverable: _builtins.bool = ...,
+        accept_from: Global___AcceptFrom.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_from", b"accept_from", "avatar_ref", b"avatar_ref", "description", b"description", "discoverable", b"discoverable", "display_name", b"display_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Profile: _TypeAlias = Profile  # noqa: Y015
+
+@_typing.final
+class GetProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProfileRequest: _TypeAlias = GetProfileRequest  # noqa: Y015
+
+@_typing.final
+class GetProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    CONTACT_COUNT_FIELD_NUMBER: _builtins.int
+    contact_count: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___Profile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___Profile | None = ...,
+        contact_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_count", b"contact_count", "profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProfileResponse: _TypeAlias = GetProfileResponse  # noqa: Y015
+
+@_typing.final
+class UpdateProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AVATAR_REF_FIELD_NUMBER: _builtins.int
+    DISCOVERABLE_FIELD_NUMBER: _builtins.int
+    ACCEPT_FROM_FIELD_NUMBER: _builtins.int
+    display_name: _builtins.str
+    """Unset fields keep their value."""
+    description: _builtins.str
+    avatar_ref: _builtins.str
+    discoverable: _builtins.bool
+    accept_from: Global___AcceptFrom.ValueType
+    """UNSPECIFIED keeps the value"""
+    def __init__(
+        self,
+        *,
+        display_name: _builtins.str | None = ...,
+        description: _builtins.str | None = ...,
+        avatar_ref: _builtins.str | None = ...,
+        discoverable: _builtins.bool | None = ...,
+        accept_from: Global___AcceptFrom.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avatar_ref", b"_avatar_ref", "_description", b"_description", "_discoverable", b"_discoverable", "_display_name", b"_display_name", "avatar_ref", b"avatar_ref", "description", b"description", "discoverable", b"discoverable", "display_name", b"display_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avatar_ref", b"_avatar_ref", "_description", b"_description", "_discoverable", b"_discoverable", "_display_name", b"_display_name", "accept_from", b"accept_from", "avatar_ref", b"avatar_ref", "description", b"description", "discoverable", b"discoverable", "display_name", b"display_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__avatar_ref: _TypeAlias = _typing.Literal["avatar_ref"]  # noqa: Y015
+    _WhichOneofArgType__avatar_ref: _TypeAlias = _typing.Literal["_avatar_ref", b"_avatar_ref"]  # noqa: Y015
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__discoverable: _TypeAlias = _typing.Literal["discoverable"]  # noqa: Y015
+    _WhichOneofArgType__discoverable: _TypeAlias = _typing.Literal["_discoverable", b"_discoverable"]  # noqa: Y015
+    _WhichOneofReturnType__display_name: _TypeAlias = _typing.Literal["display_name"]  # noqa: Y015
+    _WhichOneofArgType__display_name: _TypeAlias = _typing.Literal["_display_name", b"_display_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avatar_ref) -> _WhichOneofReturnType__avatar_ref | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__discoverable) -> _WhichOneofReturnType__discoverable | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__display_name) -> _WhichOneofReturnType__display_name | None: ...
+
+Global___UpdateProfileRequest: _TypeAlias = UpdateProfileRequest  # noqa: Y015
+
+@_typing.final
+class UpdateProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___Profile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___Profile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProfileResponse: _TypeAlias = UpdateProfileResponse  # noqa: Y015
+
+@_typing.final
+class SetSenderRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOX_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    box_id: _builtins.str
+    rule: Global___SenderRule.ValueType
+    def __init__(
+        self,
+        *,
+        box_id: _builtins.str = ...,
+        rule: Global___SenderRule.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_id", b"box_id", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSenderRuleRequest: _TypeAlias = SetSenderRuleRequest  # noqa: Y015
+
+@_typing.final
+class SetSenderRuleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSenderRuleResponse: _TypeAlias = SetSenderRuleResponse  # noqa: Y015
+
+@_typing.final
+class ListSenderRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    rule: Global___SenderRule.ValueType
+    """BLOCKED or ACCEPTED."""
+    def __init__(
+        self,
+        *,
+        rule: Global___SenderRule.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSenderRulesRequest: _TypeAlias = ListSenderRulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSenderRulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOX_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def box_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        box_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_ids", b"box_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSenderRulesResponse: _TypeAlias = ListSenderRulesResponse  # noqa: Y015

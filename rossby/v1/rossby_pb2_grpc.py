@@ -64,6 +64,86 @@ class RossbyStub:
                 request_serializer=rossby_dot_v1_dot_rossby__pb2.AckRequest.SerializeToString,
                 response_deserializer=rossby_dot_v1_dot_rossby__pb2.AckResponse.FromString,
                 _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/rossby.v1.Rossby/Subscribe',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.SubscribeEvent.FromString,
+                _registered_method=True)
+        self.CreateLinkOffer = channel.unary_unary(
+                '/rossby.v1.Rossby/CreateLinkOffer',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.CreateLinkOfferRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.CreateLinkOfferResponse.FromString,
+                _registered_method=True)
+        self.JoinLink = channel.unary_unary(
+                '/rossby.v1.Rossby/JoinLink',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.JoinLinkRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.JoinLinkResponse.FromString,
+                _registered_method=True)
+        self.GetLinkOffer = channel.unary_unary(
+                '/rossby.v1.Rossby/GetLinkOffer',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.GetLinkOfferRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.GetLinkOfferResponse.FromString,
+                _registered_method=True)
+        self.ApproveLink = channel.unary_unary(
+                '/rossby.v1.Rossby/ApproveLink',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.ApproveLinkRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.ApproveLinkResponse.FromString,
+                _registered_method=True)
+        self.CompleteLink = channel.unary_unary(
+                '/rossby.v1.Rossby/CompleteLink',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.CompleteLinkRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.CompleteLinkResponse.FromString,
+                _registered_method=True)
+        self.RevokeDevice = channel.unary_unary(
+                '/rossby.v1.Rossby/RevokeDevice',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.RevokeDeviceRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.RevokeDeviceResponse.FromString,
+                _registered_method=True)
+        self.RotateKeys = channel.unary_unary(
+                '/rossby.v1.Rossby/RotateKeys',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.RotateKeysRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.RotateKeysResponse.FromString,
+                _registered_method=True)
+        self.KeyLog = channel.unary_unary(
+                '/rossby.v1.Rossby/KeyLog',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.KeyLogRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.KeyLogResponse.FromString,
+                _registered_method=True)
+        self.AddContact = channel.unary_unary(
+                '/rossby.v1.Rossby/AddContact',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.AddContactRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.AddContactResponse.FromString,
+                _registered_method=True)
+        self.VerifyContact = channel.unary_unary(
+                '/rossby.v1.Rossby/VerifyContact',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.VerifyContactRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.VerifyContactResponse.FromString,
+                _registered_method=True)
+        self.RemoveContact = channel.unary_unary(
+                '/rossby.v1.Rossby/RemoveContact',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.RemoveContactRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.RemoveContactResponse.FromString,
+                _registered_method=True)
+        self.GetProfile = channel.unary_unary(
+                '/rossby.v1.Rossby/GetProfile',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.GetProfileRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.GetProfileResponse.FromString,
+                _registered_method=True)
+        self.UpdateProfile = channel.unary_unary(
+                '/rossby.v1.Rossby/UpdateProfile',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.UpdateProfileRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.UpdateProfileResponse.FromString,
+                _registered_method=True)
+        self.SetSenderRule = channel.unary_unary(
+                '/rossby.v1.Rossby/SetSenderRule',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.SetSenderRuleRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.SetSenderRuleResponse.FromString,
+                _registered_method=True)
+        self.ListSenderRules = channel.unary_unary(
+                '/rossby.v1.Rossby/ListSenderRules',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesResponse.FromString,
+                _registered_method=True)
 
 
 class RossbyServicer:
@@ -132,6 +212,160 @@ class RossbyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscribe(self, request, context):
+        """Streams the calling device's messages. Hawk-signed once, when the
+        stream opens. First sends what is pending after the resume point (as
+        Fetch would, page by page), then a `live` event, then each message as
+        it is queued, in order; acks still go through Ack. Ephemeral messages
+        (Send with `ephemeral`) arrive only on streams open at that moment.
+        A stream that stops reading is given a `catch_up` event and ended
+        (docs/realtime.md). Errors: RESOURCE_EXHAUSTED (STREAM_LIMIT: the device
+        already holds `stream_limit` streams on this server; SLOW_CONSUMER: the
+        stream could not be written for too long), UNAVAILABLE
+        (STORE_UNAVAILABLE). A server that is stopping ends its streams with OK;
+        clients reconnect with `after` and drop repeats by message id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateLinkOffer(self, request, context):
+        """-- Accounts: devices, contacts, profile, senders, key log --------------
+        The flows and signed strings are in docs/api.md ("Device linking", "Key
+        log", "Profiles and sender rules") and docs/envelope.md.
+
+        Device linking, step 1 (old device, Hawk-signed): opens a link offer
+        holding a verifier derived from a passphrase the server never sees.
+        Errors: ALREADY_EXISTS (LINK_EXISTS: the offer id is taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinLink(self, request, context):
+        """Step 2 (new device, no Hawk): proves the passphrase and submits the new
+        device's keys. Errors: NOT_FOUND (LINK_NOT_FOUND), PERMISSION_DENIED
+        (LINK_PROOF_INVALID, metadata attempts_left), FAILED_PRECONDITION
+        (LINK_EXPIRED, LINK_USED, TOO_MANY_ATTEMPTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLinkOffer(self, request, context):
+        """Step 3 (old device, Hawk-signed): reads the offer and the device that
+        joined it, to check its MAC under the passphrase. Errors: NOT_FOUND
+        (LINK_NOT_FOUND), FAILED_PRECONDITION (LINK_EXPIRED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveLink(self, request, context):
+        """Step 4 (old device, Hawk-signed): signs the new device's keys; the server
+        checks the signature, adds the device to the box, appends a LINK entry to
+        the key log and seals Hawk credentials to the new device. Errors:
+        NOT_FOUND (LINK_NOT_FOUND), FAILED_PRECONDITION (LINK_EXPIRED,
+        LINK_NOT_JOINED), PERMISSION_DENIED (BAD_SIGNATURE), ALREADY_EXISTS
+        (DEVICE_EXISTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteLink(self, request, context):
+        """Step 5 (new device, no Hawk): collects the sealed credentials once
+        approved. Errors: NOT_FOUND (LINK_NOT_FOUND), FAILED_PRECONDITION
+        (LINK_EXPIRED, LINK_NOT_APPROVED: poll again), PERMISSION_DENIED
+        (BAD_SIGNATURE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeDevice(self, request, context):
+        """Revokes a device of the caller's box (any active device may, itself
+        included). Its Hawk credentials stop working at once. Errors: NOT_FOUND
+        (DEVICE_NOT_FOUND), FAILED_PRECONDITION (LAST_DEVICE, KEYS_CHANGED),
+        PERMISSION_DENIED (BAD_SIGNATURE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKeys(self, request, context):
+        """Replaces the calling device's keys; the new keys are signed by the old
+        signing key. Errors: INVALID_ARGUMENT (KEYS_INVALID,
+        KEY_SIGNATURE_INVALID), PERMISSION_DENIED (BAD_SIGNATURE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KeyLog(self, request, context):
+        """Entries of a box's key log (a hash chain of every device key change).
+        Same visibility as RequestKey by box id. Errors: NOT_FOUND (NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddContact(self, request, context):
+        """Sends a code to a new contact for the caller's box. Errors: as Register
+        (CONTACT_TAKEN, RATE_LIMITED, NOTIFIER_FAILED), ALREADY_EXISTS
+        (CONTACT_ALREADY_YOURS), RESOURCE_EXHAUSTED (TOO_MANY_CONTACTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyContact(self, request, context):
+        """Proves the code and claims the contact for the caller's box. Errors:
+        NOT_FOUND (CODE_NOT_FOUND), PERMISSION_DENIED (CODE_INVALID),
+        FAILED_PRECONDITION (CODE_EXPIRED, TOO_MANY_ATTEMPTS), ALREADY_EXISTS
+        (CONTACT_TAKEN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveContact(self, request, context):
+        """Releases a contact of the caller's box. Errors: NOT_FOUND
+        (CONTACT_NOT_FOUND), FAILED_PRECONDITION (LAST_CONTACT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProfile(self, request, context):
+        """The caller's own profile and how many contacts the box holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProfile(self, request, context):
+        """Changes the fields that are set. Errors: INVALID_ARGUMENT
+        (PROFILE_INVALID, metadata field).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSenderRule(self, request, context):
+        """Blocks, accepts or clears another box for the caller's box.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSenderRules(self, request, context):
+        """The boxes the caller's box blocked or accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RossbyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +398,86 @@ def add_RossbyServicer_to_server(servicer, server):
                     servicer.Ack,
                     request_deserializer=rossby_dot_v1_dot_rossby__pb2.AckRequest.FromString,
                     response_serializer=rossby_dot_v1_dot_rossby__pb2.AckResponse.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.SubscribeRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.SubscribeEvent.SerializeToString,
+            ),
+            'CreateLinkOffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLinkOffer,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.CreateLinkOfferRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.CreateLinkOfferResponse.SerializeToString,
+            ),
+            'JoinLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinLink,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.JoinLinkRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.JoinLinkResponse.SerializeToString,
+            ),
+            'GetLinkOffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLinkOffer,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.GetLinkOfferRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.GetLinkOfferResponse.SerializeToString,
+            ),
+            'ApproveLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveLink,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.ApproveLinkRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.ApproveLinkResponse.SerializeToString,
+            ),
+            'CompleteLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteLink,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.CompleteLinkRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.CompleteLinkResponse.SerializeToString,
+            ),
+            'RevokeDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDevice,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.RevokeDeviceRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.RevokeDeviceResponse.SerializeToString,
+            ),
+            'RotateKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKeys,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.RotateKeysRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.RotateKeysResponse.SerializeToString,
+            ),
+            'KeyLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeyLog,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.KeyLogRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.KeyLogResponse.SerializeToString,
+            ),
+            'AddContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddContact,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.AddContactRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.AddContactResponse.SerializeToString,
+            ),
+            'VerifyContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyContact,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.VerifyContactRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.VerifyContactResponse.SerializeToString,
+            ),
+            'RemoveContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveContact,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.RemoveContactRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.RemoveContactResponse.SerializeToString,
+            ),
+            'GetProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProfile,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.GetProfileRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.GetProfileResponse.SerializeToString,
+            ),
+            'UpdateProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProfile,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.UpdateProfileRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.UpdateProfileResponse.SerializeToString,
+            ),
+            'SetSenderRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSenderRule,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.SetSenderRuleRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.SetSenderRuleResponse.SerializeToString,
+            ),
+            'ListSenderRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSenderRules,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,6 +642,438 @@ class Rossby:
             '/rossby.v1.Rossby/Ack',
             rossby_dot_v1_dot_rossby__pb2.AckRequest.SerializeToString,
             rossby_dot_v1_dot_rossby__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rossby.v1.Rossby/Subscribe',
+            rossby_dot_v1_dot_rossby__pb2.SubscribeRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.SubscribeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateLinkOffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/CreateLinkOffer',
+            rossby_dot_v1_dot_rossby__pb2.CreateLinkOfferRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.CreateLinkOfferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/JoinLink',
+            rossby_dot_v1_dot_rossby__pb2.JoinLinkRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.JoinLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLinkOffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/GetLinkOffer',
+            rossby_dot_v1_dot_rossby__pb2.GetLinkOfferRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.GetLinkOfferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/ApproveLink',
+            rossby_dot_v1_dot_rossby__pb2.ApproveLinkRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.ApproveLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/CompleteLink',
+            rossby_dot_v1_dot_rossby__pb2.CompleteLinkRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.CompleteLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/RevokeDevice',
+            rossby_dot_v1_dot_rossby__pb2.RevokeDeviceRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.RevokeDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/RotateKeys',
+            rossby_dot_v1_dot_rossby__pb2.RotateKeysRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.RotateKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeyLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/KeyLog',
+            rossby_dot_v1_dot_rossby__pb2.KeyLogRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.KeyLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/AddContact',
+            rossby_dot_v1_dot_rossby__pb2.AddContactRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.AddContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/VerifyContact',
+            rossby_dot_v1_dot_rossby__pb2.VerifyContactRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.VerifyContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/RemoveContact',
+            rossby_dot_v1_dot_rossby__pb2.RemoveContactRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.RemoveContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/GetProfile',
+            rossby_dot_v1_dot_rossby__pb2.GetProfileRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.GetProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/UpdateProfile',
+            rossby_dot_v1_dot_rossby__pb2.UpdateProfileRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.UpdateProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSenderRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/SetSenderRule',
+            rossby_dot_v1_dot_rossby__pb2.SetSenderRuleRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.SetSenderRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSenderRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/ListSenderRules',
+            rossby_dot_v1_dot_rossby__pb2.ListSenderRulesRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.ListSenderRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

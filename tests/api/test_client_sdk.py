@@ -1,17 +1,15 @@
 """The client SDK against a real server, on each store backend.
 
 People are real ``RossbyClient`` devices with their own home directories;
-the only shortcuts are the ones the issue names: a second device is put in
-the store directly (device linking is a later issue), a stored ciphertext is
-altered in the database, and a device's keys are rotated in the store.
+a second device is linked through the API. The only shortcuts play a
+malicious server: a stored ciphertext is altered in the database, and a
+device's keys are swapped in the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +22,6 @@ from rossby import errors
 from rossby.client import (
     HomeLocked,
     InvalidMessage,
-    KeyChange,
     KeyChangeWarning,
     NotAuthorized,
     ReceivedMessage,
@@ -38,18 +35,15 @@ from rossby.client.models import Event
 from rossby.client.sdk import encode_text
 from rossby.contacts import normalize
 from rossby.crypto import (
-    DeviceKeyfile,
     DeviceKeyPair,
-    HawkCredentials,
     RecipientDevice,
     SenderIdentity,
     read_keyfile,
     seal_envelope,
 )
 from rossby.server.notify import read_outbox_code
-from rossby.store import Device as StoreDevice
 from rossby.store import DeviceKeys as StoreDeviceKeys
-from rossby.store import DeviceState, parse_store_url
+from rossby.store import parse_store_url
 from rossby.store.cassandra.positions import bucket_of
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
@@ -102,46 +96,16 @@ def contact_of(client: RossbyClient) -> str:
 async def add_second_device(
     api: Api, owner: RossbyClient, home: Path, stack: AsyncExitStack
 ) -> RossbyClient:
-    """A second device of ``owner``'s box, made through the store.
-
-    Device linking is a later issue, so the test plays the server's part: it
-    adds the device with its public keys and a Hawk key of the test's
-    choosing, then builds the device's client state from exactly that.
-    """
-    assert owner.box_id is not None
-    keys, device_id, hawk_key = DeviceKeyPair.generate(), uuid.uuid4(), os.urandom(32)
-    await api.store.add_device(
-        StoreDevice(
-            box_id=owner.box_id,
-            device_id=device_id,
-            name="tablet",
-            keys=StoreDeviceKeys(
-                keys.encryption_public_bytes,
-                keys.signing_public_bytes,
-                keys.key_signature(device_id),
-            ),
-            hawk_key=hawk_key,
-            state=DeviceState.ACTIVE,
-            created_at=time.time(),
-        )
+    """A second device of ``owner``'s box, linked through the API: the owner
+    shows a link code, the new device joins with it, the owner approves."""
+    invite = await owner.create_link_offer()
+    tablet = await stack.enter_async_context(
+        RossbyClient.join(home, PASS, code=invite.uri, device_name="tablet", scrypt_n=FAST)
     )
-    keyfile = DeviceKeyfile(
-        device_id=device_id,
-        keys=keys,
-        box_id=owner.box_id,
-        hawk=HawkCredentials(f"{owner.box_id}.{device_id}", hawk_key),
-        server=api.target,
-    )
-    return await stack.enter_async_context(
-        RossbyClient.install(
-            home,
-            PASS,
-            keyfile=keyfile,
-            contacts=[contact_of(owner)],
-            device_name="tablet",
-            scrypt_n=FAST,
-        )
-    )
+    request = await owner.wait_for_link(invite, wait=20, poll=0.05)
+    await owner.approve_link(invite, request)
+    await tablet.complete_link(wait=20, poll=0.05)
+    return tablet
 
 
 async def test_group_message_and_reply_reach_every_device(
@@ -150,13 +114,12 @@ async def test_group_message_and_reply_reach_every_device(
     alice, bob, carol = await people("alice"), await people("bob"), await people("carol")
     async with AsyncExitStack() as stack:
         tablet = await add_second_device(api, alice, tmp_path / "alice-tablet", stack)
-        # Alice's laptop pinned its own box with itself only: a device that
-        # appears later is reported, because it can read everything she sends.
-        with pytest.warns(KeyChangeWarning):
+        # The laptop approved the tablet itself, so it pinned it then: no
+        # key change is reported for a device this device vouched for.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", KeyChangeWarning)
             report = await alice.send([contact_of(bob), contact_of(carol)], "hello group")
-        assert report.ok
-        assert [c.own_box for c in report.key_changes] == [True]
-        assert report.key_changes[0].added == (tablet.device_id,)
+        assert report.ok and report.key_changes == ()
         outcomes = {(r.box_id, r.outcome, r.own_copy) for r in report.results}
         assert outcomes == {
             (bob.box_id, "queued", False),
@@ -185,13 +148,15 @@ async def test_group_message_and_reply_reach_every_device(
 
         # The tablet sees what the laptop sent, through the own-box copy.
         (sync,) = received(await drain(tablet))
+        assert tablet.whoami().contacts == (contact_of(alice),)  # the link's contact sync
         assert sync.outgoing and sync.text == "hello group"
         assert sync.sender_device == alice.device_id
         assert set(sync.recipients) == {bob.box_id, carol.box_id}
         assert received(await drain(alice)) == []  # the sender skips its own copy
 
-        # Bob's reply is wrapped for both of Alice's devices. The tablet learns
-        # Bob's contact by resolving it (contact sync is part of linking).
+        # Bob's reply is wrapped for both of Alice's devices. The tablet got
+        # Alice's own contact with the link's contact sync; Bob's it learns
+        # by resolving (the laptop did not know Bob yet when it linked).
         reply = await bob.send([contact_of(alice)], "hi both")
         assert reply.ok and reply.key_changes == ()
         await tablet.resolve(contact_of(bob))
@@ -332,14 +297,8 @@ async def test_key_change_warns_once_and_changes_the_safety_number(api: Api, peo
     assert len(before_a.groups) == 12 and all(len(g) == 5 and g.isdigit() for g in before_a.groups)
     assert before_a.matches(before_b.qr_payload) and len(before_a.qr_payload) == 65
 
-    new = DeviceKeyPair.generate()
-    await api.store.rotate_device_keys(
-        bob.box_id,
-        bob.device_id,
-        StoreDeviceKeys(
-            new.encryption_public_bytes, new.signing_public_bytes, new.key_signature(bob.device_id)
-        ),
-    )
+    # Bob rotates his keys (signed by his old key, recorded in his key log).
+    await bob.rotate_keys()
 
     with pytest.warns(KeyChangeWarning) as caught:
         report = await alice.send([contact_of(bob)], "to the new key")
@@ -361,13 +320,15 @@ async def test_key_change_warns_once_and_changes_the_safety_number(api: Api, peo
     assert again.key_changes == ()
 
     after_a = await alice.safety_number(contact_of(bob))
-    with pytest.warns(KeyChangeWarning):  # Bob's own device is listed with foreign keys
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KeyChangeWarning)  # Bob knows his own new keys
         after_b = await bob.safety_number(contact_of(alice))
     assert after_a != before_a and after_a == after_b
 
-    # The messages went to the new key, which Bob's device does not hold.
+    # The messages went to the new key, which Bob's device now holds.
     events = await drain(bob)
-    assert [type(e) for e in events if not isinstance(e, KeyChange)] == [RejectedMessage] * 2
+    assert [m.text for m in received(events)] == ["to the new key", "pinned now"]
+    assert not [e for e in events if isinstance(e, RejectedMessage)]
 
 
 async def test_duplicates_are_dropped_across_runs(api: Api, people: Join, tmp_path: Path) -> None:

@@ -11,23 +11,40 @@ from dataclasses import dataclass
 from typing import Any
 
 from cassandra import ConsistencyLevel
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import dict_factory, tuple_factory
+from cassandra.cluster import ExecutionProfile
 
 from rossby.errors import ConfigError
+from rossby.replication.consistency import SCHEMA_TIMEOUT, Op
+from rossby.replication.consistency import execution_profiles as _profiles
+from rossby.replication.topology import Topology, parse_replication, topology_from
 from rossby.store import StoreURL
 
-# Execution profile names, one per kind of operation.
-QUEUE = "queue"  # message rows: enqueue, fetch, compact, pending count
-CLAIM = "claim"  # (box, message id) -> position claims: LWT at LOCAL_SERIAL
-CURSOR = "cursor"  # device cursors and purged_through
-KEYS = "keys"  # boxes, devices, public keys, profiles
-CONTACTS = "contacts"  # contact -> box claims: LWT at SERIAL (global)
-REGISTRATIONS = "registrations"  # pending registrations: LWT at SERIAL
-SCHEMA = "schema"  # DDL and schema_version: slow, so a long timeout
+# Execution profile names, one per kind of operation, coordinated in this
+# server's DC. ``rossby.replication.consistency`` holds the table (level,
+# serial level, local or home routing); home-routed operations name the
+# ``op@dc`` profile of the box's home DC instead.
+QUEUE = Op.QUEUE.value  # message rows: enqueue, fetch, compact, pending count
+CLAIM = Op.CLAIM.value  # (box, message id) -> position claims: LWT at LOCAL_SERIAL
+CURSOR = Op.CURSOR.value  # device cursors and purged_through
+KEYS = Op.KEYS.value  # boxes, devices, public keys, profiles
+CONTACTS = Op.CONTACTS.value  # contact -> box claims: LWT at SERIAL (global)
+REGISTRATIONS = Op.REGISTRATIONS.value  # pending registrations: LWT at SERIAL
+SCHEMA = Op.SCHEMA.value  # DDL and schema_version: slow, so a long timeout
 
-SCHEMA_TIMEOUT = 60.0
+__all__ = [
+    "CLAIM",
+    "CONTACTS",
+    "CURSOR",
+    "KEYS",
+    "QUEUE",
+    "REGISTRATIONS",
+    "SCHEMA",
+    "SCHEMA_TIMEOUT",
+    "Settings",
+    "execution_profiles",
+    "parse_replication",
+    "parse_settings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +58,10 @@ class Settings:
     request_timeout_ms: int
     consistency: int
     max_in_flight: int
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.local_dc, self.replication)
 
     @property
     def request_timeout(self) -> float:
@@ -64,28 +85,6 @@ def _int_param(url: StoreURL, name: str, default: int, minimum: int) -> int:
     return value
 
 
-def parse_replication(text: str) -> tuple[tuple[str, int], ...]:
-    """``dc1:3,dc2:3`` -> (("dc1", 3), ("dc2", 3))."""
-    out: dict[str, int] = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        dc, sep, rf_text = item.partition(":")
-        if not sep or not dc or not dc.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"store: replication wants dc:rf[,dc:rf], got {text!r}")
-        try:
-            rf = int(rf_text)
-        except ValueError:
-            raise ConfigError(f"store: bad replication factor in {item!r}") from None
-        if rf < 1:
-            raise ConfigError(f"store: replication factor must be >= 1 in {item!r}")
-        out[dc] = rf
-    if not out:
-        raise ConfigError("store: replication names no datacenter")
-    return tuple(sorted(out.items()))
-
-
 def parse_settings(url: StoreURL) -> Settings:
     """Validate the URL once, before anything connects."""
     known = {
@@ -99,8 +98,8 @@ def parse_settings(url: StoreURL) -> Settings:
     unknown = sorted(k for k, _ in url.params if k not in known)
     if unknown:
         raise ConfigError(f"store: unknown Cassandra parameter(s) {', '.join(unknown)}")
-    local_dc = url.param("local_dc") or "dc1"
-    replication = parse_replication(url.param("replication") or f"{local_dc}:1")
+    topology = topology_from(url.param("local_dc"), url.param("replication"))
+    local_dc, replication = topology.local_dc, topology.replication
     settle_ms = _int_param(url, "settle_ms", 5000, 1)
     timeout_ms = _int_param(url, "request_timeout_ms", 2000, 1)
     # The settle window must cover a write's whole life (request timeout)
@@ -130,50 +129,10 @@ def parse_settings(url: StoreURL) -> Settings:
     )
 
 
-def routing(local_dc: str) -> Any:
-    """Coordinators in ``local_dc``, replicas first.
-
-    One policy object per profile: the driver keeps per-policy host state.
-    """
-    return TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=local_dc))
-
-
-def serial_for_contacts() -> int:
-    """Global: two datacenters must never both hand the same contact out."""
-    return int(ConsistencyLevel.SERIAL)
-
-
-def serial_for_registrations() -> int:
-    """Global, so an attempt counter cannot be raced from two datacenters."""
-    return int(ConsistencyLevel.SERIAL)
-
-
-def serial_for_claims() -> int:
-    """Local: a message claim only dedupes retries, which reach one region."""
-    return int(ConsistencyLevel.LOCAL_SERIAL)
-
-
 def execution_profiles(settings: Settings) -> dict[Any, ExecutionProfile]:
-    timeout = settings.request_timeout
-    cl = settings.consistency
-
-    def profile(serial: int | None = None, *, rows: Any = tuple_factory, t: float = timeout) -> Any:
-        return ExecutionProfile(
-            load_balancing_policy=routing(settings.local_dc),
-            consistency_level=cl,
-            serial_consistency_level=serial,
-            request_timeout=t,
-            row_factory=rows,
-        )
-
-    return {
-        EXEC_PROFILE_DEFAULT: profile(),
-        QUEUE: profile(),
-        CURSOR: profile(),
-        KEYS: profile(),
-        # LWT answers carry their columns by name; dict rows keep that readable.
-        CLAIM: profile(serial_for_claims(), rows=dict_factory),
-        CONTACTS: profile(serial_for_contacts(), rows=dict_factory),
-        REGISTRATIONS: profile(serial_for_registrations(), rows=dict_factory),
-        SCHEMA: profile(rows=tuple_factory, t=SCHEMA_TIMEOUT),
-    }
+    """One profile per operation and datacenter (rossby.replication.consistency)."""
+    return _profiles(
+        settings.topology,
+        consistency=settings.consistency,
+        request_timeout=settings.request_timeout,
+    )

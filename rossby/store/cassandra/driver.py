@@ -71,7 +71,27 @@ class Bridge:
         # Every query carries a LIMIT (or touches one partition of a handful
         # of rows); paging would only hide a missing bound.
         session.default_fetch_size = None
+        self._await_pools(cluster, session)
         return cluster, session
+
+    def _await_pools(self, cluster: Any, session: Any) -> None:
+        """``connect`` returns once the *first* host's pool is up. A store
+        that routes to several DCs needs each one's pool, or its first
+        request to another DC fails with "Host has been marked down or
+        removed"; wait (boundedly) for the pools of every live host of the
+        DCs it routes to."""
+        dcs = set(self._settings.topology.datacenters)
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while time.monotonic() < deadline:
+            pooled = {pool.host for pool in session.get_pools()}
+            wanted = {
+                h
+                for h in cluster.metadata.all_hosts()
+                if h.datacenter in dcs and h.is_up is not False
+            }
+            if wanted <= pooled:
+                return
+            time.sleep(0.01)
 
     async def session(self) -> Any:
         self._forget_if_forked()

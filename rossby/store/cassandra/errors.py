@@ -69,7 +69,8 @@ def translate(exc: BaseException) -> BaseException:
         return StoreUnavailable(f"store outcome unknown: {name}: {exc}", applied=None)
     if isinstance(exc, DriverInvalidRequest):
         text = str(exc).lower()
-        if "unconfigured table" in text or ("keyspace" in text and "does not exist" in text):
+        missing = "unconfigured table" in text or "does not exist" in text
+        if missing and ("table" in text or "keyspace" in text):
             return FailedPrecondition(
                 f"store schema missing ({exc}); run `rossby migrate`", reason="SCHEMA_MISSING"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from typing import Any
 from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 from rossby.errors import AlreadyExists, FailedPrecondition, NotFound, StoreUnavailable
+from rossby.replication.consistency import Op, profile_name
+from rossby.replication.homes import HomeCache, HomeRecord, HomeRegionUnavailable, Reconciled
 from rossby.store import StoreURL
 from rossby.store.base import (
     Box,
@@ -31,12 +34,10 @@ from rossby.store.base import (
     StoredMessage,
     StoreOptions,
 )
+from rossby.store.cassandra.accounts import CassandraAccounts
 from rossby.store.cassandra.config import (
-    CLAIM,
     CONTACTS,
-    CURSOR,
     KEYS,
-    QUEUE,
     REGISTRATIONS,
     SCHEMA,
     parse_settings,
@@ -56,10 +57,12 @@ from rossby.store.cassandra.positions import (
     time_of,
     write_timestamp,
 )
+from rossby.store.cassandra.presence import CassandraPresence
 
 COMPONENT = "store"
 APPLIED = "[applied]"
 CAS_ROUNDS = 64  # compare-and-set retries before reporting contention
+CLAIM_TRIES = 6  # contact claims timing out in cross-DC Paxos contention
 POLL = 0.05  # seconds between looks at a row another attempt is writing
 MAX_LIMIT = 2**31 - 1
 
@@ -67,6 +70,11 @@ _DEVICE_COLUMNS = (
     "device_id, name, encryption_key, signing_key, key_signature, hawk_key, state,"
     " device_created_at, start_position, cursor, purged_through"
 )
+# A queue operation's view of the box partition: the device columns, then
+# the statics that route it (docs/replication.md, "Home region").
+_VIEW_COLUMNS = f"{_DEVICE_COLUMNS}, home_region, recovery_floor"
+V_HOME = 11
+V_RECOVERY = 12
 _REGISTRATION_COLUMNS = (
     "device_id, box_id, contact_hashes, code_hashes, encryption_key, signing_key,"
     " key_signature, device_name, created_at, expires_at, sent_at, attempts, completed"
@@ -119,6 +127,22 @@ class _Cql:
         self.purged_get = f"SELECT purged_through FROM {ks}.boxes WHERE box_id = ? LIMIT 1"
         self.purged_set = (
             f"UPDATE {ks}.boxes USING TIMESTAMP ? SET purged_through = ? WHERE box_id = ?"
+        )
+        # home regions (read in the box's home DC by every queue operation)
+        self.view_all = f"SELECT {_VIEW_COLUMNS} FROM {ks}.boxes WHERE box_id = ?"
+        self.view_device = (
+            f"SELECT {_VIEW_COLUMNS} FROM {ks}.boxes WHERE box_id = ? AND device_id = ?"
+        )
+        self.home_get = (
+            f"SELECT home_region, home_epoch, home_moved_at, recovery_floor, purged_through"
+            f" FROM {ks}.boxes WHERE box_id = ? LIMIT 1"
+        )
+        self.home_move = (
+            f"UPDATE {ks}.boxes USING TIMESTAMP ? SET home_region = ?, home_epoch = ?,"
+            " home_moved_at = ?, recovery_floor = ? WHERE box_id = ?"
+        )
+        self.recovery_clear = (
+            f"UPDATE {ks}.boxes USING TIMESTAMP ? SET recovery_floor = 0 WHERE box_id = ?"
         )
         # the queue
         self.message_insert = (
@@ -202,7 +226,7 @@ def _device(box_id: uuid.UUID, row: Sequence[Any]) -> Device:
     )
 
 
-class CassandraStore(Store):
+class CassandraStore(CassandraPresence, CassandraAccounts, Store):
     """Apache Cassandra 5.0 backend (see the package docstring for the URL)."""
 
     def __init__(self, url: StoreURL, options: StoreOptions) -> None:
@@ -213,6 +237,8 @@ class CassandraStore(Store):
         self._db = Bridge(self._settings)
         self._cql = _Cql(self._settings.keyspace)
         self._locks = KeyedLocks()
+        self._topology = self._settings.topology
+        self._homes = HomeCache()
 
     # -- helpers -------------------------------------------------------------
 
@@ -234,6 +260,225 @@ class CassandraStore(Store):
 
     def _budget(self) -> float:
         return self._settings.request_timeout
+
+    # -- home regions (docs/replication.md) ----------------------------------
+
+    @property
+    def local_dc(self) -> str:
+        return self._settings.local_dc
+
+    @property
+    def datacenters(self) -> tuple[str, ...]:
+        return self._topology.datacenters
+
+    def _route(self, home_region: str | None) -> str:
+        """The DC that coordinates a box homed in ``home_region``: that DC,
+        or this one for a home the topology does not know (a box created
+        before its region was added, or by a single-region setup)."""
+        if home_region and self._topology.knows(home_region):
+            return home_region
+        return self._settings.local_dc
+
+    async def _run_home(
+        self, cql: Any, params: Sequence[Any] | None, op: Op, home: str, **kw: Any
+    ) -> list[Any]:
+        """Run a home-routed operation in ``home``; a remote home that does
+        not answer is reported as such (HOME_REGION_UNAVAILABLE)."""
+        try:
+            return await self._db.execute(cql, params, profile=profile_name(op, home), **kw)
+        except StoreUnavailable as exc:
+            if home == self._settings.local_dc or isinstance(exc, HomeRegionUnavailable):
+                raise
+            raise HomeRegionUnavailable(home, str(exc), applied=exc.applied) from exc
+
+    async def home_of(self, box_id: uuid.UUID) -> str | None:
+        """The DC coordinating the box's queue, or None for an unknown box.
+
+        Asks this DC first; a box created moments ago in another region may
+        not have replicated here yet, so the other DCs are asked next.
+        """
+        cached = self._homes.get(box_id)
+        if cached is not None:
+            return cached
+        local = self._settings.local_dc
+        for dc in (local, *(d for d in self._topology.datacenters if d != local)):
+            try:
+                rows = await self._run(self._cql.box_get, (box_id,), profile_name(Op.KEYS, dc))
+            except StoreUnavailable:
+                if dc == local:
+                    raise
+                continue
+            if rows and rows[0][0] is not None:
+                home = self._route(rows[0][0])
+                self._homes.put(box_id, home)
+                return home
+        return None
+
+    async def _view(
+        self, box_id: uuid.UUID, device_id: uuid.UUID | None = None
+    ) -> tuple[str, list[Any]]:
+        """(home DC, the box partition read there): every device row, or the
+        one asked for, each with the home and recovery statics.
+
+        The fence: the home recorded *in the DC we routed to* must name
+        that DC. A move writes the new home to every DC before anything
+        else, so a stale route is corrected here, before any queue write.
+        """
+        home = await self.home_of(box_id) or self._settings.local_dc
+        for _ in range(3):
+            try:
+                if device_id is None:
+                    rows = await self._run_home(self._cql.view_all, (box_id,), Op.CURSOR, home)
+                else:
+                    rows = await self._run_home(
+                        self._cql.view_device, (box_id, device_id), Op.CURSOR, home
+                    )
+            except HomeRegionUnavailable:
+                # The home we know is down; a forced move (failover) may
+                # have named a new one, written in the surviving DCs.
+                self._homes.forget(box_id)
+                rows = await self._run(self._cql.box_get, (box_id,), KEYS)
+                moved = self._route(rows[0][0]) if rows and rows[0][0] is not None else home
+                if moved == home:
+                    raise
+                home = moved
+                self._homes.put(box_id, home)
+                continue
+            seen = rows[0][V_HOME] if rows else None
+            if seen is None or self._route(seen) == home:
+                return home, rows
+            home = self._route(seen)
+            self._homes.put(box_id, home)
+        raise StoreUnavailable("store: the box's home region keeps moving", applied=False)
+
+    async def home_record(self, box_id: uuid.UUID, dc: str) -> HomeRecord | None:
+        """The box's home statics as ``dc`` holds them (LOCAL_QUORUM there)."""
+        rows = await self._run_home(self._cql.home_get, (box_id,), Op.CURSOR, dc)
+        if not rows or rows[0][0] is None:
+            return None
+        home, epoch, moved_at, floor, purged = rows[0]
+        return HomeRecord(
+            home, int(epoch or 0), int(moved_at or 0), int(floor or 0), int(purged or 0)
+        )
+
+    async def _lowest_cursor(self, box_id: uuid.UUID, dcs: Sequence[str], force: bool) -> Position:
+        """The lowest active cursor any reachable DC of ``dcs`` holds (with
+        ``force``, unreachable ones are skipped; the new home must answer)."""
+        cursors: list[int] = []
+        for i, dc in enumerate(dcs):
+            try:
+                rows = await self._run_home(self._cql.view_all, (box_id,), Op.CURSOR, dc)
+            except StoreUnavailable:
+                if not force or i == 0:
+                    raise
+                continue
+            cursors += [
+                int(r[9] or 0) for r in rows if r[0] is not None and r[6] == DeviceState.ACTIVE
+            ]
+        return min(cursors) if cursors else self._positions.head()
+
+    async def move_home(self, box_id: uuid.UUID, region: str, *, force: bool = False) -> HomeRecord:
+        """Make ``region`` the box's home (docs/replication.md, "Moving a home").
+
+        Planned (``force=False``, every DC up): the new home, a bumped epoch
+        and a recovery floor are written in every DC at once (EACH_QUORUM),
+        so every server's next queue operation for the box is fenced onto
+        the new home; then call ``reconcile_home``. Forced (the old home is
+        unreachable): written in the new home only; the box re-reads from
+        its recovery floor until ``reconcile_home`` succeeds, which needs
+        the old home back.
+        """
+        if not self._topology.knows(region) or self._topology.rf(region) < 1:
+            raise FailedPrecondition(
+                f"region {region!r} holds no replicas of this keyspace", reason="UNKNOWN_REGION"
+            )
+        self._homes.forget(box_id)
+        old = await self.home_of(box_id)
+        if old is None:
+            raise NotFound("no such box")
+        current = await self.home_record(box_id, region)
+        if current is None:
+            raise NotFound(f"the box has not reached {region} yet; retry shortly")
+        dcs = [region] + ([old] if old != region else [])
+        lowest = await self._lowest_cursor(box_id, dcs, force)
+        # Everything at or below a cursor less the settle window was
+        # delivered to that device (the settle argument, in the old home);
+        # the second window is margin for cursors written by a server that
+        # had not seen the move yet.
+        floor = max(1, lowest - 2 * self.settle_window)
+        if current.recovering:
+            floor = min(floor, current.recovery_floor)
+        moved_at = max(int(time.time() * 1_000_000), current.moved_at_us + 2)
+        epoch = current.epoch + 1
+        params = (moved_at, region, epoch, moved_at, floor, box_id)
+        if force:
+            await self._run_home(self._cql.home_move, params, Op.CURSOR, region)
+        else:
+            await self._run(self._cql.home_move, params, profile_name(Op.EVERYWHERE))
+        self._homes.put(box_id, region)
+        return HomeRecord(region, epoch, moved_at, floor, current.purged_through)
+
+    async def reconcile_home(self, box_id: uuid.UUID, *, wait: bool = True) -> Reconciled:
+        """End a move's recovery: copy every message above the recovery
+        floor from the other DCs into the home, then lift the floor.
+
+        With ``wait`` it first lets two settle windows pass since the move,
+        so operations that routed to the old home before the move's write
+        have finished. Needs every other DC holding replicas to answer;
+        otherwise it raises and the box stays in recovery (safe to re-run).
+        """
+        self._homes.forget(box_id)
+        home = await self.home_of(box_id)
+        if home is None:
+            raise NotFound("no such box")
+        record = await self.home_record(box_id, home)
+        if record is None:
+            raise NotFound("no such box")
+        if not record.recovering:
+            return Reconciled(home, 0, (), False)
+        if wait:
+            ready = record.moved_at_us / 1_000_000 + 2 * self._settings.settle_seconds
+            await asyncio.sleep(max(0.0, ready - time.time()))
+        sources = tuple(dc for dc, rf in self._topology.replication if rf > 0 and dc != home)
+        lower = max(record.recovery_floor, record.purged_through, self._horizon())
+        upper = self._upper()
+        copied = 0
+        for dc in sources:
+            after = lower
+            while True:
+                try:
+                    page = await self._read(box_id, dc, after, upper, 500)
+                except StoreUnavailable as exc:
+                    raise StoreUnavailable(
+                        f"store: cannot reconcile from {dc} yet: {exc}", applied=False
+                    ) from exc
+                for m in page:
+                    ttl = math.ceil(self.options.message_ttl - (time.time() - time_of(m.position)))
+                    if ttl <= 0:
+                        continue
+                    await self._run_home(
+                        self._cql.message_insert,
+                        (
+                            box_id,
+                            bucket_of(m.position),
+                            m.position,
+                            m.message_id,
+                            m.sender_box,
+                            m.sender_device,
+                            m.ciphertext,
+                            ttl,
+                        ),
+                        Op.QUEUE,
+                        home,
+                    )
+                    copied += 1
+                if len(page) < 500:
+                    break
+                after = page[-1].position
+        await self._run_home(
+            self._cql.recovery_clear, (record.moved_at_us + 1, box_id), Op.CURSOR, home
+        )
+        return Reconciled(home, copied, sources, True)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -276,12 +521,26 @@ class CassandraStore(Store):
             for statement in migration.statements:
                 await self._ddl(statement)
             await self._agree()
-            await self._run(
-                self._cql.version_put,
-                (COMPONENT, migration.version, int(time.time() * 1000)),
-                SCHEMA,
-            )
+            await self._record_version(migration.version)
         return latest
+
+    async def _record_version(self, version: int) -> None:
+        """In every DC at once (EACH_QUORUM): a server in any region checks
+        it at start. A DC still applying the new tables refuses the write
+        for a moment (a write to a table a node does not know yet is lost
+        on that node), so it is retried briefly."""
+        for attempt in range(10):
+            try:
+                await self._run(
+                    self._cql.version_put,
+                    (COMPONENT, version, int(time.time() * 1000)),
+                    profile_name(Op.EVERYWHERE),
+                )
+                return
+            except StoreUnavailable:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1.0)
 
     async def check_schema(self) -> int:
         latest = migrations(self._settings.keyspace)[-1].version
@@ -316,7 +575,20 @@ class CassandraStore(Store):
 
     async def claim_contact(self, contact_hash: bytes, box_id: uuid.UUID) -> uuid.UUID:
         async with self._locks.hold(("contact", contact_hash)):
-            rows = await self._run(self._cql.contact_claim, (contact_hash, box_id), CONTACTS)
+            for attempt in range(CLAIM_TRIES):
+                try:
+                    rows = await self._run(
+                        self._cql.contact_claim, (contact_hash, box_id), CONTACTS
+                    )
+                    break
+                except StoreUnavailable as exc:
+                    # Racing claims from other regions contend in one Paxos
+                    # round across DCs and can time out with the outcome
+                    # unknown; the claim is idempotent for our own box, so
+                    # ask again (after a jittered pause) to learn the winner.
+                    if exc.applied is False or attempt == CLAIM_TRIES - 1:
+                        raise
+                    await asyncio.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
         row = rows[0]
         owner: uuid.UUID = box_id if row[APPLIED] else row["box_id"]
         return owner
@@ -454,9 +726,12 @@ class CassandraStore(Store):
         rows = await self._run(self._cql.box_get, (box_id,), KEYS)
         return bool(rows) and rows[0][0] is not None
 
-    async def _write_device(self, device: Device, *, with_box: Box | None = None) -> None:
+    async def _write_device(
+        self, device: Device, home: str, *, with_box: Box | None = None
+    ) -> None:
         """One single-partition batch: atomic, so a box never exists
-        without its first device, nor a device without its cursor."""
+        without its first device, nor a device without its cursor. Written
+        in the box's home DC, where the queue operations read cursors."""
         start = self._positions.head()
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         if with_box is not None:
@@ -493,19 +768,22 @@ class CassandraStore(Store):
             await self._db.prepare(self._cql.cursor_set),
             (write_timestamp(start), start, device.box_id, device.device_id),
         )
-        await self._db.execute(batch, profile=KEYS)
+        await self._run_home(batch, None, Op.CURSOR, home)
 
     async def create_box(self, box: Box, first_device: Device) -> None:
         if await self._device_row(box.box_id, first_device.device_id) is not None:
             return  # a retry of a creation that landed
         if await self._box_exists(box.box_id):
             raise AlreadyExists("box already exists")
-        await self._write_device(first_device, with_box=box)
+        home = self._route(box.home_region)
+        await self._write_device(first_device, home, with_box=box)
+        self._homes.put(box.box_id, home)
 
     async def get_box(self, box_id: uuid.UUID) -> Box | None:
         rows = await self._run(self._cql.box_get, (box_id,), KEYS)
         if not rows or rows[0][0] is None:
             return None
+        self._homes.put(box_id, self._route(rows[0][0]))
         return Box(box_id=box_id, home_region=rows[0][0], created_at=rows[0][1] or 0.0)
 
     async def add_device(self, device: Device) -> None:
@@ -513,7 +791,8 @@ class CassandraStore(Store):
             raise NotFound("no such box")
         if await self._device_row(device.box_id, device.device_id) is not None:
             return  # a retry; never resurrect a revoked device or move a cursor
-        await self._write_device(device)
+        home = await self.home_of(device.box_id) or self._settings.local_dc
+        await self._write_device(device, home)
 
     async def get_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> Device | None:
         row = await self._device_row(box_id, device_id)
@@ -585,12 +864,11 @@ class CassandraStore(Store):
         )
 
     # -- the queue -----------------------------------------------------------
+    #
+    # Every operation below is coordinated in the box's home DC (``_view``
+    # finds it and fences stale routes); see docs/replication.md.
 
-    async def _purged_through(self, box_id: uuid.UUID) -> Position:
-        rows = await self._run(self._cql.purged_get, (box_id,), CURSOR)
-        return int(rows[0][0] or 0) if rows else 0
-
-    async def _count(self, box_id: uuid.UUID, floor: Position, cap: int) -> int:
+    async def _count(self, box_id: uuid.UUID, home: str, floor: Position, cap: int) -> int:
         """Rows in (max(floor, horizon), upper], counted by the server per
         bucket, stopping once past ``cap``. Reads above ``floor`` only, so the
         cost is the rows actually counted, never compacted ones."""
@@ -598,42 +876,50 @@ class CassandraStore(Store):
         upper = self._upper()
         total = 0
         for bucket in range(bucket_of(lower + 1), bucket_of(upper) + 1):
-            rows = await self._run(self._cql.message_count, (box_id, bucket, lower, upper), QUEUE)
+            rows = await self._run_home(
+                self._cql.message_count, (box_id, bucket, lower, upper), Op.QUEUE, home
+            )
             total += int(rows[0][0]) if rows else 0
             if total > cap:
                 return cap + 1
         return total
 
     async def pending_count(self, box_id: uuid.UUID) -> int:
-        purged = await self._purged_through(box_id)
-        return await self._count(box_id, purged, self.options.pending_cap)
+        home, rows = await self._view(box_id)
+        purged = int(rows[0][10] or 0) if rows else 0
+        return await self._count(box_id, home, purged, self.options.pending_cap)
 
-    async def _undelivered_floor(self, box_id: uuid.UUID) -> tuple[Position, Position]:
+    @staticmethod
+    def _undelivered_floor(rows: list[Any]) -> tuple[Position, Position]:
         """(purged_through, lowest position some active device still waits
         above). The cap counts undelivered messages: those above the lowest
         active cursor. Acked-but-not-yet-compacted rows (the settle window's
         worth, and whatever compaction lags) are delivered, and counting
         them would make every send to a busy box pay for its recent
         traffic."""
-        rows = await self._run(self._cql.devices_all, (box_id,), CURSOR)
         purged = int(rows[0][10] or 0) if rows else 0
         cursors = [int(r[9] or 0) for r in rows if r[0] is not None and r[6] == DeviceState.ACTIVE]
         return purged, max(purged, min(cursors)) if cursors else purged
 
-    async def _claimed(self, box_id: uuid.UUID, message_id: uuid.UUID) -> Position | None:
-        rows = await self._run(self._cql.claim_get, (box_id, message_id), CLAIM)
+    async def _claimed(
+        self, box_id: uuid.UUID, home: str, message_id: uuid.UUID
+    ) -> Position | None:
+        rows = await self._run_home(self._cql.claim_get, (box_id, message_id), Op.CLAIM, home)
         return int(rows[0]["position"]) if rows and rows[0]["position"] is not None else None
 
     async def _row_exists(
-        self, box_id: uuid.UUID, position: Position, message_id: uuid.UUID
+        self, box_id: uuid.UUID, home: str, position: Position, message_id: uuid.UUID
     ) -> bool:
-        rows = await self._run(
-            self._cql.message_exists, (box_id, bucket_of(position), position, message_id), QUEUE
+        rows = await self._run_home(
+            self._cql.message_exists,
+            (box_id, bucket_of(position), position, message_id),
+            Op.QUEUE,
+            home,
         )
         return bool(rows)
 
     async def _move_claim(
-        self, box_id: uuid.UUID, message_id: uuid.UUID, old: Position
+        self, box_id: uuid.UUID, home: str, message_id: uuid.UUID, old: Position
     ) -> tuple[Position, float, Position | None]:
         """Re-point the claim from ``old`` to a fresh position.
 
@@ -643,10 +929,11 @@ class CassandraStore(Store):
         """
         fresh = self._positions.issue()
         deadline = time.monotonic() + self._budget()
-        rows = await self._run(
+        rows = await self._run_home(
             self._cql.claim_move,
             (self._message_ttl(), fresh, box_id, message_id, old),
-            CLAIM,
+            Op.CLAIM,
+            home,
             deadline=deadline,
         )
         if rows[0][APPLIED]:
@@ -658,7 +945,12 @@ class CassandraStore(Store):
         return 0, 0.0, int(current)
 
     async def _place(
-        self, box_id: uuid.UUID, message: NewMessage, position: Position, deadline: float
+        self,
+        box_id: uuid.UUID,
+        home: str,
+        message: NewMessage,
+        position: Position,
+        deadline: float,
     ) -> Position:
         """Write the queue row at the claimed position.
 
@@ -668,7 +960,7 @@ class CassandraStore(Store):
         """
         for _ in range(4):
             if deadline - time.monotonic() >= self._budget() / 2:
-                await self._run(
+                await self._run_home(
                     self._cql.message_insert,
                     (
                         box_id,
@@ -680,24 +972,32 @@ class CassandraStore(Store):
                         message.ciphertext,
                         self._message_ttl(),
                     ),
-                    QUEUE,
+                    Op.QUEUE,
+                    home,
                     deadline=deadline,
                 )
                 return position
-            fresh, deadline, current = await self._move_claim(box_id, message.message_id, position)
+            fresh, deadline, current = await self._move_claim(
+                box_id, home, message.message_id, position
+            )
             if current is not None:
                 raise StoreUnavailable("store: a concurrent retry moved the claim", applied=None)
             position = fresh
         raise StoreUnavailable("store: too slow to place the message in time", applied=False)
 
     async def _enqueue_retry(
-        self, box_id: uuid.UUID, message: NewMessage, claimed: Position, purged: Position
+        self,
+        box_id: uuid.UUID,
+        home: str,
+        message: NewMessage,
+        claimed: Position,
+        purged: Position,
     ) -> Enqueued:
         """An earlier attempt claimed this message id at ``claimed``."""
         for _ in range(4):
             if claimed <= max(purged, self._horizon()):
                 return Enqueued(claimed, duplicate=True)  # delivered and compacted, or expired
-            if await self._row_exists(box_id, claimed, message.message_id):
+            if await self._row_exists(box_id, home, claimed, message.message_id):
                 return Enqueued(claimed, duplicate=True)
             # The row is missing: the earlier attempt is still writing, or
             # died between claim and write. Give it the rest of its budget.
@@ -705,46 +1005,53 @@ class CassandraStore(Store):
             wait_until = time.monotonic() + max(0.0, self._budget() - age)
             while time.monotonic() < wait_until:
                 await asyncio.sleep(POLL)
-                if await self._row_exists(box_id, claimed, message.message_id):
+                if await self._row_exists(box_id, home, claimed, message.message_id):
                     return Enqueued(claimed, duplicate=True)
-            fresh, deadline, current = await self._move_claim(box_id, message.message_id, claimed)
+            fresh, deadline, current = await self._move_claim(
+                box_id, home, message.message_id, claimed
+            )
             if current is None:
-                return Enqueued(await self._place(box_id, message, fresh, deadline), False)
+                return Enqueued(await self._place(box_id, home, message, fresh, deadline), False)
             claimed = current
         raise StoreUnavailable("store: message claim keeps moving", applied=None)
 
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
-        purged, floor = await self._undelivered_floor(box_id)
+        home, rows = await self._view(box_id)
+        purged, floor = self._undelivered_floor(rows)
         cap = self.options.pending_cap
-        if await self._count(box_id, floor, cap) >= cap:
-            claimed = await self._claimed(box_id, message.message_id)
+        if await self._count(box_id, home, floor, cap) >= cap:
+            claimed = await self._claimed(box_id, home, message.message_id)
             if claimed is None:
                 raise PendingCapExceeded(f"box holds {cap} undelivered messages")
-            return await self._enqueue_retry(box_id, message, claimed, purged)
+            return await self._enqueue_retry(box_id, home, message, claimed, purged)
         position = self._positions.issue()
         deadline = time.monotonic() + self._budget()
-        rows = await self._run(
+        rows = await self._run_home(
             self._cql.claim_insert,
             (box_id, message.message_id, position, self._message_ttl()),
-            CLAIM,
+            Op.CLAIM,
+            home,
             deadline=deadline,
         )
         if not rows[0][APPLIED]:
-            return await self._enqueue_retry(box_id, message, int(rows[0]["position"]), purged)
-        return Enqueued(await self._place(box_id, message, position, deadline), False)
+            return await self._enqueue_retry(
+                box_id, home, message, int(rows[0]["position"]), purged
+            )
+        return Enqueued(await self._place(box_id, home, message, position, deadline), False)
 
     async def _read(
-        self, box_id: uuid.UUID, lower: Position, upper: Position, want: int
+        self, box_id: uuid.UUID, home: str, lower: Position, upper: Position, want: int
     ) -> list[StoredMessage]:
         """Up to ``want`` messages in (lower, upper], bucket by bucket."""
         out: list[StoredMessage] = []
         for bucket in range(bucket_of(lower + 1), bucket_of(upper) + 1):
             if len(out) >= want:
                 break
-            rows = await self._run(
+            rows = await self._run_home(
                 self._cql.message_range,
                 (box_id, bucket, lower, upper, min(want - len(out), MAX_LIMIT)),
-                QUEUE,
+                Op.QUEUE,
+                home,
             )
             for position, message_id, sender_box, sender_device, ciphertext in rows:
                 out.append(
@@ -759,6 +1066,14 @@ class CassandraStore(Store):
                 )
         return out
 
+    async def _queue_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> tuple[str, Any]:
+        """(home, the active device's row read in the home DC) or NotFound."""
+        home, rows = await self._view(box_id, device_id)
+        row = rows[0] if rows and rows[0][0] is not None else None
+        if row is None or row[6] != DeviceState.ACTIVE:
+            raise NotFound("no such device")
+        return home, row
+
     async def fetch(
         self,
         box_id: uuid.UUID,
@@ -767,24 +1082,35 @@ class CassandraStore(Store):
         after: Position = 0,
         limit: int = 100,
     ) -> Page:
-        row = await self._active_device_row(box_id, device_id)
+        home, row = await self._queue_device(box_id, device_id)
         cursor, start, purged = int(row[9] or 0), int(row[8] or 0), int(row[10] or 0)
-        lower = max(after, cursor - self.settle_window, start, purged, self._horizon())
+        reread = cursor - self.settle_window
+        recovery = int(row[V_RECOVERY] or 0)
+        if recovery > 0:
+            # The box's home moved and the old home may still hold messages
+            # acknowledged there and not replicated yet: re-read from the
+            # recovery floor until `reconcile` has copied them over.
+            reread = min(reread, recovery)
+        lower = max(after, reread, start, purged, self._horizon())
         limit = max(0, limit)
-        found = await self._read(box_id, lower, self._upper(), limit + 1)
+        found = await self._read(box_id, home, lower, self._upper(), limit + 1)
         return Page(messages=found[:limit], more=len(found) > limit, cursor=cursor)
 
-    async def _top(self, box_id: uuid.UUID, lower: Position, upper: Position) -> Position:
+    async def _top(
+        self, box_id: uuid.UUID, home: str, lower: Position, upper: Position
+    ) -> Position:
         """The highest queued position in (lower, upper], or 0. Reads down
         from ``upper`` and stops at ``lower`` (never into compacted rows)."""
         for bucket in range(bucket_of(upper), bucket_of(lower + 1) - 1, -1):
-            rows = await self._run(self._cql.message_top, (box_id, bucket, lower, upper), QUEUE)
+            rows = await self._run_home(
+                self._cql.message_top, (box_id, bucket, lower, upper), Op.QUEUE, home
+            )
             if rows:
                 return int(rows[0][0])
         return 0
 
     async def ack(self, box_id: uuid.UUID, device_id: uuid.UUID, through: Position) -> Position:
-        row = await self._active_device_row(box_id, device_id)
+        home, row = await self._queue_device(box_id, device_id)
         cursor, purged = int(row[9] or 0), int(row[10] or 0)
         head = self._positions.head()
         target = through
@@ -795,17 +1121,20 @@ class CassandraStore(Store):
             # Nothing can be queued above the read bound (a writer further
             # ahead is outside the skew the settle window tolerates).
             ceiling = min(through, self._upper())
-            top = await self._top(box_id, max(cursor, purged, head), ceiling)
+            top = await self._top(box_id, home, max(cursor, purged, head), ceiling)
             target = max(head, top)
         if target <= cursor:
             return cursor
-        await self._run(
-            self._cql.cursor_set, (write_timestamp(target), target, box_id, device_id), CURSOR
+        await self._run_home(
+            self._cql.cursor_set,
+            (write_timestamp(target), target, box_id, device_id),
+            Op.CURSOR,
+            home,
         )
         return target
 
     async def compact(self, box_id: uuid.UUID) -> Compaction:
-        rows = await self._run(self._cql.devices_all, (box_id,), CURSOR)
+        home, rows = await self._view(box_id)
         devices = [r for r in rows if r[0] is not None]
         purged = int(rows[0][10] or 0) if rows else 0
         if not devices:
@@ -813,6 +1142,11 @@ class CassandraStore(Store):
         active = [int(r[9] or 0) for r in devices if r[6] == DeviceState.ACTIVE]
         floor = min(active) if active else self._positions.head()
         threshold = floor - self.settle_window
+        recovery = int(rows[0][V_RECOVERY] or 0)
+        if recovery > 0:
+            # Never delete where a recovering box may still receive rows
+            # from its old home (they would be shadowed by the tombstone).
+            threshold = min(threshold, recovery)
         if threshold <= purged:
             return Compaction(purged_through=purged, removed=0)
         # Lowest position that can hold a row: nothing is older than the
@@ -821,9 +1155,11 @@ class CassandraStore(Store):
         first = max(purged, self._horizon(), oldest, 0)
         last = bucket_of(threshold)
         for bucket in range(bucket_of(first), last):
-            await self._run(self._cql.messages_delete_bucket, (box_id, bucket), QUEUE)
-        await self._run(self._cql.messages_delete_below, (box_id, last, threshold), QUEUE)
-        await self._run(
-            self._cql.purged_set, (write_timestamp(threshold), threshold, box_id), CURSOR
+            await self._run_home(self._cql.messages_delete_bucket, (box_id, bucket), Op.QUEUE, home)
+        await self._run_home(
+            self._cql.messages_delete_below, (box_id, last, threshold), Op.QUEUE, home
+        )
+        await self._run_home(
+            self._cql.purged_set, (write_timestamp(threshold), threshold, box_id), Op.CURSOR, home
         )
         return Compaction(purged_through=threshold, removed=None)

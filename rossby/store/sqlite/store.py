@@ -51,6 +51,8 @@ from rossby.store.base import (
     StoredMessage,
     StoreOptions,
 )
+from rossby.store.sqlite.accounts import SqliteAccounts
+from rossby.store.sqlite.presence import SqlitePresence
 
 T = TypeVar("T")
 
@@ -277,7 +279,7 @@ def _active_cursor(conn: sqlite3.Connection, box_id: uuid.UUID, device_id: uuid.
 # -- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(Store):
+class SqliteStore(SqlitePresence, SqliteAccounts, Store):
     """A ``Store`` on one SQLite file (or ``:memory:``)."""
 
     settle_window: Position = 0

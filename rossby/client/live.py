@@ -1,0 +1,551 @@
+"""The real-time half of ``RossbyClient`` (a mixin): listen, typing, receipts.
+
+``listen()`` is an async iterator over a Subscribe stream::
+
+    async with RossbyClient.open(home, passphrase) as c:
+        async for event in c.listen(receipts=True):
+            if isinstance(event, ReceivedMessage): ...
+            elif isinstance(event, Typing): ...      # "alice is typing..."
+            elif isinstance(event, ReadReceipt): ... # alice read your message
+
+It yields what ``fetch_messages`` yields (verified, decrypted, deduplicated
+by message id) plus ``Typing``, ``ReadReceipt``, ``UpToDate`` and
+``Reconnecting``. A message counts as processed once the consumer asks for
+the next event; processed messages are acked in batches (whenever no more
+events are waiting, or every ``ack_every`` messages), so a consumer that
+stops half-way gets the rest again next time. A dropped stream is reopened
+with the highest processed position as the resume point, after a jittered
+exponential back-off; repeats the server sends around that point are
+dropped by message id, so nothing is lost and nothing is shown twice.
+
+Typing indicators are ephemeral Sends (never stored, only devices
+streaming right now see them). Read receipts are ordinary stored messages
+of kind ``receipt``: the server cannot tell them from text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from rossby import errors
+from rossby.client.errors import ClientError, InvalidMessage, UnknownSender
+from rossby.client.hawk import stream_signed
+from rossby.client.models import (
+    ContactInfo,
+    Event,
+    FetchStats,
+    KeyChange,
+    Outcome,
+    ReceivedMessage,
+    RecipientResult,
+    SendReport,
+)
+from rossby.client.state import ClientState, PinnedDevice
+from rossby.crypto import DeviceKeyfile, RecipientDevice, SenderIdentity, seal_envelope
+from rossby.logging import get_logger
+from rossby.status import from_rpc_error
+from rossby.v1 import rossby_pb2 as pb
+
+if TYPE_CHECKING:
+    from rossby.client.hawk import HawkSigner
+    from rossby.contacts import NormalizedContact
+
+log = get_logger(__name__)
+
+Resp = TypeVar("Resp", bound=Message)
+
+SUBSCRIBE = "/rossby.v1.Rossby/Subscribe"
+TEXT_KIND = "text"  # as rossby.client.sdk.TEXT_KIND (which imports this module)
+TYPING_KIND = "typing"
+RECEIPT_KIND = "receipt"
+
+#: Stream errors worth reconnecting after; anything else is raised.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # STREAM_LIMIT, SLOW_CONSUMER
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+#: Seconds a final ack/receipt flush may take when listening ends.
+FLUSH_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """A contact's device is typing (``active``) or stopped; ephemeral."""
+
+    sender_box: uuid.UUID
+    sender_device: uuid.UUID
+    sender_contact: str | None
+    sender_device_name: str
+    active: bool
+    sent_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReceipt:
+    """``reader_box`` read the messages with these ids (a stored message)."""
+
+    reader_box: uuid.UUID
+    reader_device: uuid.UUID
+    reader_contact: str | None
+    message_ids: tuple[uuid.UUID, ...]
+    read_at_ms: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpToDate:
+    """Everything that was pending has been delivered; from now on messages
+    arrive as they are sent. ``after`` is the highest position so far."""
+
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """The stream ended (``reason``: a gRPC status name, ``CATCH_UP``,
+    ``SERVER_CLOSED`` or ``IDLE``); it reopens after ``delay`` seconds."""
+
+    reason: str
+    delay: float
+
+
+LiveEvent = Event | Typing | ReadReceipt | UpToDate | Reconnecting
+
+
+def encode_typing(active: bool) -> bytes:
+    return json.dumps({"typing": active}, separators=(",", ":")).encode()
+
+
+def encode_receipt(message_ids: Sequence[uuid.UUID], read_at_ms: int) -> bytes:
+    doc = {"read": [str(m) for m in message_ids], "at": read_at_ms}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_receipt(body: bytes) -> tuple[tuple[uuid.UUID, ...], int]:
+    doc = json.loads(body.decode("utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("read"), list):
+        raise ValueError("not a receipt")
+    at = doc.get("at")
+    if not isinstance(at, int) or not all(isinstance(m, str) for m in doc["read"]):
+        raise ValueError("not a receipt")
+    return tuple(uuid.UUID(m) for m in doc["read"]), at
+
+
+def receipt_of(message: ReceivedMessage) -> ReadReceipt | None:
+    """The receipt a ``receipt``-kind message carries, else None."""
+    if message.kind != RECEIPT_KIND or message.outgoing:
+        return None
+    try:
+        ids, at = decode_receipt(message.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return ReadReceipt(
+        reader_box=message.sender_box,
+        reader_device=message.sender_device,
+        reader_contact=message.sender_contact,
+        message_ids=ids,
+        read_at_ms=at,
+        position=message.position,
+    )
+
+
+@dataclass(slots=True)
+class _End:
+    """The stream's end as the pump saw it: None for status OK."""
+
+    error: BaseException | None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LiveMixin:
+    """Mixed into ``RossbyClient``; see the module doc."""
+
+    if TYPE_CHECKING:
+        _keyfile: DeviceKeyfile
+        _state: ClientState
+        _channel: grpc.aio.Channel
+        stats: FetchStats
+
+        @property
+        def box_id(self) -> uuid.UUID | None: ...
+
+        @property
+        def device_id(self) -> uuid.UUID: ...
+
+        async def _call(self, method: str, request: Message, response_type: type[Resp]) -> Resp: ...
+
+        async def _resolve(
+            self, contact: NormalizedContact | None, *, box_id: uuid.UUID | None = None
+        ) -> ContactInfo: ...
+
+        def _save(self) -> None: ...
+
+        def _require_authorized(self) -> HawkSigner: ...
+
+        def contact_of(self, box_id: uuid.UUID) -> str | None: ...
+
+        async def _process(
+            self, m: pb.QueuedMessage, refreshed: set[uuid.UUID], *, held: bool = False
+        ) -> list[Event] | None: ...
+
+        async def _open(
+            self,
+            m: pb.QueuedMessage,
+            mid: uuid.UUID,
+            sender_box: uuid.UUID,
+            sender_device: uuid.UUID,
+            refreshed: set[uuid.UUID],
+            events: list[Event],
+        ) -> ReceivedMessage: ...
+
+    # -- sending ephemeral and receipt messages ---------------------------------
+
+    async def typing(self, contact: Any, *, active: bool = True) -> SendReport:
+        """Tell a contact's devices that are online right now that we are
+        typing (or stopped: ``active=False``). Never stored; nothing is
+        queued for devices that are offline."""
+        from rossby.client.sdk import parse_contact
+
+        wanted = parse_contact(contact)
+        box_id = self._state.book.get(wanted)
+        pin = self._state.pins.get(box_id) if box_id is not None else None
+        changes: list[KeyChange] = []
+        if box_id is None or pin is None:
+            info = await self._resolve(wanted)
+            box_id = info.box_id
+            if info.key_change is not None:
+                changes.append(info.key_change)
+        return await self._send_kind(
+            box_id, TYPING_KIND, encode_typing(active), ephemeral=True, changes=changes
+        )
+
+    async def send_receipt(self, box_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> SendReport:
+        """Tell ``box_id`` that we read these messages (an ordinary, stored,
+        end-to-end-encrypted message of kind ``receipt``)."""
+        if not message_ids:
+            raise ClientError("no message ids to acknowledge")
+        body = encode_receipt(message_ids, _now_ms())
+        return await self._send_kind(box_id, RECEIPT_KIND, body, ephemeral=False, changes=[])
+
+    async def _send_kind(
+        self,
+        box_id: uuid.UUID,
+        kind: str,
+        body: bytes,
+        *,
+        ephemeral: bool,
+        changes: list[KeyChange],
+    ) -> SendReport:
+        self._require_authorized()
+        own_box = self.box_id
+        assert own_box is not None
+        pin = self._state.pins.get(box_id)
+        if pin is None:
+            contact = self._state.contact_of(box_id)
+            info = await self._resolve(contact, box_id=None if contact else box_id)
+            if info.key_change is not None:
+                changes.append(info.key_change)
+            pin = self._state.pins.get(box_id)
+        if pin is None:
+            raise ClientError(f"no keys known for box {box_id}")
+        readers = [
+            RecipientDevice(d.device_id, d.encryption_key)
+            for d in _devices(pin.devices)
+            if d.device_id != self.device_id
+        ]
+        if not readers:
+            raise ClientError("no other device could read this message")
+        mid = uuid.uuid4()
+        sent_at = _now_ms()
+        sender = SenderIdentity(own_box, self.device_id, self._keyfile.keys.signing_private)
+        envelope = seal_envelope(sender, box_id, readers, mid, kind, body, now_ms=sent_at)
+        request = pb.SendRequest(
+            ephemeral=ephemeral,
+            messages=[
+                pb.OutgoingMessage(
+                    recipient_box_id=str(box_id), message_id=str(mid), ciphertext=envelope
+                )
+            ],
+        )
+        reply = await self._call("Send", request, pb.SendResponse)
+        outcomes: dict[int, Outcome] = {
+            pb.SEND_OUTCOME_QUEUED: "queued",
+            pb.SEND_OUTCOME_DUPLICATE: "duplicate",
+            pb.SEND_OUTCOME_EPHEMERAL: "ephemeral",
+        }
+        results = tuple(
+            RecipientResult(
+                box_id=uuid.UUID(r.recipient_box_id),
+                contact=self.contact_of(uuid.UUID(r.recipient_box_id)),
+                outcome=outcomes.get(r.outcome, "rejected"),
+                position=r.position,
+                code=r.code,
+                reason=r.reason,
+            )
+            for r in reply.results
+        )
+        if not ephemeral:
+            self._state.seen.add(str(mid))
+            self._save()
+        return SendReport(mid, sent_at, results, tuple(changes))
+
+    # -- listening ---------------------------------------------------------------
+
+    async def listen(
+        self,
+        *,
+        receipts: bool = False,
+        ack_every: int = 50,
+        reconnect: bool = True,
+        idle_timeout: float | None = 75.0,
+        min_backoff: float = 0.25,
+        max_backoff: float = 15.0,
+        page_size: int = 0,
+    ) -> AsyncIterator[LiveEvent]:
+        """Stream events until the consumer stops (see the module doc).
+
+        ``receipts``: send a read receipt to the sender of every text
+        message processed (batched per sender box, with the acks).
+        ``idle_timeout``: reopen a stream that was silent this long (the
+        server sends heartbeats, so silence means a dead connection).
+        ``reconnect=False`` ends the iteration when the stream ends, and
+        raises on an error instead of retrying. Errors that retrying cannot
+        fix (revoked device, bad credentials) are always raised.
+        """
+        self._require_authorized()
+        state = _ListenState()
+        backoff = min_backoff
+        try:
+            while True:
+                refreshed: set[uuid.UUID] = set()
+                async for event in self._held_events(refreshed):
+                    yield event
+                queue: asyncio.Queue[pb.SubscribeEvent | _End] = asyncio.Queue()
+                pump = asyncio.create_task(self._pump(queue, state.resume, page_size))
+                reason = "SERVER_CLOSED"
+                try:
+                    while True:
+                        if state.unacked and queue.empty():
+                            await self._flush(state, receipts)
+                        try:
+                            if idle_timeout is None:
+                                item = await queue.get()
+                            else:
+                                item = await asyncio.wait_for(queue.get(), idle_timeout)
+                        except TimeoutError:
+                            reason = "IDLE"
+                            break
+                        if isinstance(item, _End):
+                            reason = self._end_reason(item, reconnect)
+                            break
+                        kind = item.WhichOneof("event")
+                        if kind == "message":
+                            try:
+                                events = await self._process(item.message, refreshed) or []
+                            except errors.Unavailable as exc:
+                                reason = exc.reason  # keystore trouble: retry the message later
+                                break
+                            for event in events:
+                                yield _live(event)
+                            state.processed(item.message.position)
+                            if receipts:
+                                state.want_receipts(self.box_id, events)
+                            if state.unacked >= ack_every:
+                                await self._flush(state, receipts)
+                        elif kind == "ephemeral":
+                            ephemeral = await self._open_ephemeral(item.ephemeral, refreshed)
+                            if ephemeral is not None:
+                                yield ephemeral
+                        elif kind == "live":
+                            backoff = min_backoff
+                            yield UpToDate(item.live.after)
+                        elif kind == "catch_up":
+                            reason = "CATCH_UP"  # the reopened stream reads what waits
+                            break
+                finally:
+                    pump.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pump
+                await self._flush(state, receipts)
+                if not reconnect:
+                    return
+                delay = backoff * random.uniform(0.5, 1.0)
+                if reason in ("SERVER_CLOSED", "CATCH_UP"):
+                    delay = min_backoff * random.uniform(0.0, 1.0)
+                else:
+                    backoff = min(max_backoff, backoff * 2)
+                yield Reconnecting(reason, delay)
+                await asyncio.sleep(delay)
+        finally:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._flush(state, receipts), FLUSH_TIMEOUT)
+            self._save()
+
+    def _end_reason(self, end: _End, reconnect: bool) -> str:
+        """The reason to report, or raise when the error is not retryable."""
+        exc = end.error
+        if exc is None:
+            return "SERVER_CLOSED"
+        if isinstance(exc, grpc.aio.AioRpcError):
+            if exc.code() in RETRYABLE and reconnect:
+                return str(exc.code().name)
+            raise from_rpc_error(exc) from exc
+        raise exc
+
+    async def _pump(
+        self, queue: asyncio.Queue[pb.SubscribeEvent | _End], after: int, page_size: int
+    ) -> None:
+        signer = self._require_authorized()
+        stream = stream_signed(
+            self._channel,
+            signer,
+            SUBSCRIBE,
+            pb.SubscribeRequest(after=after, limit=page_size),
+            pb.SubscribeEvent,
+        )
+        try:
+            async for event in stream:
+                await queue.put(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await queue.put(_End(exc))
+            return
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()  # cancels the call at once
+        await queue.put(_End(None))
+
+    async def _held_events(self, refreshed: set[uuid.UUID]) -> AsyncIterator[LiveEvent]:
+        """Held messages whose sender became known since (as fetch_messages)."""
+        from rossby.client.sdk import _queued_from
+
+        for held in list(self._state.held):
+            events = await self._process(_queued_from(held), refreshed, held=True)
+            if events is None:
+                continue
+            self._state.held.remove(held)
+            for event in events:
+                yield _live(event)
+
+    async def _open_ephemeral(
+        self, m: pb.QueuedMessage, refreshed: set[uuid.UUID]
+    ) -> Typing | ReceivedMessage | None:
+        """Verify and open an ephemeral message; None if it does not verify
+        (ephemeral messages are never held or reported as rejected)."""
+        try:
+            mid = uuid.UUID(m.message_id)
+            box, device = uuid.UUID(m.sender_box_id), uuid.UUID(m.sender_device_id)
+        except ValueError:
+            return None
+        if (box, device) == (self.box_id, self.device_id):
+            return None
+        try:
+            message = await self._open(m, mid, box, device, refreshed, [])
+        except (InvalidMessage, UnknownSender, errors.RossbyError):
+            return None
+        if message.kind != TYPING_KIND:
+            return message
+        try:
+            doc = json.loads(message.body.decode("utf-8"))
+            active = bool(doc["typing"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+        return Typing(
+            sender_box=message.sender_box,
+            sender_device=message.sender_device,
+            sender_contact=message.sender_contact,
+            sender_device_name=message.sender_device_name,
+            active=active,
+            sent_at_ms=message.sent_at_ms,
+        )
+
+    async def _flush(self, state: _ListenState, receipts: bool) -> None:
+        """Ack what was processed (seen ids saved first), then send receipts."""
+        if state.unacked:
+            self._save()  # a crash before the ack only repeats, and repeats are dropped
+            try:
+                reply = await self._call("Ack", pb.AckRequest(through=state.resume), pb.AckResponse)
+            except errors.Unavailable:
+                return  # the next flush tries again
+            state.unacked = 0
+            self.stats.acked_through = reply.cursor
+        if receipts and state.receipts:
+            pending, state.receipts = state.receipts, {}
+            for box_id, ids in pending.items():
+                try:
+                    await self.send_receipt(box_id, ids)
+                except (errors.RossbyError, ClientError) as exc:
+                    log.info("receipt_not_sent", box=str(box_id), error=str(exc))
+
+
+@dataclass(slots=True)
+class _ListenState:
+    resume: int = 0  # highest position processed
+    unacked: int = 0
+    receipts: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
+
+    def processed(self, position: int) -> None:
+        if position > self.resume:
+            self.resume = position
+        self.unacked += 1
+
+    def want_receipts(self, own_box: uuid.UUID | None, events: list[Event]) -> None:
+        for event in events:
+            if (
+                isinstance(event, ReceivedMessage)
+                and event.kind == TEXT_KIND
+                and not event.outgoing
+                and event.sender_box != own_box
+            ):
+                self.receipts.setdefault(event.sender_box, []).append(event.message_id)
+
+
+def _live(event: Event) -> Event | ReadReceipt:
+    if isinstance(event, ReceivedMessage):
+        receipt = receipt_of(event)
+        if receipt is not None:
+            return receipt
+    return event
+
+
+def _devices(devices: dict[uuid.UUID, PinnedDevice]) -> list[PinnedDevice]:
+    return list(devices.values())
+
+
+__all__ = [
+    "RECEIPT_KIND",
+    "TYPING_KIND",
+    "LiveEvent",
+    "LiveMixin",
+    "ReadReceipt",
+    "Reconnecting",
+    "Typing",
+    "UpToDate",
+    "decode_receipt",
+    "encode_receipt",
+    "encode_typing",
+    "receipt_of",
+]

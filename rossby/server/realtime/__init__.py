@@ -1,0 +1,294 @@
+"""Real-time delivery: Subscribe streams, the hub, presence and peer notify.
+
+``Realtime`` is the one object the rest of the server sees:
+
+* ``RossbyService`` builds it and hands ``queued``/``ephemeral`` to the
+  inbox (Send calls them after each enqueue) and its ``subscribe_handler``
+  to the Rossby service;
+* ``add_rossby_service`` calls ``bind`` before the gRPC server starts: it
+  works out the address peers reach this process at (``peer_address``, or
+  the listen host and bound port; with ``--workers`` every worker binds a
+  private port of its own, since the shared port reaches a random worker),
+  and registers the internal ``rossby.v1.Peer`` service;
+* ``close`` runs when the service closes, after the streams ended.
+
+The design and why it loses nothing is in docs/realtime.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from rossby import errors
+from rossby.errors import ConfigError
+from rossby.hawk import HAWK_UNKNOWN_ID
+from rossby.logging import get_logger
+from rossby.server.auth import HawkAuth, parse_hawk_id
+from rossby.server.realtime.hub import Hub
+from rossby.server.realtime.metrics import RealtimeMetrics
+from rossby.server.realtime.peer import SERVICE as PEER_SERVICE
+from rossby.server.realtime.peer import PeerClient, PeerService, peer_key
+from rossby.server.realtime.stream import Stream
+from rossby.v1 import rossby_pb2 as pb
+
+if TYPE_CHECKING:
+    from rossby.config import Settings
+    from rossby.server.app import RossbyServer
+
+log = get_logger("rossby.realtime")
+
+FETCH_DEFAULT = 100
+FETCH_MAX = 500
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+ErrorHook = Callable[[Exception, Any], Awaitable[object]]
+
+
+def split_peer_address(value: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or None)."""
+    host, sep, port = value.rpartition(":")
+    if sep and port.isdigit() and (not host.startswith("[") or host.endswith("]")):
+        return host.strip("[]"), int(port) or None
+    return value.strip("[]"), None
+
+
+def _format(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _own_host() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def peer_channel_factory(settings: Settings) -> Callable[[str], grpc.aio.Channel]:
+    """Channels to peers: plaintext, or TLS when this server serves TLS.
+
+    With TLS, peers' certificates are checked against ``peer_tls_ca`` (else
+    the system roots) under the name ``public_host`` when set; with mutual
+    TLS the server presents its own certificate as the client certificate.
+    """
+    if not settings.tls_cert:
+        return lambda address: grpc.aio.insecure_channel(address)
+    ca = Path(settings.peer_tls_ca).read_bytes() if settings.peer_tls_ca else None
+    cert = key = None
+    if settings.tls_client_ca:
+        cert = Path(settings.tls_cert).read_bytes()
+        key = Path(settings.tls_key).read_bytes()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+    options = []
+    if settings.public_host:
+        options.append(("grpc.ssl_target_name_override", settings.public_host))
+    return lambda address: grpc.aio.secure_channel(address, credentials, options=options)
+
+
+class Realtime:
+    """Subscribe, the hub, presence and the peer service of one process."""
+
+    def __init__(self, app: RossbyServer, server_secret: bytes) -> None:
+        settings = app.settings
+        self.app = app
+        self.settings = settings
+        self.store = app.store
+        self.clock: Callable[[], float] = app.clock
+        self.server_id = uuid.uuid4().hex
+        self.metrics = RealtimeMetrics(app.metrics.registry)
+        self.hub = Hub(
+            app.store,
+            self.metrics,
+            server_id=self.server_id,
+            region=settings.region or "",
+            presence_ttl=settings.presence_ttl,
+            clock=app.clock,
+        )
+        key = peer_key(server_secret)
+        self.peers = PeerClient(
+            key, self.server_id, self.metrics, peer_channel_factory(settings), clock=app.clock
+        )
+        self.peer_service = PeerService(
+            key,
+            self.server_id,
+            self.hub,
+            self.metrics,
+            skew_seconds=settings.hawk_skew,
+            clock=app.clock,
+        )
+        self.address = ""
+        self._streams: set[Stream] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- wiring --------------------------------------------------------------
+
+    def bind(self, server: grpc.aio.Server, port: int, *, reuse_port: bool) -> str:
+        """Register the Peer service, work out (and if need be bind) the
+        address peers reach this process at; answer it. Call before
+        ``server.start()``."""
+        s = self.settings
+        host, fixed = split_peer_address(s.peer_address) if s.peer_address else ("", None)
+        if fixed is not None and reuse_port:
+            raise ConfigError(
+                "invalid setting peer_address: with several workers give only a host; "
+                "each worker binds a private port"
+            )
+        if fixed is not None:
+            peer_port = fixed
+        elif reuse_port:
+            from rossby.server.app import server_credentials
+
+            private = f"{_format(s.listen_host, 0)}" if s.listen_host else "[::]:0"
+            credentials = server_credentials(s)
+            try:
+                if credentials is None:
+                    peer_port = server.add_insecure_port(private)
+                else:
+                    peer_port = server.add_secure_port(private, credentials)
+            except RuntimeError as exc:
+                raise OSError(f"cannot bind a peer port on {private}: {exc}") from None
+        else:
+            peer_port = port
+        if not host:
+            host = s.listen_host
+            if host in WILDCARD_HOSTS:
+                host = _own_host()
+                log.warning(
+                    "peer_address_guessed",
+                    address=host,
+                    hint="set peer_address to the address other Rossby servers reach this one at",
+                )
+        self.address = self.hub.address = _format(host, peer_port)
+        self.hub.peers = self.peers
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(PEER_SERVICE, self.peer_service.handlers()),)
+        )
+        self.hub.start()
+        self._watcher = asyncio.create_task(self._watch_stopping(), name="rossby-rt-stop")
+        log.info("realtime", peer_address=self.address, server_id=self.server_id)
+        return self.address
+
+    async def _watch_stopping(self) -> None:
+        await self.app.stopping.wait()
+        for stream in list(self._streams):
+            stream.stop()
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for stream in list(self._streams):
+            stream.stop()
+        await self.hub.close()
+        await self.peers.close()
+
+    # -- hooks for Send ------------------------------------------------------
+
+    def queued(self, box_id: uuid.UUID, position: int) -> None:
+        self.hub.queued(box_id, position)
+
+    def ephemeral(self, box_id: uuid.UUID, message: pb.QueuedMessage) -> None:
+        self.hub.ephemeral(box_id, message)
+
+    # -- Subscribe -------------------------------------------------------------
+
+    def subscribe_handler(
+        self, auth: HawkAuth, on_error: ErrorHook, tag: Callable[[str], str]
+    ) -> grpc.RpcMethodHandler:
+        """``rossby.v1.Rossby/Subscribe``: Hawk over the request bytes, once."""
+        resource = auth.resource("Subscribe")
+        metrics = self.app.metrics
+
+        async def behavior(raw: bytes, context: Any) -> None:
+            start = time.perf_counter()
+            code, reason, box = "OK", None, None
+            stream: Stream | None = None
+            try:
+                verified = await auth.authenticate(raw, context, resource)
+                identity = parse_hawk_id(verified.id)
+                if identity is None:
+                    raise errors.Unauthenticated("Unknown credentials", reason=HAWK_UNKNOWN_ID)
+                box = tag(identity.box_id)
+                request = _parse(raw)
+                stream = self._stream(identity.box_id, identity.device_id, request)
+                self._streams.add(stream)
+                await stream.run(context, limit=self.settings.stream_limit)
+            except grpc.aio.AbortError:
+                code = _code(context)
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                reason = getattr(exc, "reason", "INTERNAL")
+                try:
+                    await on_error(exc, context)
+                finally:
+                    code = _code(context)
+                raise
+            finally:
+                if stream is not None:
+                    self._streams.discard(stream)
+                metrics.rpc_requests.labels("Subscribe", code).inc()
+                fields: dict[str, Any] = {"method": "Subscribe", "status": code}
+                if reason is not None and code != "OK":
+                    fields["reason"] = reason
+                fields["s"] = round(time.perf_counter() - start, 3)
+                if stream is not None:
+                    fields["events"] = stream.events_sent
+                if box is not None:
+                    fields["box"] = box
+                log.info("rpc", **fields)
+
+        return grpc.unary_stream_rpc_method_handler(behavior)
+
+    def _stream(self, box_id: str, device_id: str, request: pb.SubscribeRequest) -> Stream:
+        limit = request.limit or FETCH_DEFAULT
+        if limit > FETCH_MAX:
+            raise errors.InvalidArgument(
+                f"limit: at most {FETCH_MAX}",
+                reason="TOO_MANY",
+                metadata={"field": "limit", "max": str(FETCH_MAX)},
+            )
+        s = self.settings
+        return Stream(
+            store=self.store,
+            hub=self.hub,
+            metrics=self.metrics,
+            box_id=uuid.UUID(box_id),
+            device_id=uuid.UUID(device_id),
+            after=request.after,
+            limit=limit,
+            bound=s.stream_buffer,
+            poll=s.stream_poll,
+            stall=s.stream_stall,
+            heartbeat=s.stream_heartbeat,
+            clock=self.clock,
+        )
+
+
+def _parse(raw: bytes) -> pb.SubscribeRequest:
+    try:
+        return pb.SubscribeRequest.FromString(raw)
+    except DecodeError:
+        raise errors.InvalidArgument("request is not a valid rossby.v1.SubscribeRequest") from None
+
+
+def _code(context: Any) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+__all__ = ["Realtime", "split_peer_address"]

@@ -1,0 +1,308 @@
+"""One Subscribe stream: a producer that reads the store, a bounded queue,
+and the RPC task that writes the queue to the client.
+
+The producer never holds messages the store does not: it reads a page only
+when woken (a message was queued, here or on a peer), on the safety-net
+poll, or to continue paging, and it hands messages over one by one, waiting
+while the queue holds ``bound`` events. The store is the buffer; memory per
+stream is at most ``bound`` queued events plus the page being handed over.
+
+Back-pressure: a client that reads slowly simply receives slowly. A client
+that stops reading fills the queue; once the producer has waited
+``stall`` seconds with no write completing, the stream *falls behind*: the
+queued events are dropped, a ``catch_up`` event is queued in their place,
+and the stream ends after writing it. A write that does not complete within
+``WRITE_TIMEOUT_FACTOR * stall`` seconds (at least ``MIN_WRITE_TIMEOUT``)
+ends the RPC with
+RESOURCE_EXHAUSTED ``SLOW_CONSUMER`` instead (the client's transport is
+stuck; HTTP/2 flow control bounds what it holds).
+
+Ordering: each read answers messages in position order, and reads start at
+the highest position already sent, so a stream sends positions in
+increasing order. A backend with a settle window (Cassandra) can make a
+message visible after a higher one; the stream re-reads the window (on the
+poll, and when a wake-up names a position below what it sent) and sends
+such a message late, skipping ids it already sent. Clients drop repeats by
+message id, as with Fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rossby import errors
+from rossby.server.realtime.metrics import RealtimeMetrics
+from rossby.store.base import Store, StoredMessage
+from rossby.v1 import rossby_pb2 as pb
+
+if TYPE_CHECKING:
+    from rossby.server.realtime.hub import Hub
+
+#: A single write may stall this many times ``stall`` (and at least
+#: ``MIN_WRITE_TIMEOUT`` seconds) before SLOW_CONSUMER.
+WRITE_TIMEOUT_FACTOR = 4.0
+MIN_WRITE_TIMEOUT = 30.0
+#: When a wake-up names a message the stream cannot see yet (replication
+#: lag behind a notify from another region), re-read after these delays.
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.6
+
+
+class _FellBehind(Exception):
+    pass
+
+
+def queued_message(m: StoredMessage) -> pb.QueuedMessage:
+    return pb.QueuedMessage(
+        position=m.position,
+        message_id=str(m.message_id),
+        sender_box_id=str(m.sender_box),
+        sender_device_id=str(m.sender_device),
+        received_at_ms=int(m.received_at * 1000),
+        ciphertext=m.ciphertext,
+    )
+
+
+class Stream:
+    """State of one open Subscribe RPC."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        hub: Hub,
+        metrics: RealtimeMetrics,
+        box_id: uuid.UUID,
+        device_id: uuid.UUID,
+        after: int,
+        limit: int,
+        bound: int,
+        poll: float,
+        stall: float,
+        heartbeat: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.metrics = metrics
+        self.box_id = box_id
+        self.device_id = device_id
+        self.limit = limit
+        self.bound = bound
+        self.poll = poll
+        self.stall = stall
+        self.heartbeat = heartbeat
+        self.clock = clock
+        self.settle = store.settle_window
+        self.start_after = after
+        #: Highest position handed to the queue (or the client's resume point).
+        self.high = after
+        #: Highest position written to the client.
+        self.sent_high = 0
+        self.events_sent = 0
+        self._recent: dict[str, int] = {}  # ids sent within the settle window
+        self._queue: deque[pb.SubscribeEvent] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._hint_first: int | None = None
+        self._expect = 0
+        self._last_progress = time.monotonic()
+        self._live = False
+        self._fell_behind = False
+        self._done = False
+        self._stopping = False
+        self._error: Exception | None = None
+
+    # -- called by the hub ---------------------------------------------------
+
+    def wake(self, first: int, last: int) -> None:
+        """Messages were queued at positions ``first``..``last``."""
+        self._hint_first = first if self._hint_first is None else min(self._hint_first, first)
+        self._expect = max(self._expect, last)
+        self._wake.set()
+
+    def offer_ephemeral(self, message: pb.QueuedMessage) -> bool:
+        if self._done or self._fell_behind or self._stopping:
+            return False
+        if message.sender_device_id == str(self.device_id):
+            return False  # the sending device itself
+        if len(self._queue) >= self.bound:
+            self.metrics.ephemeral_dropped.inc()
+            return False
+        self._enqueue(pb.SubscribeEvent(ephemeral=message))
+        return True
+
+    def stop(self) -> None:
+        """The server is stopping: end the stream (status OK) promptly."""
+        self._stopping = True
+        self._ready.set()
+
+    # -- the RPC task (consumer) ----------------------------------------------
+
+    async def run(self, context: Any, *, limit: int) -> None:
+        """Attach to the hub, stream until done, detach. Raises the error the
+        stream ended with (STREAM_LIMIT, SLOW_CONSUMER, a store error)."""
+        producer: asyncio.Task[None] | None = None
+        try:
+            await self.hub.attach(self, limit)
+            producer = asyncio.create_task(self._produce(), name="rossby-stream")
+            await self._consume(context)
+        finally:
+            if producer is not None:
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+            self.hub.detach(self)
+        if self._error is not None:
+            raise self._error
+
+    async def _consume(self, context: Any) -> None:
+        write_timeout = max(WRITE_TIMEOUT_FACTOR * self.stall, MIN_WRITE_TIMEOUT)
+        while True:
+            event = await self._next()
+            if event is None:
+                return
+            try:
+                await asyncio.wait_for(context.write(event.SerializeToString()), write_timeout)
+            except TimeoutError:
+                self.metrics.stream_slow_aborts.inc()
+                raise errors.ResourceExhausted(
+                    "the stream was not read for too long", reason="SLOW_CONSUMER"
+                ) from None
+            self._last_progress = time.monotonic()
+            if len(self._queue) < self.bound:
+                self._room.set()
+            self.events_sent += 1
+            kind = event.WhichOneof("event") or "unknown"
+            self.metrics.stream_events.labels(kind).inc()
+            if kind == "message":
+                self.sent_high = max(self.sent_high, event.message.position)
+                if self._live:
+                    lag = self.clock() - event.message.received_at_ms / 1000
+                    self.metrics.delivery_latency.observe(max(0.0, lag))
+            elif kind == "live":
+                self._live = True
+            elif kind == "catch_up":
+                return
+
+    async def _next(self) -> pb.SubscribeEvent | None:
+        while True:
+            if self._stopping:
+                return None
+            if self._queue:
+                event = self._queue.popleft()
+                return event
+            if self._fell_behind:
+                self._fell_behind = False
+                self._done = True
+                return pb.SubscribeEvent(
+                    catch_up=pb.StreamCatchUp(after=self.sent_high, reason="SLOW_CONSUMER")
+                )
+            if self._done:
+                return None
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), self.heartbeat)
+            except TimeoutError:
+                now_ms = int(self.clock() * 1000)
+                return pb.SubscribeEvent(heartbeat=pb.StreamHeartbeat(server_time_ms=now_ms))
+
+    # -- the producer ------------------------------------------------------------
+
+    def _enqueue(self, event: pb.SubscribeEvent) -> None:
+        self._queue.append(event)
+        self.metrics.note_buffered(len(self._queue))
+        self._ready.set()
+
+    async def _put(self, event: pb.SubscribeEvent) -> None:
+        """Queue an event, waiting for room; ``_FellBehind`` after ``stall``
+        seconds without a completed write."""
+        if len(self._queue) >= self.bound:
+            blocked_since = time.monotonic()
+            while len(self._queue) >= self.bound:
+                self._room.clear()
+                idle = time.monotonic() - max(self._last_progress, blocked_since)
+                if idle >= self.stall:
+                    raise _FellBehind
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), self.stall - idle)
+        self._enqueue(event)
+
+    async def _produce(self) -> None:
+        try:
+            await self._drain(self._initial_after())
+            await self._put(pb.SubscribeEvent(live=pb.StreamLive(after=self.high)))
+            retry: float | None = None
+            while True:
+                woke = await self._wait_wake(self.poll if retry is None else retry)
+                hint, self._hint_first = self._hint_first, None
+                if woke and retry is None:
+                    after = self.high
+                    if self.settle and hint is not None and hint <= self.high:
+                        after = max(0, hint - 1)  # a late message below what was sent
+                else:  # the poll, or a retry: re-read the whole settle window
+                    after = self.high - self.settle if self.high > self.settle else 0
+                    if not self.settle:
+                        after = self.high
+                await self._drain(after)
+                if self.settle and self._expect > self.high:
+                    retry = RETRY_FIRST if retry is None else retry * 2
+                    if retry > RETRY_MAX:
+                        retry, self._expect = None, 0
+                else:
+                    retry, self._expect = None, 0
+        except _FellBehind:
+            self._queue.clear()
+            self._fell_behind = True
+            self.metrics.stream_catch_ups.inc()
+        except Exception as exc:  # ends the stream with this error
+            self._error = exc
+        finally:
+            self._done = True
+            self._ready.set()
+
+    def _initial_after(self) -> int:
+        after = self.start_after
+        if after and self.settle:
+            after = after - self.settle if after > self.settle else 0
+        return after
+
+    async def _wait_wake(self, seconds: float) -> bool:
+        if not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), seconds)
+        woke = self._wake.is_set()
+        self._wake.clear()
+        return woke
+
+    async def _drain(self, after: int) -> None:
+        """Read every page after ``after`` and queue what was not sent yet."""
+        while True:
+            page = await self.store.fetch(
+                self.box_id, self.device_id, after=after, limit=self.limit
+            )
+            for m in page.messages:
+                key = str(m.message_id)
+                if self.settle and key in self._recent:
+                    continue
+                await self._put(pb.SubscribeEvent(message=queued_message(m)))
+                if self.settle:
+                    self._recent[key] = m.position
+                if m.position > self.high:
+                    self.high = m.position
+            if not page.more or not page.messages:
+                break
+            after = page.messages[-1].position
+        if self.settle and self._recent:
+            floor = self.high - self.settle
+            self._recent = {k: p for k, p in self._recent.items() if p > floor}
+
+
+__all__ = ["Stream", "queued_message"]

@@ -1,0 +1,110 @@
+"""Presence rows on SQLite (schema version 2, ``migrations/0002_presence.sql``).
+
+A mixin for ``SqliteStore``: it uses the store's worker thread and
+transactions (``_run``, ``_write``) and its clock. SQLite has no TTL, so
+reads filter on ``expires_at`` and ``purge_presence`` deletes expired rows
+through the ``presence_by_expiry`` index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from rossby.store.base import Presence
+
+T = TypeVar("T")
+
+#: Rows one ``purge_presence`` transaction deletes at most.
+PURGE_BATCH = 2000
+
+
+def _presence(row: Any) -> Presence:
+    return Presence(
+        box_id=uuid.UUID(bytes=row[0]),
+        device_id=uuid.UUID(bytes=row[1]),
+        server_id=row[2],
+        address=row[3],
+        region=row[4],
+        since=row[5],
+        expires_at=row[6],
+    )
+
+
+class SqlitePresence:
+    """``put_presence``, ``list_presence``, ``delete_presence``, ``purge_presence``."""
+
+    if TYPE_CHECKING:
+
+        async def _run(self, body: Callable[[sqlite3.Connection], T]) -> T: ...
+
+        async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T: ...
+
+        def _now(self) -> float: ...
+
+    async def put_presence(self, presence: Presence) -> None:
+        p = presence
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO presence (box_id, device_id, server_id, address, region, since,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (box_id, device_id, server_id) DO UPDATE SET"
+                " address = excluded.address, region = excluded.region,"
+                " expires_at = excluded.expires_at",
+                (
+                    p.box_id.bytes,
+                    p.device_id.bytes,
+                    p.server_id,
+                    p.address,
+                    p.region,
+                    p.since,
+                    p.expires_at,
+                ),
+            )
+
+        await self._write(body)
+
+    async def list_presence(self, box_id: uuid.UUID) -> list[Presence]:
+        def body(conn: sqlite3.Connection) -> list[Presence]:
+            rows = conn.execute(
+                "SELECT box_id, device_id, server_id, address, region, since, expires_at"
+                " FROM presence WHERE box_id = ? AND expires_at > ?",
+                (box_id.bytes, self._now()),
+            ).fetchall()
+            return [_presence(row) for row in rows]
+
+        return await self._run(body)
+
+    async def delete_presence(
+        self, box_id: uuid.UUID, device_id: uuid.UUID, server_id: str
+    ) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM presence WHERE box_id = ? AND device_id = ? AND server_id = ?",
+                (box_id.bytes, device_id.bytes, server_id),
+            )
+
+        await self._write(body)
+
+    async def purge_presence(self) -> int:
+        def batch(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                # WITHOUT ROWID: select the rows by their key.
+                "DELETE FROM presence WHERE (box_id, device_id, server_id) IN"
+                " (SELECT box_id, device_id, server_id FROM presence"
+                " WHERE expires_at <= ? LIMIT ?)",
+                (self._now(), PURGE_BATCH),
+            ).rowcount
+
+        total = 0
+        while True:
+            removed = await self._write(batch)
+            total += removed
+            if removed < PURGE_BATCH:
+                return total
+
+
+__all__ = ["SqlitePresence"]

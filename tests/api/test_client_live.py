@@ -1,0 +1,229 @@
+"""``RossbyClient.listen``, typing and read receipts against a real server,
+on each store backend. Servers run with a long safety-net poll, so what
+arrives here arrived because the server pushed it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rossby import errors
+from rossby.client import (
+    LiveEvent,
+    ReadReceipt,
+    ReceivedMessage,
+    Reconnecting,
+    RossbyClient,
+    Typing,
+    UpToDate,
+)
+from rossby.contacts import normalize
+from rossby.server.notify import read_outbox_code
+from tests.api.conftest import Api
+from tests.api.device import email
+
+PASS = "correct horse battery staple"
+FAST = 2**10
+SLOW_POLL = 600
+WAIT = 20.0
+
+Join = Callable[..., Awaitable[RossbyClient]]
+
+
+@pytest.fixture
+async def people(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RossbyClient]]]:
+    async with AsyncExitStack() as stack:
+
+        async def join(api: Api, name: str) -> RossbyClient:
+            contact = email(name)
+            client = await stack.enter_async_context(
+                RossbyClient.create(
+                    tmp_path / name,
+                    PASS,
+                    server=api.target,
+                    contacts=[contact],
+                    device_name=f"{name}-phone",
+                    scrypt_n=FAST,
+                )
+            )
+            await client.register()
+            code = read_outbox_code(api.outbox, normalize("email", contact))
+            assert code is not None
+            await client.authorize([code])
+            return client
+
+        yield join
+
+
+class Listener:
+    """``client.listen(...)`` consumed by a task into a queue."""
+
+    def __init__(self, client: RossbyClient, **options: Any) -> None:
+        self.events: asyncio.Queue[LiveEvent | BaseException] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(client, options))
+
+    async def _run(self, client: RossbyClient, options: dict[str, Any]) -> None:
+        try:
+            async for event in client.listen(**options):
+                await self.events.put(event)
+        except Exception as exc:
+            await self.events.put(exc)
+
+    async def next_of(self, kind: type[Any], wait: float = WAIT) -> Any:
+        while True:
+            event = await asyncio.wait_for(self.events.get(), wait)
+            if isinstance(event, BaseException):
+                raise event
+            if isinstance(event, kind):
+                return event
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@pytest.fixture
+async def listeners() -> AsyncIterator[Callable[..., Listener]]:
+    made: list[Listener] = []
+
+    def listen(client: RossbyClient, **options: Any) -> Listener:
+        listener = Listener(client, **options)
+        made.append(listener)
+        return listener
+
+    yield listen
+    for listener in made:
+        await listener.stop()
+
+
+def contact_of(client: RossbyClient) -> str:
+    return client.whoami().contacts[0]
+
+
+async def test_listen_decrypts_pushes_and_acks(
+    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+) -> None:
+    api = await make_api(stream_poll=SLOW_POLL)
+    alice, bob = await people(api, "alice"), await people(api, "bob")
+    await bob.resolve(contact_of(alice))  # so bob knows alice by her contact
+    await alice.send([contact_of(bob)], "before")
+    listener = listeners(bob)
+    first = await listener.next_of(ReceivedMessage)
+    assert (first.text, first.sender_contact) == ("before", contact_of(alice))
+    await listener.next_of(UpToDate)
+    for text in ("one", "two", "three"):
+        await alice.send([contact_of(bob)], text)
+    got = [(await listener.next_of(ReceivedMessage)).text for _ in range(3)]
+    assert got == ["one", "two", "three"]
+    # Processed messages were acked: the cursor passed them.
+    for _ in range(100):
+        if bob.stats.acked_through >= first.position:
+            break
+        await asyncio.sleep(0.05)
+    await listener.stop()
+    assert [e async for e in bob.fetch_messages()] == []
+
+
+async def test_typing_reaches_a_listening_contact_and_is_not_stored(
+    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+) -> None:
+    api = await make_api(stream_poll=SLOW_POLL)
+    alice, bob = await people(api, "alice"), await people(api, "bob")
+    carol = await people(api, "carol")  # offline
+    await bob.resolve(contact_of(alice))
+    listener = listeners(bob)
+    await listener.next_of(UpToDate)
+    report = await alice.typing(contact_of(bob))
+    assert [r.outcome for r in report.results] == ["ephemeral"]
+    typing = await listener.next_of(Typing)
+    assert (typing.active, typing.sender_contact) == (True, contact_of(alice))
+    await alice.typing(contact_of(bob), active=False)
+    assert (await listener.next_of(Typing)).active is False
+    offline = await alice.typing(contact_of(carol))
+    assert [r.outcome for r in offline.results] == ["ephemeral"]
+    assert [e async for e in carol.fetch_messages()] == []
+    await listener.stop()
+    assert [e async for e in bob.fetch_messages()] == []
+
+
+async def test_read_receipts_flow_back_to_the_sender(
+    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+) -> None:
+    api = await make_api(stream_poll=SLOW_POLL)
+    alice, bob = await people(api, "alice"), await people(api, "bob")
+    await bob.resolve(contact_of(alice))
+    bob_side = listeners(bob, receipts=True)
+    alice_side = listeners(alice)
+    await bob_side.next_of(UpToDate)
+    await alice_side.next_of(UpToDate)
+    report = await alice.send([contact_of(bob)], "did you read this?")
+    assert (await bob_side.next_of(ReceivedMessage)).text == "did you read this?"
+    receipt = await alice_side.next_of(ReadReceipt)
+    assert receipt.message_ids == (report.message_id,)
+    assert receipt.reader_box == bob.box_id
+    assert receipt.reader_contact == contact_of(bob)
+
+
+async def test_listen_resumes_after_the_server_restarts(
+    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+) -> None:
+    api = await make_api(stream_poll=SLOW_POLL)
+    alice, bob = await people(api, "alice"), await people(api, "bob")
+    listener = listeners(bob, min_backoff=0.05, max_backoff=0.2)
+    await listener.next_of(UpToDate)
+    await alice.send([contact_of(bob)], "one")
+    assert (await listener.next_of(ReceivedMessage)).text == "one"
+    port = api.server.port
+    await api.server.stop(1)
+    assert isinstance(await listener.next_of(Reconnecting), Reconnecting)
+    again = await make_api(stream_poll=SLOW_POLL, listen=f"127.0.0.1:{port}")
+    assert again.server.port == port
+    for text in ("two", "three"):
+        for _ in range(100):  # alice's channel reconnects with its own back-off
+            try:
+                await alice.send([contact_of(bob)], text)
+                break
+            except errors.Unavailable:
+                await asyncio.sleep(0.1)
+    texts = []
+    while len(texts) < 2:
+        texts.append((await listener.next_of(ReceivedMessage)).text)
+    assert texts == ["two", "three"]
+    # Exactly once: nothing more is waiting, not even a repeat.
+    with pytest.raises(TimeoutError):
+        await listener.next_of(ReceivedMessage, wait=1.0)
+
+
+async def test_a_message_id_is_never_shown_twice_across_reconnects(
+    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+) -> None:
+    """The stream is cut while messages flow; the resumed stream repeats
+    nothing the consumer saw and misses nothing it did not."""
+    api = await make_api(stream_poll=SLOW_POLL)
+    alice, bob = await people(api, "alice"), await people(api, "bob")
+    seen: list[uuid.UUID] = []
+    sent: list[uuid.UUID] = []
+
+    async def consume(limit: int) -> None:
+        async for event in bob.listen(min_backoff=0.05):
+            if isinstance(event, ReceivedMessage):
+                seen.append(event.message_id)
+                if len(seen) >= limit:
+                    return
+
+    first = asyncio.create_task(consume(5))
+    for i in range(10):
+        sent.append((await alice.send([contact_of(bob)], f"m{i}")).message_id)
+    await asyncio.wait_for(first, WAIT)
+    for i in range(10, 15):
+        sent.append((await alice.send([contact_of(bob)], f"m{i}")).message_id)
+    await asyncio.wait_for(consume(len(sent)), WAIT)
+    assert seen == sent

@@ -1,0 +1,258 @@
+"""Two regions, each a real ``rossby serve`` on its own datacenter.
+
+Region A: a server with ``local_dc=dc1`` (Cassandra on 127.0.0.1); region
+B: ``local_dc=dc2`` (127.0.0.2). One keyspace replicated dc1:1,dc2:1, one
+shared state dir (the secrets every region must share).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from rossby.client.hawk import HawkSigner
+from rossby.status import error_info
+from rossby.v1 import rossby_pb2 as pb
+from tests.api.device import Device, email
+from tests.ops.helpers import SERVING, ProcessApi, async_wait_for, health_is
+from tests.replication.conftest import Regions
+from tests.serverproc import ServerProcess, rossby
+
+pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
+
+QUEUED = (pb.SEND_OUTCOME_QUEUED, pb.SEND_OUTCOME_DUPLICATE)
+
+
+class Region:
+    def __init__(self, name: str, server: ServerProcess) -> None:
+        self.name = name
+        self.server = server
+        self.api = ProcessApi(server)
+
+
+@pytest.fixture
+async def two(tmp_path: Path, regions: Regions) -> AsyncIterator[dict[str, Region]]:
+    started: list[ServerProcess] = []
+    out: dict[str, Region] = {}
+    try:
+        for dc in ("dc1", "dc2"):
+            server = ServerProcess(tmp_path, regions.url(dc), "--region", dc)
+            started.append(server)
+            server.start(timeout=90)
+            out[dc] = Region(dc, server)
+        yield out
+    finally:
+        for region in out.values():
+            await region.api.close()
+        for server in started:
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
+
+
+def via(device: Device, region: Region) -> Device:
+    """The same device, talking to another region's server."""
+    assert device.box_id is not None
+    other = copy.copy(device)
+    other.api = region.api
+    other.signer = HawkSigner(
+        f"{device.box_id}.{device.device_id}", device.hawk_key, "127.0.0.1", region.server.port
+    )
+    return other
+
+
+async def joined(region: Region, name: str) -> tuple[Device, pb.AuthorizeResponse]:
+    device = Device(region.api, email(name))
+    await device.register()
+    reply = await device.authorize()
+    return device, reply
+
+
+async def test_register_in_a_send_from_b_fetch_in_a(two: dict[str, Region]) -> None:
+    a, b = two["dc1"], two["dc2"]
+    alice, reply = await joined(a, "alice")
+    assert reply.home_region == "dc1"
+    bob, reply = await joined(b, "bob")
+    assert reply.home_region == "dc2"
+
+    # B finds alice (registered in A) and learns her home region.
+    key = await bob.request_key(alice.contacts[0])
+    assert key.box_id == str(alice.box_id) and key.home_region == "dc1"
+
+    mid = uuid.uuid4()
+    sent = await bob.send((alice.box_id, b"hello from B", mid))  # type: ignore[arg-type]
+    assert sent.results[0].outcome == pb.SEND_OUTCOME_QUEUED
+    # Alice reads in A at once: the message was queued in her home (dc1).
+    page = await alice.fetch()
+    assert [m.message_id for m in page.messages] == [str(mid)]
+    assert page.messages[0].ciphertext == b"hello from B"
+
+    # And the other way round; bob may also read through A.
+    back = uuid.uuid4()
+    await alice.send((bob.box_id, b"hi from A", back))  # type: ignore[arg-type]
+    assert [m.message_id for m in (await bob.fetch()).messages] == [str(back)]
+    assert [m.message_id for m in (await via(bob, a).fetch()).messages] == [str(back)]
+
+
+async def test_contact_claim_race_across_regions_has_exactly_one_winner(
+    two: dict[str, Region],
+) -> None:
+    a, b = two["dc1"], two["dc2"]
+    for _ in range(3):
+        contact = email("shared")
+        first, second = Device(a.api, contact), Device(b.api, contact)
+        await first.register()
+        first_codes = first.codes()
+        await second.register()
+        second_codes = second.codes()
+        results = await asyncio.gather(
+            first.authorize(first_codes), second.authorize(second_codes), return_exceptions=True
+        )
+        won = [r for r in results if isinstance(r, pb.AuthorizeResponse)]
+        lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(won) == 1 and len(lost) == 1, results
+        info = error_info(lost[0])
+        assert lost[0].code() == grpc.StatusCode.ALREADY_EXISTS
+        assert info is not None and info.reason == "CONTACT_TAKEN"
+        winner = first if results[0] is won[0] else second
+        # Both regions answer the same owner.
+        for region in (a, b):
+            key = await via(winner, region).request_key(contact)
+            assert key.box_id == str(winner.box_id)
+
+
+async def _drain_exactly_once(device: Device) -> dict[str, int]:
+    """Fetch everything (several rounds, like a client), ack, and check no
+    message id was ever stored at two positions. Answers id -> position."""
+    positions: dict[str, set[int]] = {}
+    for _ in range(3):
+        after = 0
+        while True:
+            page = await device.fetch(after=after, limit=500)
+            for m in page.messages:
+                positions.setdefault(m.message_id, set()).add(m.position)
+            after = page.next_after
+            if not page.more:
+                break
+        if positions:
+            await device.ack(max(max(p) for p in positions.values()))
+    doubled = {mid: p for mid, p in positions.items() if len(p) > 1}
+    assert not doubled, f"queued twice: {doubled}"
+    return {mid: next(iter(p)) for mid, p in positions.items()}
+
+
+@pytest.mark.timeout(900)
+async def test_dc2_outage_under_traffic_delivers_every_message_exactly_once(
+    two: dict[str, Region], regions: Regions
+) -> None:
+    a, b = two["dc1"], two["dc2"]
+    cluster = regions.cluster
+    alice, _ = await joined(a, "alice")  # home dc1
+    carol, _ = await joined(a, "carol")  # sender, home dc1
+    bob, _ = await joined(b, "bob")  # home dc2
+    assert alice.box_id and bob.box_id
+    intended: dict[uuid.UUID, set[str]] = {alice.box_id: set(), bob.box_id: set()}
+    accepted: set[str] = set()
+    pending: list[tuple[Device, uuid.UUID, str]] = []
+    rejected: dict[str, list[str]] = {}
+    outage = asyncio.Event()
+
+    async def send(sender: Device, box: uuid.UUID, mid: str) -> bool:
+        intended[box].add(mid)
+        try:
+            reply = await sender.send((box, f"m {mid}".encode(), uuid.UUID(mid)))
+        except grpc.aio.AioRpcError as exc:  # B's whole server while dc2 is down
+            rejected.setdefault(str(box), []).append(exc.code().name)
+            return False
+        result = reply.results[0]
+        if result.outcome in QUEUED:
+            accepted.add(mid)
+            return True
+        rejected.setdefault(str(box), []).append(result.reason)
+        return False
+
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        carol_b = via(carol, b)
+        while not stop.is_set():
+            routes = ((carol, alice.box_id), (carol, bob.box_id), (carol_b, alice.box_id))
+            for sender, box in routes:
+                if outage.is_set() and sender is carol_b:
+                    continue  # region B has no datacenter now
+                mid = str(uuid.uuid4())
+                if not await send(sender, box, mid):  # type: ignore[arg-type]
+                    pending.append((sender, box, mid))  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(traffic())
+    try:
+        await asyncio.sleep(2)
+        assert not pending, rejected
+        cluster.stop_dc("dc2")
+        outage.set()
+        await asyncio.sleep(4)
+        # Region A keeps serving boxes homed in dc1; Send to a box homed in
+        # the dead DC is refused per message, retryable.
+        assert str(bob.box_id) in rejected
+        assert set(rejected[str(bob.box_id)]) <= {"HOME_REGION_UNAVAILABLE"}, rejected
+        assert str(alice.box_id) not in rejected, rejected
+        page = await alice.fetch()  # reading a dc1 box works
+        assert page.messages
+        # Registration needs a global Paxos quorum (SERIAL): refused.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await Device(a.api, email("newcomer")).register()
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        # Failover: the operator moves bob's home to dc1.
+        moved = await asyncio.to_thread(
+            rossby, "admin", "--store", regions.url("dc1"), "--log-format", "json",
+            "move-home", str(bob.box_id), "dc1", "--force",
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        assert "home=dc1" in moved.stdout
+        await asyncio.sleep(3)
+        retry = [p for p in pending if p[1] == bob.box_id]
+        for sender, box, mid in retry:
+            assert await send(sender, box, mid), rejected
+        before = len(rejected.get(str(bob.box_id), []))
+        await asyncio.sleep(2)
+        assert len(rejected.get(str(bob.box_id), [])) == before  # bob is served again
+        # Bob reads through A while his old home is down.
+        assert (await via(bob, a).fetch()).messages
+
+        await asyncio.to_thread(cluster.start_dc, "dc2")
+        outage.clear()
+        await async_wait_for(health_is(b.server.target, SERVING), 120, "region B serving")
+        await asyncio.sleep(2)
+    finally:
+        stop.set()
+        await task
+        if outage.is_set():
+            await asyncio.to_thread(cluster.start_dc, "dc2")
+
+    # Anything still refused is retried with its message id, as a client would.
+    for sender, box, mid in pending:
+        if mid not in accepted:
+            for _ in range(20):
+                if await send(sender, box, mid):
+                    break
+                await asyncio.sleep(1)
+    assert accepted == intended[alice.box_id] | intended[bob.box_id]
+
+    done = await asyncio.to_thread(
+        rossby, "admin", "--store", regions.url("dc1"), "--log-format", "json",
+        "reconcile", str(bob.box_id),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "recovery ended" in done.stdout
+
+    got_alice = await _drain_exactly_once(alice)
+    got_bob = await _drain_exactly_once(via(bob, a))
+    assert set(got_alice) == intended[alice.box_id]
+    assert set(got_bob) == intended[bob.box_id]
