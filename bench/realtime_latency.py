@@ -216,7 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 after_answer.record_value(gap)
                     highest = max(highest, event.message.position)
                     since_ack += 1
-                    if since_ack >= 20:  # ack like a client would, off the hot path
+                    if args.ack_every and since_ack >= args.ack_every:  # off the hot path
                         since_ack = 0
                         ack = asyncio.ensure_future(
                             d.call("Ack", pb.AckRequest(through=highest), pb.AckResponse, 10)
@@ -293,6 +293,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "achieved_per_s": round(total / elapsed, 1),
             "seconds": args.seconds,
             "payload_bytes": args.payload_bytes,
+            "ack_every": args.ack_every,
             "sent_ok": len(sent_at),
             "received": len(received),
             "lost": len(sent_at) - len(received),
@@ -330,6 +331,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="sending time")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not recorded")
     parser.add_argument("--payload-bytes", type=int, default=1024)
+    parser.add_argument(
+        "--ack-every", type=int, default=20, help="receivers ack every N messages (0: never)"
+    )
     parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait at the end")
     parser.add_argument("--server-arg", action="append", help="extra `rossby serve` flag (repeat)")
     parser.add_argument("--json", metavar="FILE", help="also write the result here")

@@ -182,7 +182,9 @@ async def grpc_send(samples: int, rate: float) -> dict[str, Any]:
         work = Path(tmp)
         a = ServerProcess(work, url.format(ip=DC_IP["dc1"], dc="dc1"), "--region", "dc1")
         b = ServerProcess(work, url.format(ip=DC_IP["dc2"], dc="dc2"), "--region", "dc2")
-        with a.start(timeout=90), b.start(timeout=90):
+        try:
+            a.start(timeout=90)
+            b.start(timeout=90)
             api_a, api_b = ProcessApi(a), ProcessApi(b)
             try:
                 alice = await ApiDevice(api_a, email("alice")).join()  # home dc1
@@ -205,6 +207,10 @@ async def grpc_send(samples: int, rate: float) -> dict[str, Any]:
             finally:
                 await api_a.close()
                 await api_b.close()
+        finally:
+            for server in (a, b):
+                if server.proc is not None and server.proc.poll() is None:
+                    server.stop()
 
 
 def main() -> None:

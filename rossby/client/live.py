@@ -363,7 +363,9 @@ class LiveMixin:
                         if kind == "message":
                             try:
                                 events = await self._process(item.message, refreshed) or []
-                            except errors.Unavailable as exc:
+                            except errors.RossbyError as exc:
+                                if not _retryable(exc):
+                                    raise
                                 reason = exc.reason  # keystore trouble: retry the message later
                                 break
                             for event in events:
@@ -488,7 +490,9 @@ class LiveMixin:
             self._save()  # a crash before the ack only repeats, and repeats are dropped
             try:
                 reply = await self._call("Ack", pb.AckRequest(through=state.resume), pb.AckResponse)
-            except errors.Unavailable:
+            except errors.RossbyError as exc:
+                if not _retryable(exc):
+                    raise
                 return  # the next flush tries again
             state.unacked = 0
             self.stats.acked_through = reply.cursor
@@ -521,6 +525,14 @@ class _ListenState:
                 and event.sender_box != own_box
             ):
                 self.receipts.setdefault(event.sender_box, []).append(event.message_id)
+
+
+def _retryable(exc: errors.RossbyError) -> bool:
+    """An outage or a dropped call (the server stopping), not a refusal."""
+    if isinstance(exc, errors.Unavailable):
+        return True
+    cause = exc.__cause__
+    return isinstance(cause, grpc.aio.AioRpcError) and cause.code() in RETRYABLE
 
 
 def _live(event: Event) -> Event | ReadReceipt:

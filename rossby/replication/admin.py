@@ -1,6 +1,7 @@
 """``rossby admin``: operator commands for home regions.
 
     rossby admin --store URL home BOX              where the box is homed, as each DC sees it
+    rossby admin --store URL boxes --home dc2      the boxes homed in dc2 (one id a line)
     rossby admin --store URL move-home BOX REGION  planned move (every DC up), then reconcile
     rossby admin --store URL move-home BOX REGION --force
                                                    failover: the old home is unreachable
@@ -31,6 +32,8 @@ def add_parser(sub: Any, add_flags: Callable[[argparse.ArgumentParser], None]) -
     actions = admin.add_subparsers(dest="action", required=True)
     home = actions.add_parser("home", help="show a box's home region, per datacenter")
     home.add_argument("box", help="box id")
+    boxes = actions.add_parser("boxes", help="list the boxes homed in a region (full scan)")
+    boxes.add_argument("--home", required=True, metavar="REGION", help="the home region")
     move = actions.add_parser("move-home", help="move a box's home region")
     move.add_argument("box", help="box id")
     move.add_argument("target", metavar="REGION", help="the new home region (a DC name)")
@@ -78,6 +81,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 "home regions exist only on a Cassandra store", reason="NOT_REPLICATED"
             )
         await store.check_schema()
+        if args.action == "boxes":
+            for found in await store.boxes_homed_in(args.home):
+                print(found)
+            return 0
         box = _box(args.box)
         if args.action == "home":
             for dc in store.datacenters:

@@ -77,8 +77,6 @@ class HomeCache:
         self._map.pop(box_id, None)
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class HomeRecord:
     """The home statics of a box partition, as one DC holds them."""

@@ -97,8 +97,6 @@ def topology_from(local_dc: str | None, replication: str | None) -> Topology:
     return topo
 
 
-
-
 def resolve(store: str, region: str, replication: str) -> tuple[str, str]:
     """Reconcile the server settings ``region`` and ``replication`` with a
     Cassandra store URL's ``local_dc`` and ``replication``; answer the

@@ -425,6 +425,12 @@ class Store(abc.ABC):
         rows removed."""
         return 0
 
+    async def put_presences(self, presences: Sequence[Presence]) -> None:
+        """``put_presence`` for many rows (a process refreshing all of its
+        rows); a backend may write them in one transaction."""
+        for presence in presences:
+            await self.put_presence(presence)
+
 
 __all__ = [
     "Box",

@@ -894,17 +894,28 @@ class Fuzzer:
             if method.name in CORE or method.client_streaming:
                 continue
             typed = typed_message(method.input_type, strings)
+            family = st.one_of(
+                typed.map(lambda m: ("typed", m.SerializeToString())),
+                typed.map(lambda m: ("typed", m.SerializeToString())),
+                st.binary(max_size=300).map(lambda p: ("raw", p)),
+            )
+            if method.name == "Subscribe":  # a resume point, as for Fetch
+                family = st.one_of(family, self.subscribe_near().map(lambda p: ("near", p)))
             strategy = st.builds(
                 lambda fp, a, h: Case(fp[0], fp[1], a, h),
-                st.one_of(
-                    typed.map(lambda m: ("typed", m.SerializeToString())),
-                    typed.map(lambda m: ("typed", m.SerializeToString())),
-                    st.binary(max_size=300).map(lambda p: ("raw", p)),
-                ),
+                family,
                 st.sampled_from(["valid", "valid", "valid", "none"]),
                 GARBAGE_HEADER,
             )
             self.run(method.name, strategy, n)
+
+    def subscribe_near(self) -> st.SearchStrategy[bytes]:
+        limit = st.sampled_from([0, 1, 100, 500, 501, 2**32 - 1])
+        return st.builds(
+            lambda a, n: pb.SubscribeRequest(after=a, limit=n).SerializeToString(),
+            self.position(),
+            limit,
+        )
 
     def oversized(self) -> None:
         """Past the transport limit, and just under it, on every core RPC."""

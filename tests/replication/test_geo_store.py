@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from rossby.replication.homes import HomeRegionUnavailable
 from rossby.store import Box, Device, DeviceKeys, DeviceState, NewMessage, StoreOptions, open_store
 from rossby.store.cassandra import CassandraStore
 from tests.replication.conftest import Regions
+from tests.serverproc import rossby
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 
@@ -117,7 +117,7 @@ async def test_contact_claims_race_across_regions_with_one_winner(
 
 
 async def test_move_home_fences_stale_routes_then_reconciles(
-    stores: Callable[..., CassandraStore],
+    stores: Callable[..., CassandraStore], regions: Regions
 ) -> None:
     fast = {"settle_ms": "1000", "request_timeout_ms": "500"}
     east, west, admin = stores("dc1", **fast), stores("dc2", **fast), stores("dc1", **fast)
@@ -164,6 +164,13 @@ async def test_move_home_fences_stale_routes_then_reconciles(
     assert [m.message_id for m in tail.messages] == [late.message_id]
     # A second reconcile has nothing to do.
     assert not (await admin.reconcile_home(alice.box_id, wait=False)).cleared
+    # The operator's view: the home as each DC holds it.
+    shown = await asyncio.to_thread(
+        rossby, "admin", "--store", regions.url("dc1"), "home", str(alice.box_id)
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "dc1: home=dc2 epoch=1 settled" in shown.stdout
+    assert "dc2: home=dc2 epoch=1 settled" in shown.stdout
 
 
 async def test_a_move_to_an_unknown_region_is_refused(
@@ -173,7 +180,3 @@ async def test_a_move_to_an_unknown_region_is_refused(
     alice = await _box(east, "dc1")
     with pytest.raises(Exception, match="holds no replicas"):
         await east.move_home(alice.box_id, "dc9")
-
-
-def test_home_unavailable_error_is_a_store_unavailable() -> None:
-    assert issubclass(HomeRegionUnavailable, Exception)

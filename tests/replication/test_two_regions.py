@@ -159,21 +159,22 @@ async def test_dc2_outage_under_traffic_delivers_every_message_exactly_once(
     intended: dict[uuid.UUID, set[str]] = {alice.box_id: set(), bob.box_id: set()}
     accepted: set[str] = set()
     pending: list[tuple[Device, uuid.UUID, str]] = []
-    rejected: dict[str, list[str]] = {}
+    rejected: dict[str, list[str]] = {}  # "A->box" / "B->box" -> reasons
     outage = asyncio.Event()
 
     async def send(sender: Device, box: uuid.UUID, mid: str) -> bool:
         intended[box].add(mid)
+        route = f"{'A' if sender.api is a.api else 'B'}->{box}"
         try:
             reply = await sender.send((box, f"m {mid}".encode(), uuid.UUID(mid)))
         except grpc.aio.AioRpcError as exc:  # B's whole server while dc2 is down
-            rejected.setdefault(str(box), []).append(exc.code().name)
+            rejected.setdefault(route, []).append(exc.code().name)
             return False
         result = reply.results[0]
         if result.outcome in QUEUED:
             accepted.add(mid)
             return True
-        rejected.setdefault(str(box), []).append(result.reason)
+        rejected.setdefault(route, []).append(result.reason)
         return False
 
     stop = asyncio.Event()
@@ -194,14 +195,14 @@ async def test_dc2_outage_under_traffic_delivers_every_message_exactly_once(
     try:
         await asyncio.sleep(2)
         assert not pending, rejected
-        cluster.stop_dc("dc2")
-        outage.set()
+        outage.set()  # from now on only region A takes traffic
+        await asyncio.to_thread(cluster.stop_dc, "dc2")
         await asyncio.sleep(4)
         # Region A keeps serving boxes homed in dc1; Send to a box homed in
         # the dead DC is refused per message, retryable.
-        assert str(bob.box_id) in rejected
-        assert set(rejected[str(bob.box_id)]) <= {"HOME_REGION_UNAVAILABLE"}, rejected
-        assert str(alice.box_id) not in rejected, rejected
+        assert f"A->{bob.box_id}" in rejected
+        assert set(rejected[f"A->{bob.box_id}"]) == {"HOME_REGION_UNAVAILABLE"}, rejected
+        assert f"A->{alice.box_id}" not in rejected, rejected
         page = await alice.fetch()  # reading a dc1 box works
         assert page.messages
         # Registration needs a global Paxos quorum (SERIAL): refused.
@@ -209,7 +210,14 @@ async def test_dc2_outage_under_traffic_delivers_every_message_exactly_once(
             await Device(a.api, email("newcomer")).register()
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
-        # Failover: the operator moves bob's home to dc1.
+        # Failover: the operator lists the boxes homed in the dead DC ...
+        listed = await asyncio.to_thread(
+            rossby, "admin", "--store", regions.url("dc1"), "--log-format", "json",
+            "boxes", "--home", "dc2",
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert str(bob.box_id) in listed.stdout.split()
+        # ... and moves bob's home to dc1.
         moved = await asyncio.to_thread(
             rossby, "admin", "--store", regions.url("dc1"), "--log-format", "json",
             "move-home", str(bob.box_id), "dc1", "--force",
@@ -220,20 +228,22 @@ async def test_dc2_outage_under_traffic_delivers_every_message_exactly_once(
         retry = [p for p in pending if p[1] == bob.box_id]
         for sender, box, mid in retry:
             assert await send(sender, box, mid), rejected
-        before = len(rejected.get(str(bob.box_id), []))
+        before = len(rejected.get(f"A->{bob.box_id}", []))
         await asyncio.sleep(2)
-        assert len(rejected.get(str(bob.box_id), [])) == before  # bob is served again
+        assert len(rejected.get(f"A->{bob.box_id}", [])) == before  # bob is served again
         # Bob reads through A while his old home is down.
         assert (await via(bob, a).fetch()).messages
 
-        await asyncio.to_thread(cluster.start_dc, "dc2")
-        outage.clear()
+        await asyncio.to_thread(cluster.start_dc, "dc2")  # returns once the node is UP
         await async_wait_for(health_is(b.server.target, SERVING), 120, "region B serving")
+        outage.clear()  # region B takes traffic again
         await asyncio.sleep(2)
     finally:
         stop.set()
-        await task
-        if outage.is_set():
+        try:
+            await task
+        finally:
+            # Whatever happened, dc2 is running again (and UP) when we leave.
             await asyncio.to_thread(cluster.start_dc, "dc2")
 
     # Anything still refused is retried with its message id, as a client would.

@@ -49,6 +49,8 @@ FANOUT_CONCURRENCY = 64
 MAX_PENDING_EPHEMERAL = 100
 #: Seconds ``close`` waits for its presence deletes.
 CLOSE_TIMEOUT = 2.0
+#: Refresh rounds between purges of expired presence rows.
+PURGE_EVERY = 6
 
 
 @dataclass(slots=True)
@@ -200,23 +202,34 @@ class Hub(Receiver):
             self.presence_enabled = False
             log.warning("presence_unsupported", hint="real-time delivery is in-process only")
 
-    async def _refresh(self, keys: list[DeviceKey]) -> None:
-        slots = asyncio.Semaphore(16)
-
-        async def one(key: DeviceKey) -> None:
-            async with slots:
-                await self._put_presence(key)
-
-        await asyncio.gather(*(one(k) for k in keys))
+    async def _refresh(self) -> None:
+        """Re-write every row of this process in one store call (one SQLite
+        transaction). A row deleted concurrently (its last stream ended) may
+        come back until it expires: a stale hint, harmless."""
+        rows = [self._presence(key) for key in self._devices]
+        if not rows:
+            return
+        try:
+            await self.store.put_presences(rows)
+        except NotImplementedError:
+            self._no_presence()
+        except errors.RossbyError as exc:
+            self.metrics.presence_errors.labels("put").inc()
+            log.warning("presence_refresh_failed", reason=exc.reason, rows=len(rows))
 
     async def _refresh_forever(self) -> None:
-        """Re-write this process's rows before they expire; purge stale ones."""
+        """Re-write this process's rows before they expire; now and then
+        purge expired rows (SQLite; Cassandra expires them itself)."""
         interval = self.presence_ttl / 3
+        rounds = 0
         while True:
             await asyncio.sleep(interval)
             if not self.presence_enabled:
                 return
-            await self._refresh(list(self._devices))
+            await self._refresh()
+            rounds += 1
+            if rounds % PURGE_EVERY:
+                continue
             try:
                 await self.store.purge_presence()
             except errors.RossbyError as exc:

@@ -9,12 +9,12 @@ also names its receiver (``to_server``), carries a timestamp (within
 ``hawk_skew``) and a nonce (remembered for twice the skew), so a captured
 request cannot be replayed, nor aimed at another process.
 
-The sending side batches: each target process has at most one Notify in
-flight; what arrives meanwhile is merged (per box, the lowest and highest
-position) and goes in the next call. A call that fails is dropped (the
-streams' poll recovers it) and the target is skipped for ``DOWN_FOR``
-seconds, so a dead process whose presence rows have not expired yet costs
-one failed connect, not one per Send.
+The sending side batches: each target process has at most
+``MAX_IN_FLIGHT`` Notify calls in flight; what arrives meanwhile is merged
+(per box, the lowest and highest position) and goes in the next call. A
+call that fails is dropped (the streams' poll recovers it) and the target
+is skipped for ``DOWN_FOR`` seconds, so a dead process whose presence rows
+have not expired yet costs one failed connect, not one per Send.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ MAX_EPHEMERAL = 200
 MAX_PENDING_EPHEMERAL = 1000
 #: Targets remembered before idle ones are swept.
 MAX_TARGETS = 1000
+#: Notify calls in flight per target; what arrives meanwhile is merged.
+MAX_IN_FLIGHT = 4
 
 
 def peer_key(server_secret: bytes) -> bytes:
@@ -172,7 +174,7 @@ class _Outbox:
     wakes: dict[str, tuple[int, int]] = field(default_factory=dict)
     ephemeral: list[peer_pb2.EphemeralDelivery] = field(default_factory=list)
     down_until: float = 0.0
-    task: asyncio.Task[None] | None = None
+    senders: int = 0  # calls in flight
 
     def empty(self) -> bool:
         return not self.wakes and not self.ephemeral
@@ -200,6 +202,7 @@ class PeerClient:
         self._clock = clock
         self._outboxes: dict[Target, _Outbox] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def post(
@@ -230,8 +233,11 @@ class PeerClient:
             box.ephemeral.append(peer_pb2.EphemeralDelivery(box_id=key, message=message))
         if len(box.ephemeral) > MAX_PENDING_EPHEMERAL:
             del box.ephemeral[: len(box.ephemeral) - MAX_PENDING_EPHEMERAL]
-        if box.task is None and not box.empty():
-            box.task = asyncio.create_task(self._send_all(target, box), name="rossby-peer-notify")
+        if box.senders < MAX_IN_FLIGHT and not box.empty():
+            box.senders += 1
+            task = asyncio.create_task(self._send_all(target, box), name="rossby-peer-notify")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send_all(self, target: Target, box: _Outbox) -> None:
         try:
@@ -257,15 +263,16 @@ class PeerClient:
                     box.wakes.clear()
                     box.ephemeral.clear()
         finally:
-            box.task = None
-            if box.empty() and box.down_until <= time.monotonic():
-                self._outboxes.pop(target, None)
+            box.senders -= 1
+            if not box.senders and box.empty() and box.down_until <= time.monotonic():
+                if self._outboxes.get(target) is box:
+                    del self._outboxes[target]
 
     def _sweep(self) -> None:
         """Forget idle targets whose down time is over (dead processes)."""
         now = time.monotonic()
         for target, box in list(self._outboxes.items()):
-            if box.task is None and box.empty() and box.down_until <= now:
+            if not box.senders and box.empty() and box.down_until <= now:
                 del self._outboxes[target]
 
     async def _call(self, target: Target, request: peer_pb2.NotifyRequest) -> bool:
@@ -292,7 +299,7 @@ class PeerClient:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [b.task for b in self._outboxes.values() if b.task is not None]
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:

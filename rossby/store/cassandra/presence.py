@@ -11,6 +11,7 @@ until then the streams' poll covers it (docs/realtime.md).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import Sequence
@@ -58,6 +59,11 @@ class CassandraPresence:
         await self._presence_run(
             "put", (p.box_id, p.device_id, p.server_id, p.address, p.region, p.since, ttl)
         )
+
+    async def put_presences(self, presences: Sequence[Presence]) -> None:
+        # Separate partitions: concurrent single writes (the Bridge bounds
+        # how many are in flight), not a multi-partition batch.
+        await asyncio.gather(*(self.put_presence(p) for p in presences))
 
     async def list_presence(self, box_id: uuid.UUID) -> list[Presence]:
         now = self.options.clock()

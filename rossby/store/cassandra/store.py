@@ -14,8 +14,10 @@ from typing import Any
 from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 from rossby.errors import AlreadyExists, FailedPrecondition, NotFound, StoreUnavailable
+from rossby.logging import get_logger
 from rossby.replication.consistency import Op, profile_name
 from rossby.replication.homes import HomeCache, HomeRecord, HomeRegionUnavailable, Reconciled
+from rossby.replication.topology import format_replication
 from rossby.store import StoreURL
 from rossby.store.base import (
     Box,
@@ -43,6 +45,7 @@ from rossby.store.cassandra.config import (
     parse_settings,
 )
 from rossby.store.cassandra.driver import Bridge
+from rossby.store.cassandra.errors import translate
 from rossby.store.cassandra.locks import KeyedLocks
 from rossby.store.cassandra.migrations import (
     keyspace_cql,
@@ -58,6 +61,8 @@ from rossby.store.cassandra.positions import (
     write_timestamp,
 )
 from rossby.store.cassandra.presence import CassandraPresence
+
+log = get_logger(__name__)
 
 COMPONENT = "store"
 APPLIED = "[applied]"
@@ -92,6 +97,9 @@ class _Cql:
             f"INSERT INTO {ks}.schema_version (component, version, applied_at) VALUES (?, ?, ?)"
         )
         self.ping = "SELECT release_version FROM system.local"
+        self.keyspace_replication = (
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?"
+        )
         # boxes partition: box + profile (static), devices (rows)
         self.box_get = f"SELECT home_region, created_at FROM {ks}.boxes WHERE box_id = ? LIMIT 1"
         self.box_insert = (
@@ -418,6 +426,24 @@ class CassandraStore(CassandraPresence, CassandraAccounts, Store):
         self._homes.put(box_id, region)
         return HomeRecord(region, epoch, moved_at, floor, current.purged_through)
 
+    async def boxes_homed_in(self, region: str) -> list[uuid.UUID]:
+        """Every box whose home is ``region``, as this DC holds them: a full
+        scan of the box partitions (paged), for operators (failover)."""
+        session = await self._db.session()
+        statement = SimpleStatement(
+            f"SELECT DISTINCT box_id, home_region FROM {self._settings.keyspace}.boxes",
+            fetch_size=1000,
+        )
+
+        def scan() -> list[uuid.UUID]:
+            rows = session.execute(statement, execution_profile=KEYS, timeout=60)
+            return [box for box, home in rows if home == region]
+
+        try:
+            return await asyncio.to_thread(scan)
+        except Exception as exc:
+            raise translate(exc) from exc
+
     async def reconcile_home(self, box_id: uuid.UUID, *, wait: bool = True) -> Reconciled:
         """End a move's recovery: copy every message above the recovery
         floor from the other DCs into the home, then lift the floor.
@@ -509,6 +535,8 @@ class CassandraStore(CassandraPresence, CassandraAccounts, Store):
                 f"schema version {current} is newer than this code ({latest})",
                 reason="SCHEMA_TOO_NEW",
             )
+        if current is not None:
+            await self._warn_on_replication_drift()
         if current == latest:
             return latest
         await self._ddl(keyspace_cql(self._settings))
@@ -523,6 +551,24 @@ class CassandraStore(CassandraPresence, CassandraAccounts, Store):
             await self._agree()
             await self._record_version(migration.version)
         return latest
+
+    async def _warn_on_replication_drift(self) -> None:
+        """``migrate`` never alters replication (that needs a rebuild and a
+        repair, docs/operations.md); it says so when the configured one
+        differs from the keyspace's."""
+        rows = await self._run(self._cql.keyspace_replication, (self._settings.keyspace,), SCHEMA)
+        if not rows or not rows[0][0]:
+            return
+        actual = tuple(
+            sorted((dc, int(rf)) for dc, rf in rows[0][0].items() if dc != "class" and rf.isdigit())
+        )
+        if actual != self._settings.replication:
+            log.warning(
+                "keyspace_replication_differs",
+                keyspace=self._settings.keyspace,
+                configured=format_replication(self._settings.replication),
+                actual=format_replication(actual),
+            )
 
     async def _record_version(self, version: int) -> None:
         """In every DC at once (EACH_QUORUM): a server in any region checks

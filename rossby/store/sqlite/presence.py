@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rossby.store.base import Presence
@@ -34,7 +34,7 @@ def _presence(row: Any) -> Presence:
 
 
 class SqlitePresence:
-    """``put_presence``, ``list_presence``, ``delete_presence``, ``purge_presence``."""
+    """``put_presence(s)``, ``list_presence``, ``delete_presence``, ``purge_presence``."""
 
     if TYPE_CHECKING:
 
@@ -45,24 +45,34 @@ class SqlitePresence:
         def _now(self) -> float: ...
 
     async def put_presence(self, presence: Presence) -> None:
-        p = presence
+        await self.put_presences([presence])
+
+    async def put_presences(self, presences: Sequence[Presence]) -> None:
+        """One write transaction for all of them: the write lock is shared
+        with every other process on the file, so a refresh takes it once."""
+        rows = [
+            (
+                p.box_id.bytes,
+                p.device_id.bytes,
+                p.server_id,
+                p.address,
+                p.region,
+                p.since,
+                p.expires_at,
+            )
+            for p in presences
+        ]
+        if not rows:
+            return
 
         def body(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO presence (box_id, device_id, server_id, address, region, since,"
                 " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (box_id, device_id, server_id) DO UPDATE SET"
                 " address = excluded.address, region = excluded.region,"
                 " expires_at = excluded.expires_at",
-                (
-                    p.box_id.bytes,
-                    p.device_id.bytes,
-                    p.server_id,
-                    p.address,
-                    p.region,
-                    p.since,
-                    p.expires_at,
-                ),
+                rows,
             )
 
         await self._write(body)
