@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rossby.client.errors import HomeLocked, WrongPassphrase
 from rossby.contacts import NormalizedContact, normalize
 from rossby.crypto import DeviceKeyPair
+from rossby.crypto.keyfile import write_private_file
 from rossby.crypto.keylog import ChainState
 
 KEYFILE = "device.key"
@@ -320,31 +321,8 @@ def decode_state(data: bytes, key: bytes) -> ClientState:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, mode 0600, durable on return.
-
-    Same discipline as ``rossby.crypto.write_keyfile``: a crash leaves the
-    old file or the new one, never a torn or world-readable one.
-    """
-    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Atomically replace ``path`` with ``data``, mode 0600, durable on return."""
+    write_private_file(path, data)
 
 
 def make_home(home: Path) -> None:

@@ -237,16 +237,12 @@ def scrypt_n_of(data: bytes) -> int:
     return int(2 ** data[5])
 
 
-def write_keyfile(
-    path: str | os.PathLike[str],
-    keyfile: DeviceKeyfile,
-    passphrase: str | bytes,
-    *,
-    scrypt_n: int = DEFAULT_SCRYPT_N,
-    rng: Rng | None = None,
-) -> None:
-    """Atomically replace ``path`` with the encrypted keyfile, mode 0600."""
-    data = encode_keyfile(keyfile, passphrase, scrypt_n=scrypt_n, rng=rng)
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600, durable on return.
+
+    A crash leaves the old file or the new one, never a torn or
+    world-readable one. Shared by the keyfile and the client's state file.
+    """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.urandom(8).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -269,6 +265,18 @@ def write_keyfile(
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def write_keyfile(
+    path: str | os.PathLike[str],
+    keyfile: DeviceKeyfile,
+    passphrase: str | bytes,
+    *,
+    scrypt_n: int = DEFAULT_SCRYPT_N,
+    rng: Rng | None = None,
+) -> None:
+    """Atomically replace ``path`` with the encrypted keyfile, mode 0600."""
+    write_private_file(path, encode_keyfile(keyfile, passphrase, scrypt_n=scrypt_n, rng=rng))
 
 
 def read_keyfile(path: str | os.PathLike[str], passphrase: str | bytes) -> DeviceKeyfile:
