@@ -49,7 +49,7 @@ async def listen(args: argparse.Namespace, out: Output) -> int:
 
         async def run() -> None:
             nonlocal received
-            async for event in c.listen(receipts=args.receipts):
+            async for event in c.listen(receipts=args.receipts, max_messages=args.count):
                 if isinstance(event, KeyChange):
                     out.key_change(event)
                     if as_json:
@@ -60,8 +60,6 @@ async def listen(args: argparse.Namespace, out: Output) -> int:
                         _emit(out, {"event": "message", **_message_doc(c, event)})
                     else:
                         print(_message_line(c, event), flush=True)
-                    if args.count and received >= args.count:
-                        return
                 elif isinstance(event, ReadReceipt):
                     if as_json:
                         _emit(

@@ -322,6 +322,7 @@ class LiveMixin:
         min_backoff: float = 0.25,
         max_backoff: float = 15.0,
         page_size: int = 0,
+        max_messages: int = 0,
     ) -> AsyncIterator[LiveEvent]:
         """Stream events until the consumer stops (see the module doc).
 
@@ -332,6 +333,8 @@ class LiveMixin:
         ``reconnect=False`` ends the iteration when the stream ends, and
         raises on an error instead of retrying. Errors that retrying cannot
         fix (revoked device, bad credentials) are always raised.
+        ``max_messages``: end (after acking) once that many
+        ``ReceivedMessage`` events were processed; 0 means never.
         """
         self._require_authorized()
         state = _ListenState()
@@ -369,10 +372,16 @@ class LiveMixin:
                                 reason = exc.reason  # keystore trouble: retry the message later
                                 break
                             for event in events:
-                                yield _live(event)
+                                shown = _live(event)
+                                yield shown
+                                if isinstance(shown, ReceivedMessage):
+                                    state.messages += 1
                             state.processed(item.message.position)
                             if receipts:
                                 state.want_receipts(self.box_id, events)
+                            if max_messages and state.messages >= max_messages:
+                                await self._flush(state, receipts)
+                                return
                             if state.unacked >= ack_every:
                                 await self._flush(state, receipts)
                         elif kind == "ephemeral":
@@ -509,6 +518,7 @@ class LiveMixin:
 class _ListenState:
     resume: int = 0  # highest position processed
     unacked: int = 0
+    messages: int = 0  # ReceivedMessage events processed
     receipts: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
 
     def processed(self, position: int) -> None:

@@ -99,7 +99,7 @@ def test_listen_shows_messages_typing_and_receipts(server: ServerProcess, tmp_pa
         first = doc(client(homes["alice"], "send", contacts["bob"], "hello bob"))
         message = bob.until("message")[-1]
         assert (message["text"], message["sender_contact"]) == ("hello bob", contacts["alice"])
-        client(homes["alice"], "send", contacts["bob"], "second")
+        second = doc(client(homes["alice"], "send", contacts["bob"], "second"))
         end = bob.until("end")
         assert [m["text"] for m in end if m["event"] == "message"] == ["second"]
         assert end[-1]["received"] == 2 and end[-1]["acked_through"] > 0
@@ -115,5 +115,5 @@ def test_listen_shows_messages_typing_and_receipts(server: ServerProcess, tmp_pa
     finally:
         alice.close()
     read = [m for e in events if e["event"] == "receipt" for m in e["message_ids"]]
-    assert first["message_id"] in read
+    assert sorted(read) == sorted([first["message_id"], second["message_id"]])
     assert all(e["reader_contact"] == contacts["bob"] for e in events if e["event"] == "receipt")
