@@ -876,14 +876,17 @@ def rss_bytes(pid: int) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the options are on the main parser and every subparser, and a
+    # subparser's default would otherwise overwrite a value given before the
+    # subcommand (`launcher.py --dir X start` silently used the default dir).
     common.add_argument(
         "--dir",
-        default=None,
+        default=argparse.SUPPRESS,
         help="runtime dir (default $ROSSBY_CASSANDRA_HOME or <repo>/var/cassandra)",
     )
     common.add_argument(
         "--version",
-        default=DEFAULT_VERSION,
+        default=argparse.SUPPRESS,
         help=f"cassandra-all version (default {DEFAULT_VERSION})",
     )
     p = argparse.ArgumentParser(
@@ -912,6 +915,8 @@ def main(argv: list[str] | None = None) -> int:
     pkn.add_argument("--kill", action="store_true", help="SIGKILL at once (simulated crash)")
     pkn.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT)
     a = p.parse_args(argv)
+    a.dir = getattr(a, "dir", None)
+    a.version = getattr(a, "version", DEFAULT_VERSION)
 
     try:
         if a.cmd == "fetch":
