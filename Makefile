@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/rossby/v1/*.proto)
 CASSANDRA := $(PYTHON) deploy/cassandra/launcher.py
 
-.PHONY: venv install proto proto-check run test test-sqlite lint fmt cassandra cassandra-2dc cassandra-3 cassandra-stop cassandra-fetch bench clean
+.PHONY: venv install proto proto-check run test test-sqlite lint audit fmt cassandra cassandra-2dc cassandra-3 cassandra-stop cassandra-fetch bench clean
 
 venv: $(STAMP)
 
@@ -49,6 +49,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rossby tests bench deploy
 	$(VENV)/bin/ruff format --check rossby tests bench deploy
 	$(VENV)/bin/mypy
+
+# Dependency audit against the PyPI/OSV advisory databases. Needs normal
+# network access (it cannot reach them from the development sandbox), so it
+# is a separate target, not part of `make test`.
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix rossby tests bench deploy

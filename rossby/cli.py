@@ -43,8 +43,9 @@ async def _migrate(settings: Settings) -> int:
 
     async with open_store(settings.store, store_options(settings)) as store:
         version = await store.migrate()
-    get_logger("rossby.migrate").info("schema_ready", version=version,
-                                      store=settings.store.split("?")[0])
+    get_logger("rossby.migrate").info(
+        "schema_ready", version=version, store=settings.store.split("?")[0]
+    )
     return 0
 
 

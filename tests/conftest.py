@@ -118,7 +118,7 @@ def cassandra_cluster() -> Iterator[CassandraCluster]:
         yield CassandraCluster(hosts, Path(run) if run else None)
         return
     if _docker_answers():
-        from testcontainers.cassandra import CassandraContainer  # type: ignore[import-untyped]
+        from testcontainers.cassandra import CassandraContainer
 
         with CassandraContainer("cassandra:5.0") as container:
             host, port = container.get_container_host_ip(), container.get_exposed_port(9042)
@@ -132,10 +132,10 @@ def cassandra_cluster() -> Iterator[CassandraCluster]:
     except Exception as exc:  # fail loudly: CI must never skip Cassandra tests
         pytest.fail(f"could not start Cassandra with the launcher: {exc}", pytrace=False)
     try:
-        hosts: dict[str, list[str]] = {}
+        by_dc: dict[str, list[str]] = {}
         for n in nodes:
-            hosts.setdefault(n.dc, []).append(f"{n.ip}:9042")
-        yield CassandraCluster(hosts, run_dir, time.monotonic() - t0)
+            by_dc.setdefault(n.dc, []).append(f"{n.ip}:9042")
+        yield CassandraCluster(by_dc, run_dir, time.monotonic() - t0)
     finally:
         launcher.stop(run_dir)
 

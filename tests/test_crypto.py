@@ -314,8 +314,13 @@ def test_envelope_opens_on_every_listed_device(w: World) -> None:
 def test_peek_header_reveals_routing_only(w: World) -> None:
     mid = uuid.uuid4()
     env = seal_envelope(
-        w.a1.sender(), w.box_b, [w.b2.recipient(), w.b1.recipient()], mid, "text",
-        b"plaintext-marker", now_ms=7,
+        w.a1.sender(),
+        w.box_b,
+        [w.b2.recipient(), w.b1.recipient()],
+        mid,
+        "text",
+        b"plaintext-marker",
+        now_ms=7,
     )
     h = peek_header(env)
     assert (h.version, h.sender_box, h.sender_device) == (1, w.box_a, w.a1.id)

@@ -45,6 +45,16 @@ def store_options(settings: Settings, clock: Callable[[], float] = time.time) ->
     )
 
 
+def max_request_bytes(settings: Settings) -> int:
+    """The largest request the documented limits allow: a full group Send.
+
+    gRPC's default (4 MiB) would otherwise refuse a valid Send of
+    ``max_recipients`` messages of ``max_message_bytes`` at the transport,
+    without an ErrorInfo. Per-message framing costs well under 256 bytes.
+    """
+    return settings.max_recipients * (settings.max_message_bytes + 256) + 65_536
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials from ``tls_cert``/``tls_key`` (None: plaintext).
 
@@ -105,7 +115,12 @@ class RossbyServer:
         # SO_REUSEPORT off: a second server on a busy port must fail, not
         # silently share it (multi-worker mode turns it on deliberately).
         reuse = 1 if self.reuse_port else 0
-        server = grpc.aio.server(options=[("grpc.so_reuseport", reuse)])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", reuse),
+                ("grpc.max_receive_message_length", max_request_bytes(self.settings)),
+            ]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (

@@ -304,6 +304,14 @@ class Store(abc.ABC):
 
         Its cursor starts at the current queue head: a new device gets no
         history. Raises ``NotFound`` if the box does not exist.
+
+        Known limit when ``settle_window > 0``: the settle re-read never goes
+        below a device's start, so a message issued by a writer whose clock
+        lags, in the moments just after the device is added, can land below
+        the start and reach the box's other devices but not the new one.
+        Such a message was sealed before the sender could have known the new
+        device's keys in practice, so the new device could not open it
+        anyway; the sender's next message reaches it.
         """
 
     @abc.abstractmethod

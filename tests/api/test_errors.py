@@ -354,3 +354,19 @@ async def test_request_key_by_box_id(api: Api) -> None:
     ]
     for request, code, why in cases:
         await expect(code, why, alice.call("RequestKey", request, pb.RequestKeyResponse))
+
+
+async def test_a_full_size_group_send_passes_the_transport(make_api: object) -> None:
+    # 80 recipients x 64 KiB = 5 MiB, above gRPC's default 4 MiB request cap.
+    api = await make_api(max_recipients=80)  # type: ignore[operator]
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, email("bob")).join()
+    body = b"x" * 65_536
+    reply = await alice.send(*[(bob.box_id, body, None) for _ in range(80)])
+    assert [r.outcome for r in reply.results] == [pb.SEND_OUTCOME_QUEUED] * 80
+
+
+async def test_page_token_beyond_int64_is_harmless(api: Api) -> None:
+    dev = await Device(api, email("big")).join()
+    page = await dev.fetch(after=2**64 - 1)
+    assert list(page.messages) == [] and not page.more

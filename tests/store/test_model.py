@@ -22,10 +22,11 @@ processes"). After every step the store must agree with the model:
 * cursors never go backwards, acks are clamped to the head, a new device
   starts at the head;
 * ``pending_count`` equals the live messages (not compacted, not
-  expired); Send is refused once ``pending_cap`` undelivered messages (above
-  the lowest active cursor) are live, and accepted while fewer than
-  ``pending_cap`` are live at all. In between (acked, not yet compacted)
-  the backend chooses: SQLite counts every live row, Cassandra only the
+  expired; or ``pending_cap + 1`` when there are more); Send is refused
+  once ``pending_cap`` undelivered messages (above the lowest active
+  cursor) are live, and accepted while fewer than ``pending_cap`` are live
+  at all. In between (acked, not yet compacted) the backend chooses:
+  SQLite counts every live row, Cassandra only the
   undelivered ones (docs/store.md, "Pending cap").
 
 The settle window (``store.settle_window``, Cassandra) is part of the model:
@@ -657,7 +658,9 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
         def pending_count_is_the_live_messages(self) -> None:
             for box in self.boxes:
                 got = self.run(self.stores[0].pending_count(box.box.box_id))
-                assert got == self.live_count(box), f"pending_count {got}"
+                live = self.live_count(box)
+                # A backend may stop counting at pending_cap + 1.
+                assert got in (live, min(live, CAP + 1)), f"pending_count {got}, live {live}"
 
     return QueueMachine
 

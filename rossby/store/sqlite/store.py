@@ -67,6 +67,9 @@ PURGE_BATCH = 2000
 
 _MEMORY = ":memory:"
 
+#: The largest position SQLite can compare against (signed 64-bit).
+_MAX_POSITION = 2**63 - 1
+
 
 # -- migrations ---------------------------------------------------------------
 
@@ -767,7 +770,8 @@ class SqliteStore(SqlitePresence, SqliteAccounts, Store):
             cursor, start = _active_cursor(conn, box_id, device_id)
             queue = _row(conn, "SELECT purged_through FROM queues WHERE box_id = ?", (_b(box_id),))
             purged = queue[0] if queue else 0
-            lower = max(after, cursor - self.settle_window, start, purged)
+            # SQLite integers are signed 64-bit; a client's page token is not.
+            lower = min(max(after, cursor - self.settle_window, start, purged), _MAX_POSITION)
             wanted = max(limit, 0)
             rows = _rows(
                 conn,
