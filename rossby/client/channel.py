@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 
+from rossby.client.state import TlsConfig
+
 
 def make_channel(
     target: str,
@@ -96,4 +98,16 @@ def channel_from_args(
     )
 
 
-__all__ = ["add_tls_arguments", "channel_from_args", "make_channel"]
+def tls_config_from_args(args: argparse.Namespace) -> TlsConfig | None:
+    """The ``TlsConfig`` a client keeps from ``init``/``join``; None without ``--tls``."""
+    if not getattr(args, "tls", False):
+        return None
+    return TlsConfig(
+        ca=_read(getattr(args, "ca", None), "--ca"),
+        client_cert=_read(getattr(args, "client_cert", None), "--client-cert"),
+        client_key=_read(getattr(args, "client_key", None), "--client-key"),
+        server_name=getattr(args, "server_name", None),
+    )
+
+
+__all__ = ["add_tls_arguments", "channel_from_args", "make_channel", "tls_config_from_args"]

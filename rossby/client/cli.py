@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rossby.client import cli_accounts, cli_live
+from rossby.client.channel import add_tls_arguments, tls_config_from_args
 from rossby.client.errors import ClientError
 from rossby.client.live import receipt_of
 from rossby.client.models import (
@@ -141,6 +142,7 @@ async def _init(args: argparse.Namespace, out: Output) -> int:
         contacts=args.contact,
         device_name=args.device,
         hawk_address=args.hawk_address,
+        tls=tls_config_from_args(args),
     ) as c:
         started = await c.register()
         who = c.whoami()
@@ -471,6 +473,7 @@ def add_parser(sub: Any) -> None:
 
     p = cmd("init", "generate this device's keys and register it")
     p.add_argument("--server", required=True, metavar="HOST:PORT")
+    add_tls_arguments(p)  # remembered: later commands reach the server the same way
     p.add_argument(
         "--contact",
         required=True,

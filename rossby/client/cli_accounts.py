@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rossby.client.channel import add_tls_arguments, tls_config_from_args
 from rossby.client.errors import ClientError
 from rossby.client.models import KeyLogRecord, LinkRequest, ProfileInfo
 from rossby.client.sdk import RossbyClient, parse_contact
@@ -149,6 +150,7 @@ async def _join(args: argparse.Namespace, out: Output) -> int:
         device_name=args.device,
         server=args.server,
         hawk_address=args.hawk_address,
+        tls=tls_config_from_args(args),
     ) as c:
         out.line("Joined the link offer; waiting for the other device to approve...")
         await c.complete_link(wait=args.timeout)
@@ -396,6 +398,7 @@ def _join_options(p: argparse.ArgumentParser, *, positional: bool) -> None:
         "--server", metavar="HOST:PORT", help="needed only for a typed 'OFFER PASSPHRASE' code"
     )
     p.add_argument("--hawk-address", metavar="HOST:PORT", help="the server's public Hawk address")
+    add_tls_arguments(p)
     if positional:
         p.set_defaults(join=None)
     else:

@@ -47,6 +47,7 @@ from rossby.client.accounts import (
     LogMismatch,
     profile_info,
 )
+from rossby.client.channel import make_channel
 from rossby.client.errors import (
     AlreadyInitialized,
     ClientError,
@@ -85,6 +86,7 @@ from rossby.client.state import (
     HomeLock,
     Pin,
     PinnedDevice,
+    TlsConfig,
     decode_state,
     encode_state,
     make_home,
@@ -207,7 +209,15 @@ class RossbyClient(AccountsMixin, LiveMixin):
         self._state_key = state_key(keyfile.keys, keyfile.device_id)
         self._lock = lock
         self._timeout = rpc_timeout
-        self._channel = grpc.aio.insecure_channel(state.server)
+        tls = state.tls
+        self._channel = make_channel(
+            state.server,
+            tls=tls is not None,
+            ca=tls.ca if tls else None,
+            client_cert=tls.client_cert if tls else None,
+            client_key=tls.client_key if tls else None,
+            server_name=tls.server_name if tls else None,
+        )
         self._signer = self._make_signer()
         self._closed = False
         self.stats = FetchStats()
@@ -240,10 +250,14 @@ class RossbyClient(AccountsMixin, LiveMixin):
         contacts: Sequence[ContactLike],
         device_name: str,
         hawk_address: str | None = None,
+        tls: TlsConfig | None = None,
         scrypt_n: int = DEFAULT_SCRYPT_N,
         rpc_timeout: float = DEFAULT_TIMEOUT,
     ) -> AsyncIterator[RossbyClient]:
         """Generate this device's keys and write its keyfile; nothing is sent yet.
+
+        ``tls`` (None: plaintext) is remembered in the state, so every later
+        ``open`` reaches the server the same way.
 
         A home that already holds an unverified device for the same server
         and contacts is reused rather than refused, so re-running ``init``
@@ -274,7 +288,11 @@ class RossbyClient(AccountsMixin, LiveMixin):
                 device_id=device_id, keys=DeviceKeyPair.generate(), server=server
             )
             state = ClientState(
-                server=server, hawk_address=hawk, device_name=device_name, own_contacts=wanted
+                server=server,
+                hawk_address=hawk,
+                device_name=device_name,
+                own_contacts=wanted,
+                tls=tls,
             )
             client = await cls._initialize(home, passphrase, keyfile, state, scrypt_n, rpc_timeout)
         try:
@@ -293,6 +311,7 @@ class RossbyClient(AccountsMixin, LiveMixin):
         device_name: str,
         server: str | None = None,
         hawk_address: str | None = None,
+        tls: TlsConfig | None = None,
         scrypt_n: int = DEFAULT_SCRYPT_N,
         rpc_timeout: float = DEFAULT_TIMEOUT,
     ) -> AsyncIterator[RossbyClient]:
@@ -324,7 +343,11 @@ class RossbyClient(AccountsMixin, LiveMixin):
                 device_id=uuid.uuid4(), keys=DeviceKeyPair.generate(), server=link.server
             )
             state = ClientState(
-                server=link.server, hawk_address=hawk, device_name=device_name, own_contacts=[]
+                server=link.server,
+                hawk_address=hawk,
+                device_name=device_name,
+                own_contacts=[],
+                tls=tls,
             )
             client = await cls._initialize(home, passphrase, keyfile, state, scrypt_n, rpc_timeout)
         try:

@@ -134,6 +134,20 @@ MAX_PREVIOUS_KEYS = 2
 the old key before they saw the new one still open."""
 
 
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """How to reach the server over TLS; chosen at init/join, kept in state.
+
+    ``ca`` (PEM) replaces the system trust store; ``client_cert`` and
+    ``client_key`` (PEM) answer a server that asks for mutual TLS.
+    """
+
+    ca: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+    server_name: str | None = None
+
+
 @dataclass(slots=True)
 class ClientState:
     server: str
@@ -153,6 +167,8 @@ class ClientState:
     rules: dict[uuid.UUID, str] = field(default_factory=dict)
     #: This box's own accept_from, as last read or set ("anyone" if unknown).
     accept_from: str = "anyone"
+    #: None: plaintext gRPC.
+    tls: TlsConfig | None = None
 
     def contact_of(self, box_id: uuid.UUID) -> NormalizedContact | None:
         """The first contact we know ``box_id`` by (sorted, so it is stable)."""
@@ -185,6 +201,14 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
     return {
         "v": 1,
         "server": state.server,
+        "tls": None
+        if state.tls is None
+        else {
+            "ca": _b64(state.tls.ca) if state.tls.ca else None,
+            "client_cert": _b64(state.tls.client_cert) if state.tls.client_cert else None,
+            "client_key": _b64(state.tls.client_key) if state.tls.client_key else None,
+            "server_name": state.tls.server_name,
+        },
         "hawk_address": state.hawk_address,
         "device_name": state.device_name,
         "own_contacts": [contact_key(c) for c in state.own_contacts],
@@ -262,7 +286,19 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
             {uuid.UUID(d) for d in entry["retired"]},
         )
     pending = doc.get("pending_link")
+    tls_doc = doc.get("tls")
+    tls = (
+        None
+        if tls_doc is None
+        else TlsConfig(
+            ca=_unb64(tls_doc["ca"]) if tls_doc.get("ca") else None,
+            client_cert=_unb64(tls_doc["client_cert"]) if tls_doc.get("client_cert") else None,
+            client_key=_unb64(tls_doc["client_key"]) if tls_doc.get("client_key") else None,
+            server_name=tls_doc.get("server_name"),
+        )
+    )
     return ClientState(
+        tls=tls,
         server=str(doc["server"]),
         hawk_address=str(doc["hawk_address"]),
         device_name=str(doc["device_name"]),

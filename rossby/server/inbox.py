@@ -39,7 +39,8 @@ class Caller:
     device_id: uuid.UUID
 
 
-def _queued(m: StoredMessage) -> rossby_pb2.QueuedMessage:
+def queued_message(m: StoredMessage) -> rossby_pb2.QueuedMessage:
+    """The wire form of a stored message (Fetch pages and Subscribe pushes)."""
     return rossby_pb2.QueuedMessage(
         position=m.position,
         message_id=str(m.message_id),
@@ -228,7 +229,7 @@ class Inbox:
         page = await self.store.fetch(
             caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )
-        messages = [_queued(m) for m in page.messages]
+        messages = [queued_message(m) for m in page.messages]
         next_after = messages[-1].position if messages else max(request.after, page.cursor)
         return rossby_pb2.FetchResponse(
             messages=messages, more=page.more, next_after=next_after, cursor=page.cursor

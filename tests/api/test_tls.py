@@ -144,3 +144,39 @@ def test_tls_settings_are_checked(
     values = {k: real.get(v, str(tmp_path / v)) for k, v in flags.items()}
     with pytest.raises(ConfigError, match=f"invalid setting {named}"):
         load_settings(values, environ={})
+
+
+async def test_sdk_keeps_its_tls_choice_across_opens(
+    make_api: Callable[..., Any], pki: Pki, tmp_path: Path
+) -> None:
+    from rossby.client import RossbyClient
+    from rossby.client.state import TlsConfig
+    from rossby.contacts import normalize
+    from rossby.server.notify import read_outbox_code
+
+    api: Api = await make_api(
+        tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca_file
+    )
+    tls = TlsConfig(ca=pki.ca.pem, client_cert=pki.client_cert, client_key=pki.client_key)
+    contacts = {name: email(name) for name in ("alice", "bob")}
+    for name, contact in contacts.items():
+        async with RossbyClient.create(
+            tmp_path / name,
+            "pw",
+            server=api.target,
+            contacts=[contact],
+            device_name=name,
+            tls=tls,
+            scrypt_n=2**10,
+        ) as client:
+            await client.register()
+            code = read_outbox_code(api.outbox, normalize("email", contact))
+            assert code is not None
+            await client.authorize([code])
+    # Later opens read the TLS settings from the encrypted state.
+    async with RossbyClient.open(tmp_path / "alice", "pw") as alice:
+        report = await alice.send([contacts["bob"]], "over mutual tls")
+        assert report.ok
+    async with RossbyClient.open(tmp_path / "bob", "pw") as bob:
+        texts = [getattr(e, "text", None) async for e in bob.fetch_messages()]
+    assert "over mutual tls" in texts

@@ -37,8 +37,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rossby import errors
+from rossby.server.inbox import queued_message
 from rossby.server.realtime.metrics import RealtimeMetrics
-from rossby.store.base import Store, StoredMessage
+from rossby.store.base import Store
 from rossby.v1 import rossby_pb2 as pb
 
 if TYPE_CHECKING:
@@ -56,17 +57,6 @@ RETRY_MAX = 1.6
 
 class _FellBehind(Exception):
     pass
-
-
-def queued_message(m: StoredMessage) -> pb.QueuedMessage:
-    return pb.QueuedMessage(
-        position=m.position,
-        message_id=str(m.message_id),
-        sender_box_id=str(m.sender_box),
-        sender_device_id=str(m.sender_device),
-        received_at_ms=int(m.received_at * 1000),
-        ciphertext=m.ciphertext,
-    )
 
 
 class Stream:
@@ -305,4 +295,4 @@ class Stream:
             self._recent = {k: p for k, p in self._recent.items() if p > floor}
 
 
-__all__ = ["Stream", "queued_message"]
+__all__ = ["Stream"]
