@@ -48,6 +48,8 @@ def test_smoke_run_audits_clean(tmp_path: Path, processes: int) -> None:
                 "4",
                 "--duration",
                 "3",
+                "--mix",
+                "send=5,group=1,fetch=2,subscribe=2",
                 "--report",
                 str(report_path),
                 "--plot",
@@ -71,7 +73,7 @@ def test_smoke_run_audits_clean(tmp_path: Path, processes: int) -> None:
     assert audit["duplicates"] == 0, audit
     assert audit["delivered"] == audit["expected"]
     assert report["ok"] is True
-    assert set(report["rpcs"]) >= {"Send", "Fetch"}
+    assert set(report["rpcs"]) >= {"Send", "Fetch", "Subscribe"}
     assert {"p50", "p90", "p99", "p99.9"} <= set(report["rpcs"]["Send"]["latency_ms"])
     assert "LOST 0" in proc.stdout and "DUPLICATES 0" in proc.stdout
 
@@ -101,14 +103,15 @@ def test_no_server_is_a_harness_failure(tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    proc = rossby("loadtest", "--target", "127.0.0.1:1", "--outbox", "x", "--mix", "subscribe=1")
+    proc = rossby("loadtest", "--target", "127.0.0.1:1", "--outbox", "x", "--mix", "nope=1")
     assert proc.returncode == 2
-    assert "realtime" in proc.stderr
+    assert "unknown operation" in proc.stderr
 
 
 def test_mix_parsing() -> None:
     assert parse_mix("send=2, fetch=1") == {"send": 2.0, "fetch": 1.0}
-    for bad in ("nope=1", "send=x", "send=0", "subscribe=1"):
+    assert parse_mix("subscribe=1") == {"subscribe": 1.0}
+    for bad in ("nope=1", "send=x", "send=0"):
         with pytest.raises(UsageError):
             parse_mix(bad)
 

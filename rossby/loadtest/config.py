@@ -7,17 +7,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-OPS: Final = ("send", "group", "fetch")
-"""Operations the mix can hold today.
+OPS: Final = ("send", "group", "fetch", "subscribe")
+"""Operations the mix can hold.
 
-``send``  one Send to one other user (every box of that user).
-``group`` one Send carrying the same message to ``group_size`` other users.
-``fetch`` Fetch (every page) and Ack through the last position, on one device.
+``send``      one Send to one other user (every box of that user).
+``group``     one Send carrying the same message to ``group_size`` other users.
+``fetch``     Fetch (every page) and Ack through the last position, on one device.
+``subscribe`` a short Subscribe session on one device: drain until live, take
+              pushes for a moment, Ack through the last position.
 """
 
-PLANNED_OPS: Final = {
-    "subscribe": "subscribe arrives with the realtime issue (see worker.Worker.op_subscribe)",
-}
+PLANNED_OPS: Final[dict[str, str]] = {}
 """Operations named by the design but not implemented yet: the CLI refuses
 them with the reason instead of silently ignoring a weight."""
 

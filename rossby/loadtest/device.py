@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Final, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from rossby.client.hawk import HawkSigner, call_signed
+from rossby.client.hawk import HawkSigner, call_signed, stream_signed
 from rossby.contacts import normalize
 from rossby.crypto import DeviceKeyPair, credentials_aad, unseal
 from rossby.loadtest.audit import DeviceAudit
@@ -130,6 +131,18 @@ class SimDevice:
         self.box_id = reply.box_id
         host, port = self.hawk_address
         self.signer = HawkSigner(creds.id, creds.key, host, port)
+
+    def subscribe(self, after: int, deadline: float) -> AsyncIterator[pb.SubscribeEvent]:
+        """A Hawk-signed Subscribe stream for this device."""
+        assert self.signer is not None, "authorize first"
+        return stream_signed(
+            self.channel,
+            self.signer,
+            SERVICE + "Subscribe",
+            pb.SubscribeRequest(after=after),
+            pb.SubscribeEvent,
+            deadline=deadline,
+        )
 
     async def call(
         self, method: str, request: Message, response_type: type[Resp], deadline: float

@@ -50,6 +50,8 @@ CHANNEL_OPTIONS: Final = [
     ("grpc.use_local_subchannel_pool", 1),
 ]
 DELIVERY: Final = "deliver (send->fetch)"
+#: Seconds a subscribe op keeps taking pushes after the stream is live.
+SUBSCRIBE_WINDOW: Final = 1.0
 """Pseudo-RPC: time from the sender stamping a message to a fetch returning it."""
 
 
@@ -105,6 +107,7 @@ class Worker:
             "send": self.op_send,
             "group": self.op_group,
             "fetch": self.op_fetch,
+            "subscribe": self.op_subscribe,
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -223,18 +226,51 @@ class Worker:
         await self._send(self.config.group_size)
 
     async def op_subscribe(self) -> None:
-        """EXTENSION POINT for the realtime issue.
+        """A short Subscribe session, as an app coming to the foreground.
 
-        The plan: hold a Subscribe stream per device (``stream_signed`` in
-        rossby.client.hawk), feed every pushed message to
-        ``device.audit.observe`` exactly like ``op_fetch`` does and ack what
-        it delivers; record "Subscribe" first-message and push latencies with
-        ``self.rec``. Then add "subscribe" to config.OPS (and drop it from
-        PLANNED_OPS) and to ``self.operations``; the audit needs no change.
+        Drains what is pending (until the ``live`` event; its latency is
+        recorded as "Subscribe"), takes pushed messages for up to
+        ``SUBSCRIBE_WINDOW`` seconds, then acks the highest position seen.
+        Every message goes through the same audit as Fetch.
         """
-        raise NotImplementedError(
-            "subscribe arrives with the realtime issue; see config.PLANNED_OPS"
-        )
+        device = self.pick_fetcher()
+        c = self.config
+        async with device.lock:
+            started = time.perf_counter()
+            stream = device.subscribe(0, c.rpc_timeout + SUBSCRIBE_WINDOW + 5.0)
+            top, fresh, live_at = 0, 0, None
+            try:
+                while True:
+                    wait = c.rpc_timeout
+                    if live_at is not None:
+                        wait = SUBSCRIBE_WINDOW - (time.perf_counter() - live_at)
+                        if wait <= 0:
+                            break
+                    try:
+                        event = await asyncio.wait_for(anext(stream), wait)
+                    except (StopAsyncIteration, TimeoutError):
+                        break
+                    kind = event.WhichOneof("event")
+                    if kind == "live":
+                        live_at = time.perf_counter()
+                        self.rec.ok_call("Subscribe", live_at - started)
+                    elif kind == "message":
+                        m = event.message
+                        if device.audit.observe(m.message_id, m.position):
+                            fresh += 1
+                            if live_at is not None and len(m.ciphertext) >= 8:
+                                sent = struct.unpack(">d", m.ciphertext[:8])[0]
+                                self.rec.ok_call(DELIVERY, max(0.0, time.time() - sent))
+                        top = max(top, m.position)
+                    elif kind == "catch_up":
+                        break
+            except grpc.aio.AioRpcError as exc:
+                self.rec.failed_call("Subscribe", str(exc.code().name))
+                raise OpFailed(str(exc.code().name)) from None
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            self.rec.event("received", fresh)
+            await self._ack(device, top, self.rec)
 
     async def _send(self, recipients: int) -> None:
         c = self.config
@@ -328,18 +364,23 @@ class Worker:
                 if not page.more:
                     break
             rec.event("received", fresh)
-            if top > device.audit.acked_through:
-                started = time.perf_counter()
-                try:
-                    reply = await device.call(
-                        "Ack", pb.AckRequest(through=top), pb.AckResponse, c.rpc_timeout
-                    )
-                except grpc.aio.AioRpcError as exc:
-                    rec.failed_call("Ack", str(exc.code().name))
-                    raise OpFailed(str(exc.code().name)) from None
-                rec.ok_call("Ack", time.perf_counter() - started)
-                device.audit.acked(reply.cursor)
+            await self._ack(device, top, rec)
         return fresh
+
+    async def _ack(self, device: SimDevice, top: int, rec: Recorder) -> None:
+        """Ack through ``top`` when it is above the device's cursor."""
+        c = self.config
+        if top > device.audit.acked_through:
+            started = time.perf_counter()
+            try:
+                reply = await device.call(
+                    "Ack", pb.AckRequest(through=top), pb.AckResponse, c.rpc_timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                rec.failed_call("Ack", str(exc.code().name))
+                raise OpFailed(str(exc.code().name)) from None
+            rec.ok_call("Ack", time.perf_counter() - started)
+            device.audit.acked(reply.cursor)
 
     async def run_op(self, op: str, started: float) -> None:
         if op in SEND_OPS:
