@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from rossby import errors
 from rossby.client.errors import (
@@ -32,7 +32,6 @@ from rossby.client.errors import (
     KeyLogError,
     LinkError,
     LinkTimeout,
-    UntrustedKeys,
 )
 from rossby.client.models import (
     ContactInfo,
@@ -54,13 +53,9 @@ from rossby.contacts import NormalizedContact
 from rossby.crypto import (
     DeviceKeyfile,
     DeviceKeyPair,
-    HawkCredentials,
-    InvalidSealed,
     RecipientDevice,
     SenderIdentity,
-    credentials_aad,
     seal_envelope,
-    unseal,
     verify_key_signature,
 )
 from rossby.crypto.keyfile import scrypt_n_of, write_keyfile
@@ -188,6 +183,10 @@ class AccountsMixin:
         def _save(self) -> None: ...
 
         def _make_signer(self) -> HawkSigner | None: ...
+
+        async def _adopt_credentials(
+            self, box_id: uuid.UUID, sealed: bytes, home_region: str
+        ) -> None: ...
 
         def _require_authorized(self) -> HawkSigner: ...
 
@@ -524,36 +523,7 @@ class AccountsMixin:
             bytes(reply.approval_signature),
         ):
             raise LinkError("the approving device did not sign this device's keys")
-        try:
-            creds = pb.HawkCredentials.FromString(
-                unseal(
-                    me.encryption_private,
-                    reply.sealed_credentials,
-                    aad=credentials_aad(self.device_id),
-                )
-            )
-        except (InvalidSealed, DecodeError):
-            raise UntrustedKeys(
-                "the server's credentials do not open with this device's key"
-            ) from None
-        if creds.id != f"{box_id}.{self.device_id}" or creds.algorithm != "sha256":
-            raise UntrustedKeys("the server's credentials are for another device")
-        keyfile = replace(
-            self._keyfile,
-            box_id=box_id,
-            hawk=HawkCredentials(creds.id, bytes(creds.key), creds.algorithm),
-            home_region=reply.home_region or None,
-        )
-        path = self.home / KEYFILE
-        await asyncio.to_thread(
-            write_keyfile,
-            path,
-            keyfile,
-            self._passphrase,
-            scrypt_n=scrypt_n_of(path.read_bytes()),
-        )
-        self._keyfile = keyfile
-        self._signer = self._make_signer()
+        await self._adopt_credentials(box_id, reply.sealed_credentials, reply.home_region)
         self._state.pending_link = None
         info = await self._resolve_own()
         approver_pin = self._state.pins[box_id].devices.get(approver)

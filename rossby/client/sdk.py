@@ -504,14 +504,31 @@ class RossbyClient(AccountsMixin, LiveMixin):
         )
         reply = await self._public("Authorize", request, pb.AuthorizeResponse)
         try:
-            raw = unseal(
-                keys.encryption_private,
-                reply.sealed_credentials,
-                aad=credentials_aad(self.device_id),
-            )
-            creds = pb.HawkCredentials.FromString(raw)
             box_id = uuid.UUID(reply.box_id)
-        except (InvalidSealed, DecodeError, ValueError):
+        except ValueError:
+            raise UntrustedKeys(
+                "the server's credentials do not open with this device's key"
+            ) from None
+        await self._adopt_credentials(box_id, reply.sealed_credentials, reply.home_region)
+        await self._resolve_own()  # pin our own devices from the start
+        self._save()
+        return self.whoami()
+
+    async def _adopt_credentials(self, box_id: uuid.UUID, sealed: bytes, home_region: str) -> None:
+        """Unseal the Hawk credentials the server sealed to this device, check
+        they name this device of ``box_id``, and keep them in the keyfile.
+
+        Shared by Authorize (a new box) and device linking (an existing one).
+        """
+        try:
+            creds = pb.HawkCredentials.FromString(
+                unseal(
+                    self._keyfile.keys.encryption_private,
+                    sealed,
+                    aad=credentials_aad(self.device_id),
+                )
+            )
+        except (InvalidSealed, DecodeError):
             raise UntrustedKeys(
                 "the server's credentials do not open with this device's key"
             ) from None
@@ -521,14 +538,11 @@ class RossbyClient(AccountsMixin, LiveMixin):
             self._keyfile,
             box_id=box_id,
             hawk=HawkCredentials(creds.id, bytes(creds.key), creds.algorithm),
-            home_region=reply.home_region or None,
+            home_region=home_region or None,
         )
         await asyncio.to_thread(_rewrite_keyfile, self.home, keyfile, self._passphrase)
         self._keyfile = keyfile
         self._signer = self._make_signer()
-        await self._resolve_own()  # pin our own devices from the start
-        self._save()
-        return self.whoami()
 
     # -- keystore ------------------------------------------------------------
 
