@@ -132,6 +132,13 @@ def parser() -> argparse.ArgumentParser:
         default=2,
         help="retries of a Send that failed UNAVAILABLE/DEADLINE_EXCEEDED (same ids)",
     )
+    p.add_argument(
+        "--retry-backoff",
+        type=float,
+        default=0.05,
+        help="seconds before the first Send retry, doubled per retry up to 2 s, jittered "
+        "(default 0.05; 0 retries at once)",
+    )
     p.add_argument("--rpc-timeout", type=float, default=10.0)
     p.add_argument(
         "--max-inflight",
@@ -175,6 +182,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         drain_timeout=args.drain_timeout,
         settle=args.settle,
         send_retries=args.send_retries,
+        retry_backoff=args.retry_backoff,
         rpc_timeout=args.rpc_timeout,
         max_inflight=args.max_inflight,
         fetch_limit=args.fetch_limit,

@@ -21,6 +21,9 @@ PLANNED_OPS: Final[dict[str, str]] = {}
 """Operations named by the design but not implemented yet: the CLI refuses
 them with the reason instead of silently ignoring a weight."""
 
+MAX_BACKOFF: Final = 2.0
+"""Longest pause between two tries of one Send: a restarting server is back within a
+few seconds, and a longer pause would only stretch the run's tail."""
 DEFAULT_MIX: Final = {"send": 6.0, "group": 1.0, "fetch": 3.0}
 
 
@@ -89,6 +92,7 @@ class LoadConfig:
     drain_timeout: float = 30.0
     settle: float = 1.0
     send_retries: int = 2
+    retry_backoff: float = 0.05
     rpc_timeout: float = 10.0
     max_inflight: int = 1024
     fetch_limit: int = 100
@@ -135,7 +139,18 @@ class LoadConfig:
             raise UsageError("--fetch-limit: 1 to 500")
         if self.send_retries < 0 or self.settle < 0 or self.drain_timeout < 0:
             raise UsageError("--send-retries, --settle, --drain-timeout: not negative")
+        if not 0 <= self.retry_backoff <= MAX_BACKOFF:
+            raise UsageError(f"--retry-backoff: 0 to {MAX_BACKOFF:g} seconds")
         return self
+
+    def backoff(self, attempt: int) -> float:
+        """Upper bound of the pause before retry ``attempt`` + 1 (jittered by the caller)."""
+        return min(MAX_BACKOFF, self.retry_backoff * 2.0**attempt)
+
+    def op_bound(self) -> float:
+        """Longest one operation can take: every try timing out, plus the pauses."""
+        pauses = sum(self.backoff(a) for a in range(self.send_retries))
+        return self.rpc_timeout * (self.send_retries + 2) + pauses + 5.0
 
     def share(self, index: int) -> tuple[range, int, float | None, int | None]:
         """Process ``index``'s users, workers, rate and message quota."""

@@ -150,7 +150,7 @@ class Coordinator:
             for cmd_q in self.cmd_qs:
                 cmd_q.put(("start", directory, t0))
             limit = c.duration if c.duration is not None else c.max_seconds
-            bound = c.rpc_timeout * (c.send_retries + 2) + 5.0
+            bound = c.op_bound()
             sent = self.gather("sent", limit + bound + SPAWN_SLACK)
 
             self.phase = "drain"

@@ -48,6 +48,11 @@ CHANNEL_OPTIONS: Final = [
     # share a subchannel, so several channels would still be one TCP connection
     # (and `rossby serve --workers N` balances connections, not calls).
     ("grpc.use_local_subchannel_pool", 1),
+    # Reconnect soon after a server restart: gRPC's default back-off grows to
+    # minutes, which would turn a two-second outage into a long one.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 DELIVERY: Final = "deliver (send->fetch)"
 #: Seconds a subscribe op keeps taking pushes after the stream is live.
@@ -297,6 +302,7 @@ class Worker:
                 last_error = str(exc.code().name)
                 self.rec.failed_call("Send", last_error)
                 if exc.code() in RETRYABLE and attempt < c.send_retries:
+                    await self.pause(attempt)
                     continue
                 break
             self.rec.ok_call("Send", time.perf_counter() - started)
@@ -319,8 +325,15 @@ class Worker:
             if not pending:
                 return
             last_error = "REJECTED"
+            if attempt < c.send_retries:
+                await self.pause(attempt)
         self.rec.event("unacknowledged", len(pending))
         raise OpFailed(last_error or "REJECTED")
+
+    async def pause(self, attempt: int) -> None:
+        """Back off before a retry, so a restarting server is not met by a burst of
+        instant retries that all fail before it is back (and then count as unacknowledged)."""
+        await asyncio.sleep(self.config.backoff(attempt) * self.rng.uniform(0.5, 1.0))
 
     def pick_fetcher(self) -> SimDevice:
         for _ in range(4):
@@ -439,8 +452,7 @@ class Worker:
             await asyncio.wait(tasks, timeout=self.op_bound())
 
     def op_bound(self) -> float:
-        c = self.config
-        return c.rpc_timeout * (c.send_retries + 2) + 5.0
+        return self.config.op_bound()
 
     async def run(self, t0: float) -> None:
         c = self.config
