@@ -89,6 +89,13 @@ def start_servers(store: str, count: int, workdir: Path, extra: list[str]) -> li
                 str(PUBLIC_PORT),
                 "--stream-poll",
                 "600",
+                # Each sender device sends rate/10 a second, above the default
+                # per-device send limit: this measures latency, not the limit.
+                "--send-rate-per-device",
+                "0",
+                # Every device registers from 127.0.0.1.
+                "--register-rate-per-address",
+                "0",
                 "--log-format",
                 "json",
                 "--log-level",

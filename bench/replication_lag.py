@@ -180,8 +180,15 @@ async def grpc_send(samples: int, rate: float) -> dict[str, Any]:
     url = "cassandra://{ip}:9042/" + KEYSPACE + "?local_dc={dc}&replication=dc1:1,dc2:1"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        a = ServerProcess(work, url.format(ip=DC_IP["dc1"], dc="dc1"), "--region", "dc1")
-        b = ServerProcess(work, url.format(ip=DC_IP["dc2"], dc="dc2"), "--region", "dc2")
+        # One device sends --rate Sends a second: the per-device send limit
+        # is off, this measures lag, not the abuse limit.
+        unlimited = ("--send-rate-per-device", "0")
+        a = ServerProcess(
+            work, url.format(ip=DC_IP["dc1"], dc="dc1"), "--region", "dc1", *unlimited
+        )
+        b = ServerProcess(
+            work, url.format(ip=DC_IP["dc2"], dc="dc2"), "--region", "dc2", *unlimited
+        )
         try:
             a.start(timeout=90)
             b.start(timeout=90)

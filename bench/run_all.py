@@ -72,10 +72,16 @@ class Server:
         self.target = f"127.0.0.1:{self.port}"
         self.outbox = workdir / "outbox"
         # Unknown ROSSBY_* variables are ignored, so these are safe on any version.
+        # The per-device send limit is off: the loadtest sends from 100 devices
+        # as fast as the server answers, and the ceilings measure the server,
+        # not the abuse limit (docs/benchmarks.md).
         self.env = {
             **os.environ,
             "ROSSBY_WORKERS": str(workers),
             "ROSSBY_METRICS_LISTEN": "",
+            "ROSSBY_SEND_RATE_PER_DEVICE": "0",
+            # Every loadtest user registers from 127.0.0.1.
+            "ROSSBY_REGISTER_RATE_PER_ADDRESS": "0",
         }
         self.proc: subprocess.Popen[bytes] | None = None
 

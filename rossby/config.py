@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from rossby.errors import ConfigError
 from rossby.replication.topology import resolve as resolve_topology
+from rossby.server.ratelimit import parse_limit
 from rossby.store import parse_store_url
 
 SECRET_KEYS = frozenset({"contact_hash_key", "smtp_password", "webhook_token", "server_secret"})
@@ -73,6 +74,30 @@ class Settings:
     code_ttl: int = field(default=600, metadata={"doc": "seconds a code stays valid"})
     code_attempts: int = field(default=5, metadata={"doc": "wrong codes before a new one"})
     resend_interval: float = field(default=30.0, metadata={"doc": "seconds between resends"})
+    register_contact_limit: int = field(
+        default=5,
+        metadata={
+            "doc": "codes sent to one contact per register_contact_window (Register and "
+            "AddContact), counted in the store across processes; 0: off"
+        },
+    )
+    register_contact_window: float = field(
+        default=3600.0, metadata={"doc": "seconds over which register_contact_limit counts"}
+    )
+    register_rate_per_address: str = field(
+        default="30/hour",
+        metadata={
+            "doc": "Register calls per client address (IPv6: per /64) per serving process, "
+            "e.g. 30/hour; 0: off (raise it for load tests)"
+        },
+    )
+    authorize_failures_per_address: str = field(
+        default="30/hour",
+        metadata={
+            "doc": "wrong codes or signatures at Authorize per client address (IPv6: per /64) "
+            "per serving process; 0: off"
+        },
+    )
     hawk_skew: float = field(default=60.0, metadata={"doc": "allowed clock skew, seconds"})
     housekeeping_interval: float = field(
         default=300.0, metadata={"doc": "seconds between purges of expired rows"}
@@ -128,6 +153,50 @@ class Settings:
     )
     presence_ttl: float = field(
         default=30.0, metadata={"doc": "seconds a presence row lives unless refreshed"}
+    )
+    send_rate_per_device: str = field(
+        default="1200/minute",
+        metadata={
+            "doc": "messages one device may Send per serving process (a Send costs its "
+            "recipients), e.g. 1200/minute; must fit max_recipients; 0: off"
+        },
+    )
+    account_rate_per_device: str = field(
+        default="20/hour",
+        metadata={
+            "doc": "AddContact, RotateKeys, ApproveLink and RevokeDevice calls per device "
+            "per serving process; 0: off"
+        },
+    )
+    stream_max_age: float = field(
+        default=3600.0,
+        metadata={
+            "doc": "seconds a Subscribe stream lives at most (less up to 10%), then ends "
+            "with OK and the client resubscribes; also the connection age"
+        },
+    )
+    stream_write_timeout: float = field(
+        default=60.0,
+        metadata={"doc": "seconds one write to a stream may stall, then SLOW_CONSUMER"},
+    )
+    keepalive_time: float = field(
+        default=60.0,
+        metadata={"doc": "seconds between the server's HTTP/2 pings on a quiet connection"},
+    )
+    keepalive_timeout: float = field(
+        default=20.0,
+        metadata={"doc": "seconds a ping may go unanswered before the connection is closed"},
+    )
+    keepalive_min_interval: float = field(
+        default=30.0,
+        metadata={
+            "doc": "seconds clients must leave between pings (faster: GOAWAY too_many_pings); "
+            "at most 60, the SDK's ping interval"
+        },
+    )
+    connection_idle: float = field(
+        default=600.0,
+        metadata={"doc": "seconds a connection without calls stays open"},
     )
 
     @property
@@ -237,6 +306,8 @@ def _validate(s: Settings) -> Settings:
         if int(m_port) and s.metrics_listen == s.listen:
             raise ConfigError("invalid setting metrics_listen: same address as listen")
     _validate_tls(s)
+    _validate_abuse_limits(s)
+    _validate_sends_and_connections(s)
     if s.peer_address:
         p_host, p_sep, p_port = s.peer_address.rpartition(":")
         if p_sep and p_host.startswith("[") is p_host.endswith("]") and p_port.isdigit():
@@ -274,6 +345,61 @@ def _validate_tls(s: Settings) -> None:
         path = getattr(s, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"invalid setting {name}: no such file {path!r}")
+
+
+#: The longest register_contact_window: a window of a year is already no
+#: rate, and Cassandra keeps each send that long (TTL).
+MAX_CONTACT_WINDOW = 365 * 86400.0
+
+
+def _validate_abuse_limits(s: Settings) -> None:
+    if not 0 <= s.register_contact_limit <= 1000:
+        raise ConfigError("invalid setting register_contact_limit: must be 0 (off) to 1000")
+    if not 0 < s.register_contact_window <= MAX_CONTACT_WINDOW:
+        raise ConfigError(
+            "invalid setting register_contact_window: must be positive, at most "
+            f"{MAX_CONTACT_WINDOW:.0f} (a year)"
+        )
+    for name in ("register_rate_per_address", "authorize_failures_per_address"):
+        parse_limit(name, getattr(s, name))
+
+
+#: Seconds between the SDK's keepalive pings (``rossby.client.channel``
+#: ``KEEPALIVE_TIME_MS``; a test keeps the two equal). A server that wants
+#: pings further apart than this would GOAWAY SDK clients (too_many_pings).
+SDK_PING_INTERVAL = 60.0
+
+
+def _validate_sends_and_connections(s: Settings) -> None:
+    send = parse_limit("send_rate_per_device", s.send_rate_per_device)
+    if send is not None and send.amount < s.max_recipients:
+        # A Send costs its recipients and is refused whole, so a limit below
+        # max_recipients would refuse a valid group Send forever.
+        raise ConfigError(
+            f"invalid setting send_rate_per_device: {s.send_rate_per_device!r} allows fewer "
+            f"messages than one Send of max_recipients ({s.max_recipients}) carries"
+        )
+    parse_limit("account_rate_per_device", s.account_rate_per_device)
+    for name in (
+        "stream_max_age",
+        "stream_write_timeout",
+        "keepalive_time",
+        "keepalive_timeout",
+        "keepalive_min_interval",
+        "connection_idle",
+    ):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"invalid setting {name}: must be positive")
+    if s.stream_write_timeout < s.stream_stall:
+        raise ConfigError(
+            "invalid setting stream_write_timeout: must be at least stream_stall, so a "
+            "stalled stream is told to catch up before it is aborted"
+        )
+    if s.keepalive_min_interval > SDK_PING_INTERVAL:
+        raise ConfigError(
+            f"invalid setting keepalive_min_interval: at most {SDK_PING_INTERVAL:g} "
+            "(the SDK pings that often; slower would disconnect it with too_many_pings)"
+        )
 
 
 def _field_kinds() -> dict[str, Any]:
@@ -341,7 +467,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             default=None,
-            help=f"{f.metadata.get('doc', '')} (env ROSSBY_{f.name.upper()})",
+            # argparse %-formats help strings; a doc may say "10%".
+            help=f"{f.metadata.get('doc', '').replace('%', '%%')} (env ROSSBY_{f.name.upper()})",
         )
 
 

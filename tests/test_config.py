@@ -57,6 +57,53 @@ def test_invalid_setting_names_it(flags: dict[str, str], named: str) -> None:
         load_settings(flags, environ={})
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"register_contact_limit": "-1"}, "register_contact_limit: must be 0 (off) to 1000"),
+        ({"register_contact_limit": "1001"}, "register_contact_limit: must be 0 (off) to 1000"),
+        ({"register_contact_limit": "5.5"}, "register_contact_limit: '5.5' is not an integer"),
+        ({"register_contact_window": "0"}, "register_contact_window: must be positive"),
+        ({"register_contact_window": "4e7"}, "register_contact_window: must be positive"),
+        ({"register_rate_per_address": "lots"}, "register_rate_per_address: 'lots' is not a"),
+        ({"register_rate_per_address": "0/hour"}, "register_rate_per_address: '0/hour' is"),
+        ({"authorize_failures_per_address": "5/fortnight"}, "authorize_failures_per_address:"),
+    ],
+)
+def test_invalid_abuse_limits_are_one_line_errors(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags, environ={})
+    text = str(caught.value)
+    assert text.startswith(f"invalid setting {message}"), text
+    assert "\n" not in text
+
+
+def test_abuse_limits_default_on_and_zero_is_off() -> None:
+    s = load_settings({}, environ={})
+    assert (s.register_contact_limit, s.register_contact_window) == (5, 3600.0)
+    assert s.register_rate_per_address == s.authorize_failures_per_address == "30/hour"
+    off = {
+        "register_contact_limit": "0",
+        "register_rate_per_address": "0",
+        "authorize_failures_per_address": "off",
+    }
+    assert load_settings(off, environ={}).register_contact_limit == 0
+
+
+def test_cli_refuses_a_bad_address_limit_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "rossby", "serve", "--register-rate-per-address", "lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "rossby: invalid setting register_rate_per_address: 'lots' is not a rate like"
+        " '20/hour' or '0' (off)"
+    ]
+
+
 def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "rossby.toml"
     cfg.write_text("lisen = 1\n")
@@ -89,3 +136,73 @@ def test_every_setting_has_a_doc() -> None:
     from dataclasses import fields
 
     assert all(f.metadata.get("doc") for f in fields(Settings))
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_help_lists_every_setting(command: str) -> None:
+    """argparse %-formats help text: one stray "%" in a doc broke ``--help``."""
+    from dataclasses import fields
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rossby", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    for f in fields(Settings):
+        assert f"--{f.name.replace('_', '-')}" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"send_rate_per_device": "lots"}, "send_rate_per_device: 'lots' is not a rate"),
+        ({"send_rate_per_device": "0/minute"}, "send_rate_per_device: '0/minute' is not a rate"),
+        ({"send_rate_per_device": "999/minute"}, "send_rate_per_device: '999/minute' allows fewer"),
+        (
+            {"send_rate_per_device": "50/minute", "max_recipients": "51"},
+            "send_rate_per_device: '50/minute' allows fewer messages than one Send of "
+            "max_recipients (51)",
+        ),
+        ({"account_rate_per_device": "1/fortnight"}, "account_rate_per_device: '1/fortnight'"),
+        ({"stream_max_age": "0"}, "stream_max_age: must be positive"),
+        ({"stream_write_timeout": "-1"}, "stream_write_timeout: must be positive"),
+        ({"stream_write_timeout": "10"}, "stream_write_timeout: must be at least stream_stall"),
+        ({"keepalive_time": "0"}, "keepalive_time: must be positive"),
+        ({"keepalive_timeout": "0"}, "keepalive_timeout: must be positive"),
+        ({"keepalive_min_interval": "61"}, "keepalive_min_interval: at most 60"),
+        ({"connection_idle": "soon"}, "connection_idle: 'soon' is not a number"),
+    ],
+)
+def test_invalid_send_and_stream_limits_are_one_line_errors(
+    flags: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags, environ={})
+    text = str(caught.value)
+    assert text.startswith(f"invalid setting {message}"), text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("off", ["0", "off", ""])
+def test_send_rate_zero_is_off_whatever_max_recipients(off: str) -> None:
+    s = load_settings({"send_rate_per_device": off, "max_recipients": "5000"}, environ={})
+    assert s.send_rate_per_device == off
+
+
+def test_default_limits_fit_and_keep_sdk_clients_connected() -> None:
+    from rossby.client.channel import KEEPALIVE_OPTIONS, KEEPALIVE_TIME_MS
+    from rossby.config import SDK_PING_INTERVAL
+    from rossby.server.ratelimit import parse_limit
+
+    s = load_settings({}, environ={})
+    send = parse_limit("send_rate_per_device", s.send_rate_per_device)
+    assert send is not None and send.amount >= s.max_recipients  # one full group Send fits
+    # The SDK never pings faster than the server accepts, and config cannot
+    # be set to want slower pings than the SDK sends.
+    assert KEEPALIVE_TIME_MS == SDK_PING_INTERVAL * 1000
+    assert s.keepalive_min_interval * 1000 <= KEEPALIVE_TIME_MS
+    # Without this gRPC stops pinging after two pings on a receive-only stream.
+    assert dict(KEEPALIVE_OPTIONS)["grpc.http2.max_pings_without_data"] == 0
+    assert s.stream_write_timeout >= s.stream_stall

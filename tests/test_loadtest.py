@@ -15,7 +15,15 @@ from rossby.loadtest.config import LoadConfig, UsageError, parse_mix
 from tests.serverproc import ServerProcess, rossby
 
 # One serving process and no metrics port: several of these may run at once.
-SERVER_ENV = {"ROSSBY_WORKERS": "1", "ROSSBY_METRICS_LISTEN": ""}
+# The per-device send limit is off: the load generator sends from four
+# devices as fast as the server answers (it measures the server, not the limit).
+# So is the per-address Register limit: every device registers from 127.0.0.1.
+SERVER_ENV = {
+    "ROSSBY_WORKERS": "1",
+    "ROSSBY_METRICS_LISTEN": "",
+    "ROSSBY_SEND_RATE_PER_DEVICE": "0",
+    "ROSSBY_REGISTER_RATE_PER_ADDRESS": "0",
+}
 
 
 def _sqlite(tmp_path: Path) -> str:

@@ -20,11 +20,30 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
 from rossby.client.state import TlsConfig
+
+#: The SDK's HTTP/2 keepalive. It pings only while a call is open (a
+#: ``listen`` stream, a slow unary call), so a connection that died without
+#: a FIN or RST (a phone changing networks, a NAT that forgot the flow) is
+#: given up after about 80 s instead of a TCP timeout of many minutes, and
+#: ``listen`` reconnects. The server refuses pings closer together than its
+#: ``keepalive_min_interval`` (30 s by default, at most 60: config refuses
+#: more) with GOAWAY "too_many_pings" after two strikes, so this interval
+#: must stay at or above it. ``max_pings_without_data`` 0: without it gRPC
+#: stops pinging after two pings on a stream that only receives, which is
+#: exactly the long-lived Subscribe stream.
+KEEPALIVE_TIME_MS: Final = 60_000
+KEEPALIVE_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.ping_timeout_ms", 20_000),  # what gRPC core waits for the ack
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 
 
 def make_channel(
@@ -43,11 +62,14 @@ def make_channel(
     system's). ``client_cert``/``client_key``: PEM certificate chain and key
     for a server that requires mutual TLS; both or neither.
     ``server_name``: the name to check the server certificate against when
-    it differs from the host dialled.
+    it differs from the host dialled. ``options`` are added to (and
+    override, by name) ``KEEPALIVE_OPTIONS``.
     """
     if (client_cert is None) != (client_key is None):
         raise ValueError("client_cert and client_key go together")
-    opts = list(options)
+    merged: dict[str, Any] = dict(KEEPALIVE_OPTIONS)
+    merged.update(dict(options))
+    opts = list(merged.items())
     if not (tls or ca is not None or client_cert is not None):
         if server_name is not None:
             raise ValueError("server_name needs TLS")
@@ -110,4 +132,11 @@ def tls_config_from_args(args: argparse.Namespace) -> TlsConfig | None:
     )
 
 
-__all__ = ["add_tls_arguments", "channel_from_args", "make_channel", "tls_config_from_args"]
+__all__ = [
+    "KEEPALIVE_OPTIONS",
+    "KEEPALIVE_TIME_MS",
+    "add_tls_arguments",
+    "channel_from_args",
+    "make_channel",
+    "tls_config_from_args",
+]

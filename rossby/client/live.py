@@ -121,7 +121,8 @@ class UpToDate:
 @dataclass(frozen=True, slots=True)
 class Reconnecting:
     """The stream ended (``reason``: a gRPC status name, ``CATCH_UP``,
-    ``SERVER_CLOSED`` or ``IDLE``); it reopens after ``delay`` seconds."""
+    ``SERVER_CLOSED``: the server stopped, or the stream reached the server's
+    ``stream_max_age``, or ``IDLE``); it reopens after ``delay`` seconds."""
 
     reason: str
     delay: float

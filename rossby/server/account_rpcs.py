@@ -20,7 +20,7 @@ from rossby.server.accounts import Accounts
 from rossby.server.inbox import Inbox
 from rossby.server.linking import Linker
 from rossby.server.notify import Notifier
-from rossby.server.registration import Registrar
+from rossby.server.registration import ContactCodeLimit, Registrar
 from rossby.store import Store
 from rossby.store.accounts import account_store
 from rossby.v1 import rossby_pb2 as pb
@@ -57,6 +57,9 @@ class AccountRpcs:
             resend_interval=settings.resend_interval,
             default_phone_region=settings.default_phone_region,
             clock=clock,
+            contact_codes=ContactCodeLimit(
+                settings.register_contact_limit, settings.register_contact_window
+            ),
         )
         self.linker = Linker(
             store,

@@ -31,7 +31,7 @@ from rossby.server import validate
 from rossby.server.inbox import Caller
 from rossby.server.keylog import KeyLog, active_keys, head_pb, to_pb
 from rossby.server.notify import Notifier
-from rossby.server.registration import new_code
+from rossby.server.registration import ContactCodeLimit, new_code
 from rossby.store import Device, DeviceState, Profile, Store
 from rossby.store.accounts import AccountStore, ContactChallenge, KeyLogEntry, SenderRule
 from rossby.v1 import rossby_pb2
@@ -102,6 +102,7 @@ class Accounts:
         resend_interval: float,
         default_phone_region: str,
         clock: Callable[[], float],
+        contact_codes: ContactCodeLimit,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -113,6 +114,7 @@ class Accounts:
         self.resend_interval = resend_interval
         self.default_phone_region = default_phone_region
         self.clock = clock
+        self.contact_codes = contact_codes
         self.key_log = KeyLog(accounts, clock)
 
     # -- visibility (RequestKey, Send, KeyLog) -----------------------------
@@ -346,6 +348,9 @@ class Accounts:
                     reason="RATE_LIMITED",
                     metadata={"retry_after_seconds": f"{wait:.0f}"},
                 )
+        # A box may name any contact here, so the per-contact limit on codes
+        # applies as at Register.
+        await self.contact_codes.reserve(self.store, [contact_hash], now)
         code = new_code()
         challenge = ContactChallenge(
             box_id=box_id,

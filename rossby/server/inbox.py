@@ -22,12 +22,19 @@ from rossby.v1 import rossby_pb2
 
 if TYPE_CHECKING:
     from rossby.server.accounts import Accounts
+    from rossby.server.ratelimit import RateLimit
     from rossby.server.realtime import Realtime
 
 log = get_logger(__name__)
 
 FETCH_DEFAULT = 100
 FETCH_MAX = 500
+FETCH_PAGE_BYTES = 2 * 1024 * 1024
+"""A Fetch page stops growing here (but always carries one message): gRPC
+clients refuse replies over 4 MiB by default, and 100 messages of 64 KiB
+would be 6.4 MiB, so without a byte budget a box full of large messages
+could not be read with a default-sized page."""
+PER_MESSAGE_OVERHEAD = 8  # field tag and length prefix of each repeated entry
 SEND_CONCURRENCY = 32
 
 
@@ -61,6 +68,7 @@ class Inbox:
         max_recipients: int,
         default_phone_region: str,
         clock: Callable[[], float],
+        send_limit: RateLimit | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -68,6 +76,8 @@ class Inbox:
         self.max_recipients = max_recipients
         self.default_phone_region = default_phone_region
         self.clock = clock
+        #: ``send_rate_per_device``: messages (not calls) per sending device.
+        self.send_limit = send_limit
         #: Sender rules, profile and key-log head (rossby.server.accounts);
         #: set by the service.
         self.accounts: Accounts | None = None
@@ -160,6 +170,11 @@ class Inbox:
                     NewMessage(message_id, caller.box_id, caller.device_id, bytes(m.ciphertext)),
                 )
             )
+        if self.send_limit is not None:
+            # After validation, so the cost is the real recipient count; before
+            # the first store call, so a refused Send has written (and read)
+            # nothing. Ephemeral Sends count too: each one fans out.
+            await self.send_limit.hit(str(caller.device_id), cost=len(parsed))
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
         boxes: dict[uuid.UUID, asyncio.Task[bool]] = {}
 
@@ -229,10 +244,18 @@ class Inbox:
         page = await self.store.fetch(
             caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )
-        messages = [queued_message(m) for m in page.messages]
+        messages: list[rossby_pb2.QueuedMessage] = []
+        more, size = page.more, 0
+        for stored in page.messages:
+            message = queued_message(stored)
+            size += message.ByteSize() + PER_MESSAGE_OVERHEAD
+            if messages and size > FETCH_PAGE_BYTES:
+                more = True  # the rest comes with the next page, after the last one sent
+                break
+            messages.append(message)
         next_after = messages[-1].position if messages else max(request.after, page.cursor)
         return rossby_pb2.FetchResponse(
-            messages=messages, more=page.more, next_after=next_after, cursor=page.cursor
+            messages=messages, more=more, next_after=next_after, cursor=page.cursor
         )
 
     async def ack(self, request: rossby_pb2.AckRequest, caller: Caller) -> rossby_pb2.AckResponse:

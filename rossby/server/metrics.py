@@ -26,7 +26,7 @@ import inspect
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from threading import Thread
 from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
@@ -256,6 +256,14 @@ class MeteredStore(Store):
 
     async def complete_registration(self, device_id: uuid.UUID) -> None:
         await self._timed("complete_registration", self.inner.complete_registration(device_id))
+
+    async def reserve_code_sends(
+        self, contact_hashes: Sequence[bytes], *, now: float, window: float, limit: int
+    ) -> None:
+        await self._timed(
+            "reserve_code_sends",
+            self.inner.reserve_code_sends(contact_hashes, now=now, window=window, limit=limit),
+        )
 
     # boxes, devices, profiles
 

@@ -10,12 +10,13 @@ unknown outcome converges to the same box and the same credentials.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from rossby import errors
 from rossby.contacts import ContactHasher, NormalizedContact, normalize
@@ -24,6 +25,7 @@ from rossby.crypto.sealed import credentials_aad, seal
 from rossby.logging import get_logger
 from rossby.server import validate
 from rossby.server.notify import Notifier
+from rossby.server.ratelimit import RateLimit, client_address
 from rossby.store import Box, Device, DeviceState, Registration, Store
 from rossby.v1 import rossby_pb2
 
@@ -44,6 +46,27 @@ def hawk_id(box_id: uuid.UUID, device_id: uuid.UUID) -> str:
     return f"{box_id}.{device_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class ContactCodeLimit:
+    """At most ``limit`` codes to one contact per ``window`` seconds (0: off).
+
+    Counted in the store (``Store.reserve_code_sends``), not in memory:
+    fresh device ids, other worker processes or a restart must not reset
+    what one phone number or mailbox has received. Register and AddContact
+    share it, since both send a code to a contact the caller names.
+    """
+
+    limit: int
+    window: float
+
+    async def reserve(self, store: Store, contact_hashes: Sequence[bytes], now: float) -> None:
+        """Count the codes about to go out, or raise CONTACT_RATE_LIMITED."""
+        if self.limit > 0:
+            await store.reserve_code_sends(
+                contact_hashes, now=now, window=self.window, limit=self.limit
+            )
+
+
 class Registrar:
     """The registration half of the service, kept apart from the queue RPCs."""
 
@@ -61,6 +84,9 @@ class Registrar:
         max_contacts: int,
         default_phone_region: str,
         clock: Callable[[], float],
+        contact_codes: ContactCodeLimit,
+        register_per_address: RateLimit,
+        authorize_failures_per_address: RateLimit,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -73,6 +99,9 @@ class Registrar:
         self.max_contacts = max_contacts
         self.default_phone_region = default_phone_region
         self.clock = clock
+        self.contact_codes = contact_codes
+        self.register_per_address = register_per_address
+        self.authorize_failures_per_address = authorize_failures_per_address
         #: Called once the box exists, before its contacts are claimed (the
         #: accounts module records the key log's genesis entry there).
         self.on_box_created: Callable[[Device, Sequence[bytes]], Awaitable[None]] | None = None
@@ -94,7 +123,16 @@ class Registrar:
                 )
         return out
 
-    async def register(self, request: rossby_pb2.RegisterRequest) -> rossby_pb2.RegisterResponse:
+    async def register(
+        self, request: rossby_pb2.RegisterRequest, peer: str
+    ) -> rossby_pb2.RegisterResponse:
+        """``peer`` is the gRPC peer (``context.peer()``), for the address limit.
+
+        Every call counts against the address limit, first, invalid ones
+        too: Register is unauthenticated and answers CONTACT_TAKEN, so it is
+        also the cheapest probe of who is registered.
+        """
+        await self.register_per_address.hit(client_address(peer))
         device_id = validate.parse_id("device_id", request.device_id)
         contacts = self.contacts(request.contacts)
         keys = validate.device_keys(device_id, request.keys)
@@ -122,6 +160,8 @@ class Registrar:
                     metadata={"retry_after_seconds": f"{wait:.0f}"},
                 )
             box_id = existing.box_id
+        # Last check, first write: a refused Register records and sends nothing.
+        await self.contact_codes.reserve(self.store, hashes, now)
         codes = [new_code() for _ in contacts]
         registration = Registration(
             device_id=device_id,
@@ -155,7 +195,15 @@ class Registrar:
         log.info("registration_started", device=str(device_id), contacts=len(contacts))
         return rossby_pb2.RegisterResponse(code_ttl_seconds=self.code_ttl)
 
-    async def authorize(self, request: rossby_pb2.AuthorizeRequest) -> rossby_pb2.AuthorizeResponse:
+    async def authorize(
+        self, request: rossby_pb2.AuthorizeRequest, peer: str
+    ) -> rossby_pb2.AuthorizeResponse:
+        """``peer`` as for ``register``. An address out of its budget of
+        wrong codes is refused before anything is checked, so it cannot
+        keep guessing across many registrations (each allows only
+        ``code_attempts`` wrong codes, but an address may hold many)."""
+        address = client_address(peer)
+        await self.authorize_failures_per_address.check(address)
         device_id = validate.parse_id("device_id", request.device_id)
         codes = list(request.codes)
         registration = await self.store.get_registration(device_id)
@@ -180,7 +228,7 @@ class Registrar:
         if not verify_authorize_signature(
             registration.keys.signing_key, device_id, codes, bytes(request.signature)
         ):
-            await self._failed(device_id)
+            await self._failed(device_id, address)
             raise errors.PermissionDenied(
                 "signature does not prove the device key", reason="BAD_SIGNATURE"
             )
@@ -191,7 +239,7 @@ class Registrar:
             )
         ]
         if not all(matches):
-            attempts = await self._failed(device_id)
+            attempts = await self._failed(device_id, address)
             left = max(self.code_attempts - attempts, 0)
             if left == 0:
                 raise errors.FailedPrecondition(
@@ -215,8 +263,13 @@ class Registrar:
             box_id=str(device.box_id), sealed_credentials=sealed, home_region=self.home_region
         )
 
-    async def _failed(self, device_id: uuid.UUID) -> int:
-        return await self.store.record_failed_attempt(device_id)
+    async def _failed(self, device_id: uuid.UUID, address: str) -> int:
+        attempts = await self.store.record_failed_attempt(device_id)
+        # The attempt was already allowed by check(); a racing call that
+        # filled the budget meanwhile does not turn this answer into another.
+        with contextlib.suppress(errors.ResourceExhausted):
+            await self.authorize_failures_per_address.hit(address)
+        return attempts
 
     async def _complete(self, registration: Registration) -> Device:
         box_id, device_id = registration.box_id, registration.device_id

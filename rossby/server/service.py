@@ -40,8 +40,9 @@ from rossby.server.auth import HawkAuth, Identity, identity_lookup
 from rossby.server.inbox import Caller, Inbox
 from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
+from rossby.server.ratelimit import RateLimit
 from rossby.server.realtime import Realtime
-from rossby.server.registration import Registrar
+from rossby.server.registration import ContactCodeLimit, Registrar
 from rossby.server.secrets import load_secret
 from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
 from rossby.store import DeviceState
@@ -57,6 +58,16 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 LOG_TAG_CONTEXT = b"rossby/v1 log box tag"
+
+#: Signed calls under ``account_rate_per_device``, counted per call before
+#: it runs: each sends a code to a contact (AddContact: SMS cost, and the
+#: per-contact limit does not stop one device trying many contacts) or
+#: appends to the box's key log, which is kept forever and which every
+#: correspondent downloads to verify (ApproveLink, RevokeDevice,
+#: RotateKeys). Other account calls overwrite bounded rows or only read;
+#: SetSenderRule is left out because the SDK sets one per new recipient
+#: under contacts-only (docs/security.md, "Rate limits and abuse").
+ACCOUNT_LIMITED = frozenset({"AddContact", "ApproveLink", "RevokeDevice", "RotateKeys"})
 
 
 @dataclass(slots=True)
@@ -183,6 +194,19 @@ class RossbyService:
             max_contacts=settings.max_contacts,
             default_phone_region=settings.default_phone_region,
             clock=app.clock,
+            contact_codes=ContactCodeLimit(
+                settings.register_contact_limit, settings.register_contact_window
+            ),
+            register_per_address=RateLimit(
+                "register_rate_per_address",
+                settings.register_rate_per_address,
+                reason="ADDRESS_RATE_LIMITED",
+            ),
+            authorize_failures_per_address=RateLimit(
+                "authorize_failures_per_address",
+                settings.authorize_failures_per_address,
+                reason="ADDRESS_RATE_LIMITED",
+            ),
         )
         self.inbox = Inbox(
             app.store,
@@ -191,6 +215,14 @@ class RossbyService:
             max_recipients=settings.max_recipients,
             default_phone_region=settings.default_phone_region,
             clock=app.clock,
+            send_limit=RateLimit(
+                "send_rate_per_device", settings.send_rate_per_device, reason="SEND_RATE_LIMITED"
+            ),
+        )
+        self.account_limit = RateLimit(
+            "account_rate_per_device",
+            settings.account_rate_per_device,
+            reason="ACCOUNT_RATE_LIMITED",
         )
         self.account_rpcs = AccountRpcs(
             settings,
@@ -230,10 +262,14 @@ class RossbyService:
             req: type[Req],
             resp: type[Resp],
         ) -> grpc.RpcMethodHandler:
+            limit = self.account_limit if method in ACCOUNT_LIMITED else None
+
             async def call(request: Req, context: Any, identity: Identity) -> Resp:
                 info = _CALL.get()
                 if info is not None:
                     info.box = box_tag(self._log_key, identity.box_id)
+                if limit is not None:
+                    await limit.hit(identity.device_id)
                 return await fn(request, _caller(identity))
 
             return auth.unary(method, call, req, resp)
@@ -246,12 +282,22 @@ class RossbyService:
 
             return auth.public_unary(call, req, resp)
 
+        def public_with_peer(
+            fn: Callable[[Any, str], Awaitable[Resp]], req: type[Req], resp: type[Resp]
+        ) -> grpc.RpcMethodHandler:
+            """A public call that learns the client's address (per-address limits)."""
+
+            async def call(request: Req, context: Any) -> Resp:
+                return await fn(request, context.peer())
+
+            return auth.public_unary(call, req, resp)
+
         handlers = {
-            "Register": public(
-                "Register", self.registrar.register, pb.RegisterRequest, pb.RegisterResponse
+            "Register": public_with_peer(
+                self.registrar.register, pb.RegisterRequest, pb.RegisterResponse
             ),
-            "Authorize": public(
-                "Authorize", self.registrar.authorize, pb.AuthorizeRequest, pb.AuthorizeResponse
+            "Authorize": public_with_peer(
+                self.registrar.authorize, pb.AuthorizeRequest, pb.AuthorizeResponse
             ),
             "RequestKey": signed(
                 "RequestKey", self.inbox.request_key, pb.RequestKeyRequest, pb.RequestKeyResponse

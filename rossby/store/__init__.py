@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 from rossby.errors import ConfigError
 from rossby.store.base import (
     Box,
+    CodeSendLimitExceeded,
     Compaction,
     Device,
     DeviceKeys,
@@ -96,6 +97,7 @@ def open_store(url: str | StoreURL, options: StoreOptions | None = None) -> Stor
 
 __all__ = [
     "Box",
+    "CodeSendLimitExceeded",
     "Compaction",
     "Device",
     "DeviceKeys",

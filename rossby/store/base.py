@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -187,6 +188,36 @@ class PendingCapExceeded(ResourceExhausted):
     default_reason = "PENDING_CAP"
 
 
+class CodeSendLimitExceeded(ResourceExhausted):
+    """A contact already had its quota of one-time codes in the window.
+
+    Raised by ``Store.reserve_code_sends`` with metadata
+    ``retry_after_seconds`` and ``limit``; the client sees it as is.
+    """
+
+    default_reason = "CONTACT_RATE_LIMITED"
+
+
+def code_send_refusal(
+    recent: Sequence[Sequence[float]], *, now: float, window: float, limit: int
+) -> CodeSendLimitExceeded | None:
+    """What ``reserve_code_sends`` raises, or None when every contact has room.
+
+    ``recent`` holds, per contact, its send times after ``now - window``,
+    newest first, at most ``limit`` of them (both backends read them that
+    way, so the bound is a LIMIT, not a scan). A contact at its limit has
+    room again once its ``limit``-th newest send leaves the window.
+    """
+    waits = [times[limit - 1] + window - now for times in recent if len(times) >= limit]
+    if not waits:
+        return None
+    wait = max(1, math.ceil(max(waits)))
+    return CodeSendLimitExceeded(
+        f"a contact was sent {limit} codes in the last {window:g} seconds; retry later",
+        metadata={"retry_after_seconds": str(wait), "limit": str(limit)},
+    )
+
+
 class Store(abc.ABC):
     """The storage seam. Implementations stay terse; the contract is here.
 
@@ -286,6 +317,44 @@ class Store(abc.ABC):
         """Mark the registration completed (kept until it expires, so a
         retried Authorize can be answered again)."""
 
+    # -- one-time codes sent per contact (abuse limit) ---------------------
+
+    @abc.abstractmethod
+    async def reserve_code_sends(
+        self, contact_hashes: Sequence[bytes], *, now: float, window: float, limit: int
+    ) -> None:
+        """Count one code about to be sent to each contact, unless one of
+        them already had ``limit`` codes in the ``window`` seconds up to ``now``.
+
+        This is the per-contact limit on codes (docs/security.md, "Abuse
+        limits"). It lives in the store, not in a process's memory, so it
+        holds across server processes, restarts and the servers of a
+        region, which is what stops fresh device ids from pumping SMS or
+        e-mail at one contact. Only keyed contact hashes are stored.
+
+        ``now`` is the caller's clock (the server's, which tests move); a
+        send counts while its time is after ``now - window`` and is kept at
+        least that long. ``limit`` is at least 1 and ``window`` positive.
+        Repeated hashes in one call count once.
+
+        All or nothing: when any contact is at its limit, nothing is
+        recorded and ``CodeSendLimitExceeded`` is raised, with metadata
+        ``retry_after_seconds`` (whole seconds, at least 1, until every
+        refused contact has room again) and ``limit``. Sends are never given
+        back, even when the code then fails to go out (a provider that timed
+        out may still have delivered it). A call that fails otherwise
+        (``StoreUnavailable``) may have recorded some of its sends.
+
+        SQLite is exact: the count and the record are one write
+        transaction. Cassandra reads, then writes plain TTL'd rows (no
+        lightweight transaction, which would put a Paxos round on every
+        Register). Callers in one process queue per contact, so the count is
+        exact within a process; callers in different processes or servers
+        racing for one contact may each see room, so a contact can get up
+        to ``limit + P - 1`` codes in a window with P racing processes. Sends
+        recorded in another region count once replicated there.
+        """
+
     # -- boxes, devices (keystore), profiles ------------------------------
 
     @abc.abstractmethod
@@ -347,11 +416,15 @@ class Store(abc.ABC):
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
         """Queue a message for every device of the box.
 
-        Idempotent on (box_id, message.message_id) at least while the first
-        copy is stored (not yet compacted or expired): a retry answers the
-        first attempt's position with ``duplicate=True`` and stores nothing
-        new. A retry into a full box is still answered as a duplicate (the
-        message is already queued), not refused. The message expires
+        Idempotent on (box_id, message.message_id) until the first copy
+        expires, whether or not it has been delivered and compacted since: a
+        retry answers the first attempt's position with ``duplicate=True``
+        and stores nothing new. (A sender that never heard its first answer,
+        because the server crashed or the call timed out, retries later; had
+        compaction forgotten the id, every device would get the message a
+        second time, above its cursor.) A retry into a full box is still
+        answered as a duplicate (the message is already queued), not
+        refused. The message expires
         ``options.message_ttl`` seconds after it was queued, read or not.
         Raises ``PendingCapExceeded`` when the box already holds
         ``options.pending_cap`` messages not yet passed by every active
@@ -442,6 +515,7 @@ class Store(abc.ABC):
 
 __all__ = [
     "Box",
+    "CodeSendLimitExceeded",
     "Compaction",
     "Device",
     "DeviceKeys",
@@ -457,4 +531,5 @@ __all__ = [
     "Store",
     "StoreOptions",
     "StoredMessage",
+    "code_send_refusal",
 ]

@@ -155,7 +155,9 @@ class RossbyServicer:
         Errors: INVALID_ARGUMENT (malformed contact, keys, bad key signature,
         too many contacts), ALREADY_EXISTS (CONTACT_TAKEN: a contact already
         belongs to a box; link the device instead), RESOURCE_EXHAUSTED
-        (RATE_LIMITED: resend asked too soon), UNAVAILABLE (NOTIFIER_FAILED,
+        (RATE_LIMITED: resend asked too soon; CONTACT_RATE_LIMITED: a contact
+        already received its quota of codes; ADDRESS_RATE_LIMITED: too many
+        Registers from the client's address), UNAVAILABLE (NOTIFIER_FAILED,
         STORE_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -169,7 +171,9 @@ class RossbyServicer:
         Errors: NOT_FOUND (REGISTRATION_NOT_FOUND), PERMISSION_DENIED
         (CODE_INVALID, BAD_SIGNATURE), FAILED_PRECONDITION (CODE_EXPIRED,
         TOO_MANY_ATTEMPTS: register again for a new code), ALREADY_EXISTS
-        (CONTACT_TAKEN: another registration claimed a contact first).
+        (CONTACT_TAKEN: another registration claimed a contact first),
+        RESOURCE_EXHAUSTED (ADDRESS_RATE_LIMITED: too many wrong codes from the
+        client's address).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -312,8 +316,9 @@ class RossbyServicer:
 
     def AddContact(self, request, context):
         """Sends a code to a new contact for the caller's box. Errors: as Register
-        (CONTACT_TAKEN, RATE_LIMITED, NOTIFIER_FAILED), ALREADY_EXISTS
-        (CONTACT_ALREADY_YOURS), RESOURCE_EXHAUSTED (TOO_MANY_CONTACTS).
+        (CONTACT_TAKEN, RATE_LIMITED, CONTACT_RATE_LIMITED, NOTIFIER_FAILED),
+        ALREADY_EXISTS (CONTACT_ALREADY_YOURS), RESOURCE_EXHAUSTED
+        (TOO_MANY_CONTACTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -227,3 +227,34 @@ async def test_a_message_id_is_never_shown_twice_across_reconnects(
         sent.append((await alice.send([contact_of(bob)], f"m{i}")).message_id)
     await asyncio.wait_for(consume(len(sent)), WAIT)
     assert seen == sent
+
+
+async def test_listen_rides_over_stream_max_age_without_loss_or_repeats(
+    make_api: Callable[..., Any], people: Join
+) -> None:
+    """Streams (and connections) end every second here; the SDK resubscribes
+    from what it processed each time, so the consumer sees every message
+    exactly once, in order."""
+    api = await make_api(stream_max_age=1, stream_poll=SLOW_POLL)
+    alice, bob = await people(api, "alice"), await people(api, "bob")
+    sent: list[uuid.UUID] = []
+    seen: list[uuid.UUID] = []
+    reasons: list[str] = []
+
+    async def consume() -> None:
+        async for event in bob.listen(min_backoff=0.05):
+            if isinstance(event, Reconnecting):
+                reasons.append(event.reason)
+            elif isinstance(event, ReceivedMessage):
+                seen.append(event.message_id)
+                if len(seen) == 12:
+                    return
+
+    listening = asyncio.create_task(consume())
+    for i in range(12):  # about four stream lifetimes
+        sent.append((await alice.send([contact_of(bob)], f"m{i}")).message_id)
+        await asyncio.sleep(0.3)
+    await asyncio.wait_for(listening, WAIT)
+    assert seen == sent
+    assert len(reasons) >= 2 and set(reasons) == {"SERVER_CLOSED"}
+    assert [e async for e in bob.fetch_messages()] == []  # all acked, none left over

@@ -976,8 +976,19 @@ async def test_fuzz_every_rpc(
 ) -> None:
     started = time.monotonic()
     # Limits raised so fuzzing reaches deeper code: wrong codes never lock a
-    # registration, and opened-then-cancelled streams never hit STREAM_LIMIT.
-    api: Api = await make_api(code_attempts=CODE_ATTEMPTS, stream_limit=STREAMS)
+    # registration, opened-then-cancelled streams never hit STREAM_LIMIT, and
+    # one device sending and changing its account as fast as it can is not
+    # rate-limited (those limits have their own tests: test_send_limits.py).
+    # Nor are thousands of Register/Authorize cases from one address
+    # (test_abuse_limits.py); the per-contact code limit stays on, fuzzed too.
+    api: Api = await make_api(
+        code_attempts=CODE_ATTEMPTS,
+        stream_limit=STREAMS,
+        send_rate_per_device=0,
+        account_rate_per_device=0,
+        register_rate_per_address=0,
+        authorize_failures_per_address=0,
+    )
     sender = await Device(api, email("fuzz-sender")).join()
     recipient = await Device(api, email("fuzz-recipient")).join()
     pending = [Device(api, email(f"fuzz-pending{i}"), email(f"fuzz-alt{i}")) for i in range(3)]

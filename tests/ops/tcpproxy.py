@@ -2,6 +2,8 @@
 
 ``stop()`` closes the listening socket (new connections are refused) and
 resets every open connection; ``resume()`` listens again on the same port.
+``freeze()`` stops forwarding but closes nothing, like a peer whose network
+vanished (no FIN, no RST): only a timeout or a keepalive notices.
 Threads, not asyncio, so it keeps forwarding while a test blocks.
 """
 
@@ -22,6 +24,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def resume(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -32,7 +36,12 @@ class TcpProxy:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
+    def freeze(self) -> None:
+        """Hold every byte from now on; connections stay open."""
+        self._flowing.clear()
+
     def stop(self) -> None:
+        self._flowing.set()  # frozen pumps wake up and find their sockets closed
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
@@ -72,6 +81,7 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

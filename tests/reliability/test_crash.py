@@ -23,7 +23,16 @@ from tests.serverproc import ServerProcess, rossby
 KILLS = 4
 #: One serving process (so SIGKILL hits the process that holds the writes) and
 #: the abuse limits off: the harness registers and sends in bulk from one address.
-SERVER_ARGS = ("--workers", "1", "--metrics-listen", "")
+SERVER_ARGS = (
+    "--workers",
+    "1",
+    "--metrics-listen",
+    "",
+    "--register-rate-per-address",
+    "0",
+    "--send-rate-per-device",
+    "0",
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])

@@ -528,6 +528,25 @@ async def test_enqueue_is_idempotent_on_message_id(store: Store, clock: Clock) -
     assert [m.position for m in got] == [first.position]
 
 
+async def test_a_retry_after_compaction_is_still_a_duplicate(store: Store, clock: Clock) -> None:
+    """A sender that never heard its first answer (a crash, a timeout) retries after
+    every device has read and acked the message and compaction removed it."""
+    box, device = await new_box(store, clock)
+    message = make_message()
+    first = await store.enqueue(box.box_id, message)
+    clock.advance(30)  # past any settle window, well within the message TTL
+    later = await send(store, box, 1)
+    assert await fresh(store, box, device) == [message.message_id, *ids(later)]
+    await store.ack(box.box_id, device.device_id, later[-1][0])
+    compaction = await store.compact(box.box_id)
+    assert compaction.purged_through >= first.position, "the first copy was not compacted"
+    retry = await store.enqueue(box.box_id, message)
+    assert retry.duplicate
+    assert retry.position == first.position
+    assert await fresh(store, box, device) == []
+    assert message.message_id not in {m.message_id for m in await fetch_all(store, box, device)}
+
+
 async def test_same_message_id_in_two_boxes_is_two_messages(store: Store, clock: Clock) -> None:
     box_a, device_a = await new_box(store, clock)
     box_b, device_b = await new_box(store, clock)

@@ -13,9 +13,9 @@ processes"). After every step the store must agree with the model:
   right; nothing expired, compacted, foreign or from before the device
   joined; the data is what was sent, at the position Enqueue answered;
 * so no acknowledged message is lost, and a drain never returns one message
-  id twice; a retry of a message that is still queued is always answered as
-  a duplicate at its first position (so after dedupe by message id nothing
-  is duplicated);
+  id twice; a retry of a message that has not expired, queued or already
+  delivered and compacted, is always answered as a duplicate at its first
+  position (so after dedupe by message id nothing is duplicated);
 * compaction removes only what every active device has passed (and at
   least up to ``min(cursor) - settle_window``); a revoked device stops
   holding it back;
@@ -465,15 +465,17 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
             try:
                 result = self.run(self.stores[s].enqueue(box.box.box_id, message))
             except PendingCapExceeded:
-                assert not self.live(latest), "a retry of a queued message refused by the cap"
+                assert self.expired(latest), "a retry of an unexpired message refused by the cap"
                 assert live >= CAP, f"retry refused with only {live} live messages"
                 return
-            if self.live(latest):
-                assert result.duplicate, "a retry of a queued message queued a second copy"
+            if self.live(latest) or not self.expired(latest):
+                # Queued, or delivered and compacted: the id is remembered
+                # until the message would have expired.
+                assert result.duplicate, "a retry of an unexpired message queued a second copy"
                 assert result.position == latest.position, "a retry moved the message"
                 return
-            # The first copy is compacted or expired: the store may still
-            # remember the id, or queue the message again.
+            # The first copy expired: the store may still remember the id, or
+            # queue the message again.
             if result.duplicate:
                 assert result.position == latest.position, "duplicate at another position"
                 return

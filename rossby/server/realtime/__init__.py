@@ -248,6 +248,8 @@ class Realtime:
                 fields["s"] = round(time.perf_counter() - start, 3)
                 if stream is not None:
                     fields["events"] = stream.events_sent
+                    if code == "OK" and stream.ended_by is not None:
+                        fields["ended"] = stream.ended_by
                 if box is not None:
                     fields["box"] = box
                 log.info("rpc", **fields)
@@ -275,6 +277,8 @@ class Realtime:
             poll=s.stream_poll,
             stall=s.stream_stall,
             heartbeat=s.stream_heartbeat,
+            write_timeout=s.stream_write_timeout,
+            max_age=s.stream_max_age,
             clock=self.clock,
         )
 

@@ -43,6 +43,11 @@ class RealtimeMetrics:
             "Streams aborted with SLOW_CONSUMER: a single write stalled past the limit.",
             registry=r,
         )
+        self.stream_max_age_ends = Counter(
+            "rossby_stream_max_age_ends",
+            "Streams ended with OK because they reached stream_max_age (clients resubscribe).",
+            registry=r,
+        )
         self.stream_buffer_peak = Gauge(
             "rossby_stream_buffer_peak",
             "The most events any one Subscribe stream of this process has held queued "

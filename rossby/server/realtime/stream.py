@@ -12,10 +12,22 @@ that stops reading fills the queue; once the producer has waited
 ``stall`` seconds with no write completing, the stream *falls behind*: the
 queued events are dropped, a ``catch_up`` event is queued in their place,
 and the stream ends after writing it. A write that does not complete within
-``WRITE_TIMEOUT_FACTOR * stall`` seconds (at least ``MIN_WRITE_TIMEOUT``)
-ends the RPC with
-RESOURCE_EXHAUSTED ``SLOW_CONSUMER`` instead (the client's transport is
-stuck; HTTP/2 flow control bounds what it holds).
+``write_timeout`` seconds ends the RPC with RESOURCE_EXHAUSTED
+``SLOW_CONSUMER`` instead (the client's transport is stuck; HTTP/2 flow
+control bounds what it holds).
+
+Lifetime: a stream ends with status OK after ``max_age`` seconds, less a
+random part of up to ``MAX_AGE_JITTER`` so streams opened together (after
+a restart) do not all come back at once. Clients resubscribe with their
+resume point, as after a server stop, so long-lived streams move to fresh
+connections and other processes, and none outlives a connection whose
+client vanished by more than ``max_age``. What was queued but not written
+is not lost: it is still in the store and read again by the next stream.
+
+Waits use ``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11
+``wait_for`` swallows a cancellation that arrives as the awaited event
+fires, and a producer that missed its cancel would then sleep through a
+whole ``poll`` while the ended stream's RPC waited for it.
 
 Ordering: each read answers messages in position order, and reads start at
 the highest position already sent, so a stream sends positions in
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 import uuid
 from collections import deque
@@ -45,10 +58,8 @@ from rossby.v1 import rossby_pb2 as pb
 if TYPE_CHECKING:
     from rossby.server.realtime.hub import Hub
 
-#: A single write may stall this many times ``stall`` (and at least
-#: ``MIN_WRITE_TIMEOUT`` seconds) before SLOW_CONSUMER.
-WRITE_TIMEOUT_FACTOR = 4.0
-MIN_WRITE_TIMEOUT = 30.0
+#: A stream's lifetime is ``max_age`` less up to this fraction of it.
+MAX_AGE_JITTER = 0.1
 #: When a wake-up names a message the stream cannot see yet (replication
 #: lag behind a notify from another region), re-read after these delays.
 RETRY_FIRST = 0.05
@@ -76,6 +87,8 @@ class Stream:
         poll: float,
         stall: float,
         heartbeat: float,
+        write_timeout: float,
+        max_age: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -88,6 +101,8 @@ class Stream:
         self.poll = poll
         self.stall = stall
         self.heartbeat = heartbeat
+        self.write_timeout = write_timeout
+        self.max_age = max_age * (1.0 - MAX_AGE_JITTER * random.random())
         self.clock = clock
         self.settle = store.settle_window
         self.start_after = after
@@ -96,6 +111,8 @@ class Stream:
         #: Highest position written to the client.
         self.sent_high = 0
         self.events_sent = 0
+        #: Why the stream ended with OK: "max_age", "catch_up" or "stopping".
+        self.ended_by: str | None = None
         self._recent: dict[str, int] = {}  # ids sent within the settle window
         self._queue: deque[pb.SubscribeEvent] = deque()
         self._ready = asyncio.Event()
@@ -129,10 +146,19 @@ class Stream:
         self._enqueue(pb.SubscribeEvent(ephemeral=message))
         return True
 
-    def stop(self) -> None:
-        """The server is stopping: end the stream (status OK) promptly."""
-        self._stopping = True
+    def stop(self, why: str = "stopping") -> None:
+        """End the stream (status OK) promptly: the server is stopping, or
+        the stream reached its ``max_age``."""
+        if not self._stopping:
+            self._stopping = True
+            self.ended_by = self.ended_by or why
         self._ready.set()
+
+    def _expire(self) -> None:
+        if self._stopping or self._done:
+            return  # ending anyway: stopping, or a catch-up or an error is on its way
+        self.metrics.stream_max_age_ends.inc()
+        self.stop("max_age")
 
     # -- the RPC task (consumer) ----------------------------------------------
 
@@ -140,11 +166,13 @@ class Stream:
         """Attach to the hub, stream until done, detach. Raises the error the
         stream ended with (STREAM_LIMIT, SLOW_CONSUMER, a store error)."""
         producer: asyncio.Task[None] | None = None
+        expiry = asyncio.get_running_loop().call_later(self.max_age, self._expire)
         try:
             await self.hub.attach(self, limit)
             producer = asyncio.create_task(self._produce(), name="rossby-stream")
             await self._consume(context)
         finally:
+            expiry.cancel()
             if producer is not None:
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -154,13 +182,13 @@ class Stream:
             raise self._error
 
     async def _consume(self, context: Any) -> None:
-        write_timeout = max(WRITE_TIMEOUT_FACTOR * self.stall, MIN_WRITE_TIMEOUT)
         while True:
             event = await self._next()
             if event is None:
                 return
             try:
-                await asyncio.wait_for(context.write(event.SerializeToString()), write_timeout)
+                async with asyncio.timeout(self.write_timeout):
+                    await context.write(event.SerializeToString())
             except TimeoutError:
                 self.metrics.stream_slow_aborts.inc()
                 raise errors.ResourceExhausted(
@@ -180,6 +208,7 @@ class Stream:
             elif kind == "live":
                 self._live = True
             elif kind == "catch_up":
+                self.ended_by = "catch_up"
                 return
 
     async def _next(self) -> pb.SubscribeEvent | None:
@@ -199,7 +228,8 @@ class Stream:
                 return None
             self._ready.clear()
             try:
-                await asyncio.wait_for(self._ready.wait(), self.heartbeat)
+                async with asyncio.timeout(self.heartbeat):
+                    await self._ready.wait()
             except TimeoutError:
                 now_ms = int(self.clock() * 1000)
                 return pb.SubscribeEvent(heartbeat=pb.StreamHeartbeat(server_time_ms=now_ms))
@@ -222,7 +252,8 @@ class Stream:
                 if idle >= self.stall:
                     raise _FellBehind
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), self.stall - idle)
+                    async with asyncio.timeout(self.stall - idle):
+                        await self._room.wait()
         self._enqueue(event)
 
     async def _produce(self) -> None:
@@ -267,7 +298,8 @@ class Stream:
     async def _wait_wake(self, seconds: float) -> bool:
         if not self._wake.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self._wake.wait()
         woke = self._wake.is_set()
         self._wake.clear()
         return woke

@@ -37,6 +37,7 @@ from rossby.store.base import (
     StoreOptions,
 )
 from rossby.store.cassandra.accounts import CassandraAccounts
+from rossby.store.cassandra.codesends import CassandraCodeSends
 from rossby.store.cassandra.config import (
     CONTACTS,
     KEYS,
@@ -234,7 +235,7 @@ def _device(box_id: uuid.UUID, row: Sequence[Any]) -> Device:
     )
 
 
-class CassandraStore(CassandraPresence, CassandraAccounts, Store):
+class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, Store):
     """Apache Cassandra 5.0 backend (see the package docstring for the URL)."""
 
     def __init__(self, url: StoreURL, options: StoreOptions) -> None:

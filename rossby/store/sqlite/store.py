@@ -52,6 +52,7 @@ from rossby.store.base import (
     StoreOptions,
 )
 from rossby.store.sqlite.accounts import SqliteAccounts
+from rossby.store.sqlite.codesends import SqliteCodeSends
 from rossby.store.sqlite.presence import SqlitePresence
 
 T = TypeVar("T")
@@ -282,7 +283,7 @@ def _active_cursor(conn: sqlite3.Connection, box_id: uuid.UUID, device_id: uuid.
 # -- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(SqlitePresence, SqliteAccounts, Store):
+class SqliteStore(SqlitePresence, SqliteAccounts, SqliteCodeSends, Store):
     """A ``Store`` on one SQLite file (or ``:memory:``)."""
 
     settle_window: Position = 0
@@ -720,10 +721,11 @@ class SqliteStore(SqlitePresence, SqliteAccounts, Store):
         def body(conn: sqlite3.Connection) -> Enqueued:
             bid = _b(box_id)
             # The duplicate check comes before the cap: a retry of a message
-            # that made it in must learn so, even if the box filled since.
+            # that made it in must learn so, even if the box filled since. It
+            # reads message_ids, which outlive compaction (migration 0005).
             seen = _row(
                 conn,
-                "SELECT position FROM messages WHERE box_id = ? AND message_id = ?",
+                "SELECT position FROM message_ids WHERE box_id = ? AND message_id = ?",
                 (bid, _b(message.message_id)),
             )
             if seen is not None:
@@ -753,6 +755,11 @@ class SqliteStore(SqlitePresence, SqliteAccounts, Store):
                     now + self.options.message_ttl,
                     message.ciphertext,
                 ),
+            )
+            conn.execute(
+                "INSERT INTO message_ids (box_id, message_id, position, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (bid, _b(message.message_id), head[0], now + self.options.message_ttl),
             )
             return Enqueued(position=head[0], duplicate=False)
 
@@ -841,29 +848,40 @@ class SqliteStore(SqlitePresence, SqliteAccounts, Store):
         return await self._run(lambda conn: self._live_count(conn, _b(box_id), self._now(), cap))
 
     async def purge_expired(self) -> int:
-        def batch(conn: sqlite3.Connection) -> int:
+        """Remove expired messages and registrations (answered: how many) and the
+        remembered ids of expired messages (not counted: they are bookkeeping)."""
+
+        def batch(conn: sqlite3.Connection) -> tuple[int, bool]:
             now = self._now()
-            # Per box through the (box_id, expires_at) index; no table scan.
-            removed = _changes(
+            # Per box through the (box_id, expires_at) indexes; no table scan.
+            messages = _changes(
                 conn,
                 "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages"
                 " WHERE box_id IN (SELECT box_id FROM queues) AND expires_at <= ? LIMIT ?)",
                 (now, PURGE_BATCH),
             )
-            removed += _changes(
+            ids = _changes(
+                conn,
+                "DELETE FROM message_ids WHERE (box_id, message_id) IN (SELECT box_id, message_id"
+                " FROM message_ids WHERE box_id IN (SELECT box_id FROM queues)"
+                " AND expires_at <= ? LIMIT ?)",
+                (now, PURGE_BATCH),
+            )
+            registrations = _changes(
                 conn,
                 "DELETE FROM registrations WHERE device_id IN (SELECT device_id"
                 " FROM registrations WHERE purge_at <= ? LIMIT ?)",
                 (now, PURGE_BATCH),
             )
-            return removed
+            more = max(messages, ids, registrations) >= PURGE_BATCH
+            return messages + registrations, more
 
         total = 0
         while True:
             # One short transaction per batch; other calls queue in between.
-            removed = await self._write(batch)
+            removed, more = await self._write(batch)
             total += removed
-            if removed < PURGE_BATCH:
+            if not more:
                 return total
 
 

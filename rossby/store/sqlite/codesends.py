@@ -1,0 +1,69 @@
+"""Codes sent per contact on SQLite (schema version 4,
+``migrations/0004_code_sends.sql``).
+
+A mixin for ``SqliteStore``: it uses the store's worker thread and its
+``BEGIN IMMEDIATE`` transactions. The count and the record are one write
+transaction, so the limit is exact across every process on the file. SQLite
+has no TTL: each reservation removes a batch of rows past ``keep_until`` on
+the way, which keeps the table at about the sends of one window.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from rossby.store.base import code_send_refusal
+
+T = TypeVar("T")
+
+#: Expired rows one reservation removes at most; more than it adds, so the
+#: sweep keeps up without a housekeeping pass.
+SWEEP = 100
+
+
+class SqliteCodeSends:
+    """``reserve_code_sends``."""
+
+    if TYPE_CHECKING:
+
+        async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def reserve_code_sends(
+        self, contact_hashes: Sequence[bytes], *, now: float, window: float, limit: int
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("reserve_code_sends needs limit >= 1 and window > 0")
+        hashes = list(dict.fromkeys(contact_hashes))
+
+        def body(conn: sqlite3.Connection) -> None:
+            recent = [
+                [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT sent_at FROM code_sends WHERE contact_hash = ? AND sent_at > ?"
+                        " ORDER BY sent_at DESC LIMIT ?",
+                        (h, now - window, limit),
+                    ).fetchall()
+                ]
+                for h in hashes
+            ]
+            refusal = code_send_refusal(recent, now=now, window=window, limit=limit)
+            if refusal is not None:
+                # Raised inside the transaction: it rolls back, nothing is written.
+                raise refusal
+            conn.executemany(
+                "INSERT INTO code_sends (contact_hash, sent_at, keep_until) VALUES (?, ?, ?)",
+                [(h, now, now + window) for h in hashes],
+            )
+            conn.execute(
+                "DELETE FROM code_sends WHERE rowid IN"
+                " (SELECT rowid FROM code_sends WHERE keep_until <= ? LIMIT ?)",
+                (now, SWEEP),
+            )
+
+        await self._write(body)
+
+
+__all__ = ["SqliteCodeSends"]
