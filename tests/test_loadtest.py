@@ -86,6 +86,51 @@ def test_smoke_run_audits_clean(tmp_path: Path, processes: int) -> None:
     assert "LOST 0" in proc.stdout and "DUPLICATES 0" in proc.stdout
 
 
+def test_a_rate_limited_server_is_waited_out_and_the_audit_stays_clean(tmp_path: Path) -> None:
+    """SEND_RATE_LIMITED refuses a whole Send and stores nothing: the harness
+    waits as told and resends the same ids, so nothing is lost or doubled."""
+    report_path = tmp_path / "report.json"
+    env = {**SERVER_ENV, "ROSSBY_SEND_RATE_PER_DEVICE": "10/second", "ROSSBY_MAX_RECIPIENTS": "10"}
+    with ServerProcess(tmp_path, _sqlite(tmp_path), env=env) as server:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rossby",
+                "loadtest",
+                "--target",
+                server.target,
+                "--outbox",
+                str(tmp_path / "outbox"),
+                "--users",
+                "3",
+                "--concurrency",
+                "6",
+                "--duration",
+                "3",
+                "--mix",
+                "send=3,group=1,fetch=1",
+                "--group-size",
+                "2",
+                "--report",
+                str(report_path),
+                "--no-plot",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(report_path.read_text())
+    assert report["errors_by_code"]["Send"]["SEND_RATE_LIMITED"] > 0, report["errors_by_code"]
+    assert "--send-rate-per-device 0" in proc.stdout
+    audit = report["audit"]
+    assert audit["acknowledged"] > 0
+    assert (audit["lost"], audit["duplicates"]) == (0, 0), audit
+    assert audit["delivered"] == audit["expected"]
+
+
 def test_no_server_is_a_harness_failure(tmp_path: Path) -> None:
     proc = rossby(
         "loadtest",

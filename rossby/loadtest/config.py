@@ -24,6 +24,11 @@ them with the reason instead of silently ignoring a weight."""
 MAX_BACKOFF: Final = 2.0
 """Longest pause between two tries of one Send: a restarting server is back within a
 few seconds, and a longer pause would only stretch the run's tail."""
+RATE_LIMIT_WAITS: Final = 3
+"""Times one Send waits out SEND_RATE_LIMITED (as long as the server says, at
+most MAX_RATE_LIMIT_WAIT) before giving up; these waits leave ``send_retries``
+alone, since the server stored nothing and will take the same ids later."""
+MAX_RATE_LIMIT_WAIT: Final = 5.0
 DEFAULT_MIX: Final = {"send": 6.0, "group": 1.0, "fetch": 3.0}
 
 
@@ -150,6 +155,7 @@ class LoadConfig:
     def op_bound(self) -> float:
         """Longest one operation can take: every try timing out, plus the pauses."""
         pauses = sum(self.backoff(a) for a in range(self.send_retries))
+        pauses += RATE_LIMIT_WAITS * (MAX_RATE_LIMIT_WAIT * 1.2 + self.rpc_timeout)
         return self.rpc_timeout * (self.send_retries + 2) + pauses + 5.0
 
     def share(self, index: int) -> tuple[range, int, float | None, int | None]:

@@ -185,6 +185,12 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     )
     if report["errors_by_code"]:
         console.print(f"errors by code: {report['errors_by_code']}")
+    limited = report["errors_by_code"].get("Send", {}).get("SEND_RATE_LIMITED", 0)
+    if limited:
+        console.print(
+            f"[yellow]the server rate-limited {limited} Sends (SEND_RATE_LIMITED; waited out "
+            "and resent). To measure capacity, run it with --send-rate-per-device 0.[/yellow]"
+        )
     if report["send_outcomes"]["rejected"]:
         console.print(f"rejected sends: {report['send_outcomes']['rejected']}")
     a = report["audit"]

@@ -31,9 +31,10 @@ import grpc
 
 from rossby.crypto import InvalidSealed
 from rossby.loadtest.audit import AuditResult
-from rossby.loadtest.config import LoadConfig
+from rossby.loadtest.config import MAX_RATE_LIMIT_WAIT, RATE_LIMIT_WAITS, LoadConfig
 from rossby.loadtest.device import RegistrationFailed, SimDevice
 from rossby.loadtest.stats import Recorder
+from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 
 PROGRESS_EVERY: Final = 0.5
@@ -288,7 +289,9 @@ class Worker:
         body = self.body()
         pending = boxes
         last_error = ""
-        for attempt in range(c.send_retries + 1):
+        waits = 0
+        attempt = 0
+        while attempt <= c.send_retries:
             request = pb.SendRequest(
                 messages=[
                     pb.OutgoingMessage(recipient_box_id=b, message_id=message_id, ciphertext=body)
@@ -300,9 +303,22 @@ class Worker:
                 reply = await sender.call("Send", request, pb.SendResponse, c.rpc_timeout)
             except grpc.aio.AioRpcError as exc:
                 last_error = str(exc.code().name)
+                info = error_info(exc)
+                if info is not None and info.reason == "SEND_RATE_LIMITED":
+                    # The server refused the whole Send and stored nothing:
+                    # wait as told and send the same ids again.
+                    self.rec.failed_call("Send", "SEND_RATE_LIMITED")
+                    if waits < RATE_LIMIT_WAITS:
+                        waits += 1
+                        told = float(info.metadata.get("retry_after_seconds", "1") or 1)
+                        wait = min(told, MAX_RATE_LIMIT_WAIT) * self.rng.uniform(1.0, 1.2)
+                        await asyncio.sleep(wait)
+                        continue
+                    break
                 self.rec.failed_call("Send", last_error)
                 if exc.code() in RETRYABLE and attempt < c.send_retries:
                     await self.pause(attempt)
+                    attempt += 1
                     continue
                 break
             self.rec.ok_call("Send", time.perf_counter() - started)
@@ -327,6 +343,7 @@ class Worker:
             last_error = "REJECTED"
             if attempt < c.send_retries:
                 await self.pause(attempt)
+            attempt += 1
         self.rec.event("unacknowledged", len(pending))
         raise OpFailed(last_error or "REJECTED")
 
