@@ -353,10 +353,10 @@ class LiveMixin:
                         if state.unacked and queue.empty():
                             await self._flush(state, receipts)
                         try:
-                            if idle_timeout is None:
+                            # asyncio.timeout, not wait_for: on 3.11 wait_for can
+                            # swallow a cancellation that lands as the item arrives.
+                            async with asyncio.timeout(idle_timeout):
                                 item = await queue.get()
-                            else:
-                                item = await asyncio.wait_for(queue.get(), idle_timeout)
                         except TimeoutError:
                             reason = "IDLE"
                             break
