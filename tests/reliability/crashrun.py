@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rossby.loadtest.config import LoadConfig
-from rossby.loadtest.coordinator import Coordinator, Outcome, Snapshots
-from rossby.loadtest.report import build_report
+from tests.reliability.loadrun import LoadRun
 from tests.serverproc import ServerProcess
-
-#: The harness's phase in which sends happen; kills happen only then.
-RUN_PHASE = "run"
 
 
 @dataclass
@@ -59,35 +54,6 @@ class CrashRun:
         }
 
 
-class _Load(threading.Thread):
-    """The load harness's coordinator, on a thread so the caller can kill servers."""
-
-    def __init__(self, config: LoadConfig) -> None:
-        super().__init__(name="crashrun-load", daemon=True)
-        self.coordinator = Coordinator(config, self._progress)
-        self.phase = "spawn"
-        self.outcome: Outcome | None = None
-        self.error: BaseException | None = None
-        self.in_run = threading.Event()
-        self.run_over = threading.Event()
-
-    def _progress(self, phase: str, elapsed: float, snapshots: Snapshots) -> None:
-        self.phase = phase
-        if phase == RUN_PHASE:
-            self.in_run.set()
-        elif self.in_run.is_set():
-            self.run_over.set()
-
-    def run(self) -> None:
-        try:
-            self.outcome = self.coordinator.run()
-        except BaseException as exc:  # re-raised by the caller's thread
-            self.error = exc
-        finally:
-            self.run_over.set()
-            self.in_run.set()
-
-
 def run_with_kills(
     server: ServerProcess,
     config: LoadConfig,
@@ -105,11 +71,9 @@ def run_with_kills(
     clients are retrying into a server that just came back.
     """
     rng = random.Random(seed)
-    load = _Load(config.validate())
+    load = LoadRun(config.validate()).start()
     crash = CrashRun()
-    load.start()
-    if not load.in_run.wait(config.register_timeout + 120):
-        raise TimeoutError("the load harness never reached its run phase")
+    load.wait_running(config.register_timeout + 120)
     gap = rng.uniform(*first_kill_after)
     while crash.kills < max_kills:
         if load.run_over.wait(gap):
@@ -123,13 +87,7 @@ def run_with_kills(
         server.start(timeout=start_timeout)
         crash.restart_seconds.append(time.monotonic() - started)
         gap = rng.uniform(*kill_every)
-    load.join(config.op_bound() * 2 + config.drain_timeout + config.settle + 300)
-    if load.is_alive():
-        raise TimeoutError("the load harness did not finish")
-    if load.error is not None:
-        raise load.error
-    assert load.outcome is not None
-    crash.report = build_report(load.outcome)
+    crash.report = load.finish(config.op_bound() * 2 + config.drain_timeout + config.settle + 300)
     return crash
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -42,12 +41,11 @@ from cassandra.cluster import Cluster
 from grpc_health.v1 import health_pb2
 
 from rossby.loadtest.config import LoadConfig
-from rossby.loadtest.coordinator import Coordinator, Outcome, Snapshots
-from rossby.loadtest.report import build_report
 from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.device import Device, email
 from tests.ops.helpers import ProcessApi
+from tests.reliability.loadrun import LoadRun
 from tests.serverproc import ServerProcess, health_status
 
 Log = Callable[[str], None]
@@ -60,52 +58,6 @@ CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 # --------------------------------------------------------------------------- the load
-
-
-class LoadRun:
-    """A ``rossby loadtest`` run in a background thread."""
-
-    def __init__(self, config: LoadConfig) -> None:
-        self.config = config
-        self.run_seen: float | None = None
-        self._outcome: Outcome | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="loadtest", daemon=True)
-
-    def _progress(self, phase: str, elapsed: float, snapshots: Snapshots) -> None:
-        if phase == "run" and self.run_seen is None:
-            self.run_seen = time.time()
-
-    def _main(self) -> None:
-        try:
-            self._outcome = Coordinator(self.config, self._progress).run()
-        except BaseException as exc:  # re-raised by finish()
-            self._error = exc
-
-    def start(self) -> LoadRun:
-        self._thread.start()
-        return self
-
-    def wait_running(self, timeout: float) -> None:
-        """Until the users are registered and the mix runs."""
-        deadline = time.monotonic() + timeout
-        while self.run_seen is None:
-            if not self._thread.is_alive():
-                self.finish(0)  # raises the harness's error
-                raise AssertionError("the load test ended before its run phase")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the load test did not start running in {timeout}s")
-            time.sleep(0.1)
-
-    def finish(self, timeout: float) -> dict[str, Any]:
-        """Wait for the run (load, drain, audit); answer its report."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise AssertionError(f"the load test did not finish within {timeout}s")
-        if self._error is not None:
-            raise self._error
-        assert self._outcome is not None
-        return build_report(self._outcome)
 
 
 @dataclass
