@@ -290,6 +290,12 @@ def _validate(s: Settings) -> Settings:
         "stream_stall",
         "stream_heartbeat",
         "presence_ttl",
+        "stream_max_age",
+        "stream_write_timeout",
+        "keepalive_time",
+        "keepalive_timeout",
+        "keepalive_min_interval",
+        "connection_idle",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}: must be positive")
@@ -380,16 +386,6 @@ def _validate_sends_and_connections(s: Settings) -> None:
             f"messages than one Send of max_recipients ({s.max_recipients}) carries"
         )
     parse_limit("account_rate_per_device", s.account_rate_per_device)
-    for name in (
-        "stream_max_age",
-        "stream_write_timeout",
-        "keepalive_time",
-        "keepalive_timeout",
-        "keepalive_min_interval",
-        "connection_idle",
-    ):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"invalid setting {name}: must be positive")
     if s.stream_write_timeout < s.stream_stall:
         raise ConfigError(
             "invalid setting stream_write_timeout: must be at least stream_stall, so a "
