@@ -155,6 +155,25 @@ class Device:
             await self.ack(max(m.position for m in seen.values()))
         return sorted(seen.values(), key=lambda m: m.position)
 
+    async def fetch_positions(
+        self, positions: dict[str, set[int]] | None = None
+    ) -> dict[str, set[int]]:
+        """One pass through the queue (paging), adding message id -> every
+        position it came at to ``positions``, then ack the top: for checks
+        that no id was ever stored at two positions."""
+        positions = {} if positions is None else positions
+        after = 0
+        while True:
+            page = await self.fetch(after=after, limit=500)
+            for m in page.messages:
+                positions.setdefault(m.message_id, set()).add(m.position)
+            after = page.next_after
+            if not page.more:
+                break
+        if positions:
+            await self.ack(max(max(p) for p in positions.values()))
+        return positions
+
 
 def reason(exc: grpc.aio.AioRpcError) -> str:
     info = error_info(exc)

@@ -198,18 +198,7 @@ class Witness:
     async def drain(self) -> dict[str, set[int]]:
         """Every message the receiver holds: message id -> positions (one
         pass through the queue, paging), then ack the top."""
-        positions: dict[str, set[int]] = {}
-        after = 0
-        while True:
-            page = await self.receiver.fetch(after=after, limit=500)
-            for m in page.messages:
-                positions.setdefault(m.message_id, set()).add(m.position)
-            after = page.next_after
-            if not page.more:
-                break
-        if positions:
-            await self.receiver.ack(max(max(p) for p in positions.values()))
-        return positions
+        return await self.receiver.fetch_positions()
 
 
 def _code(outcome: str) -> grpc.StatusCode:

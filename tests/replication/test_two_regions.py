@@ -131,16 +131,7 @@ async def _drain_exactly_once(device: Device) -> dict[str, int]:
     message id was ever stored at two positions. Answers id -> position."""
     positions: dict[str, set[int]] = {}
     for _ in range(3):
-        after = 0
-        while True:
-            page = await device.fetch(after=after, limit=500)
-            for m in page.messages:
-                positions.setdefault(m.message_id, set()).add(m.position)
-            after = page.next_after
-            if not page.more:
-                break
-        if positions:
-            await device.ack(max(max(p) for p in positions.values()))
+        await device.fetch_positions(positions)
     doubled = {mid: p for mid, p in positions.items() if len(p) > 1}
     assert not doubled, f"queued twice: {doubled}"
     return {mid: next(iter(p)) for mid, p in positions.items()}
