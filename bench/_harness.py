@@ -140,3 +140,87 @@ def run_json(cmd: list[str], timeout: float, env: dict[str, str] | None = None) 
 def emit(data: Any) -> None:
     sys.stdout.write(json.dumps(data) + "\n")
     sys.stdout.flush()
+
+
+# -- server CPU per call ---------------------------------------------------------
+#
+# Throughput on a shared 2-core machine moves with whatever else runs; the CPU
+# time the server processes themselves spend per call does not (much), so every
+# throughput figure is reported beside it.
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user+system CPU seconds) of a live process, from /proc."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of ``root`` and every live descendant (``--workers`` children)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            found = _stat(int(entry.name))
+            if found is not None:
+                parents[int(entry.name)], cpu[int(entry.name)] = found
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(cpu.get(pid, 0.0) for pid in tree)
+
+
+class CpuSampler:
+    """Samples a process tree's CPU seconds every ``interval`` on a thread, so
+    the CPU spent inside a window known only afterwards (a loadtest's run
+    phase) can be read off by interpolation."""
+
+    def __init__(self, root: int, interval: float = 0.2) -> None:
+        import threading
+
+        self.root = root
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), tree_cpu_seconds(self.root)))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def at(self, t: float) -> float:
+        samples = self.samples
+        if not samples:
+            return 0.0
+        if t <= samples[0][0]:
+            return samples[0][1]
+        for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        return samples[-1][1]
+
+    def between(self, start: float, end: float) -> float:
+        return self.at(end) - self.at(start)
+
+
+def cpu_per_call_us(cpu_seconds: float, calls: int) -> float | None:
+    return round(cpu_seconds / calls * 1e6, 1) if calls else None

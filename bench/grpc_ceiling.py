@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import grpc
-from _harness import closed_loop, emit
+from _harness import closed_loop, cpu_per_call_us, emit, tree_cpu_seconds
 
 METHOD = "/bench.Echo/Echo"
 
@@ -48,7 +48,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def drive(port: int, args: argparse.Namespace) -> dict[str, Any]:
+async def drive(port: int, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [
         grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
@@ -65,11 +65,17 @@ async def drive(port: int, args: argparse.Namespace) -> dict[str, Any]:
 
     for c in calls:  # connect before timing
         await c(payload, timeout=10)
+    cpu_before = tree_cpu_seconds(server_pid)
     result = await closed_loop("grpc echo", call, args.concurrency, args.seconds, args.count)
+    server_cpu = tree_cpu_seconds(server_pid) - cpu_before
     for ch in channels:
         await ch.close()
     result.extra.update(
-        payload_bytes=args.payload_bytes, concurrency=args.concurrency, channels=args.channels
+        payload_bytes=args.payload_bytes,
+        concurrency=args.concurrency,
+        channels=args.channels,
+        server_cpu_seconds=round(server_cpu, 3),
+        server_cpu_us_per_call=cpu_per_call_us(server_cpu, result.calls),
     )
     return result.to_dict()
 
@@ -95,7 +101,7 @@ def main() -> None:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
-        emit(asyncio.run(drive(port, args)))
+        emit(asyncio.run(drive(port, args, server.pid)))
     finally:
         server.terminate()
         server.wait(10)

@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import machine, run_json
+from _harness import CpuSampler, cpu_per_call_us, machine, run_json
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -130,11 +130,16 @@ def loadtest(
         "--duration", str(args.seconds), "--mix", mix, "--payload-bytes", "1024",
         "--settle", str(settle), "--report", str(report), "--no-progress", "--quiet",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 600)
+    assert server.proc is not None
+    with CpuSampler(server.proc.pid) as cpu:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 600)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"loadtest exited {proc.returncode}: {proc.stderr[-3000:]}")
     data = json.loads(report.read_text())
     send = data["rpcs"].get("Send", {})
+    start = float(data.get("run_started_unix") or 0.0)
+    server_cpu = cpu.between(start, start + float(data["run_seconds"])) if start else 0.0
+    calls = int(data["totals"]["rpcs_ok"])
     return {
         "name": name,
         "calls": send.get("ok", 0),
@@ -145,6 +150,9 @@ def loadtest(
         "audit": {k: data["audit"][k] for k in ("acknowledged", "lost", "duplicates",
                                                 "raw_repeats")},
         "rpcs_per_s": data["throughput"]["rpcs_per_s"],
+        # The server's own CPU during the run phase, per RPC answered OK then.
+        "server_cpu_seconds": round(server_cpu, 3),
+        "server_cpu_us_per_call": cpu_per_call_us(server_cpu, calls),
         "report": str(report),
         "command": " ".join(cmd[1:]),
     }  # fmt: skip
@@ -279,7 +287,7 @@ def main() -> int:
     print(f"\nconcurrency {args.concurrency}, {args.seconds:g} s per part, 1 KiB; {path}")
     header = (
         f"{'part':36} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/echo':>6} {'/store':>7}"
-        f" {'all RPC/s':>10} {'load1':>6}"
+        f" {'all RPC/s':>10} {'cpu µs/call':>11} {'load1':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -294,7 +302,8 @@ def main() -> int:
         print(
             f"{label:36} {r['per_second']:>9.1f} {lat.get('p50', 0):>8.2f} "
             f"{lat.get('p99', 0):>8.2f} {ratio(r, echo):>6} {ratio(r, store):>7}"
-            f" {total:>10.1f} {r['loadavg_before'][0]:>6.2f}"
+            f" {total:>10.1f} {r.get('server_cpu_us_per_call') or '-':>11}"
+            f" {r['loadavg_before'][0]:>6.2f}"
         )
     rs, syn = g("rossby_sqlite_send"), g("synapse_send")
     if rs and syn and "error" not in rs and "error" not in syn:

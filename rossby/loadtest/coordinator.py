@@ -48,6 +48,9 @@ class Outcome:
     registration_errors: list[str] = field(default_factory=list)
     register_seconds: float = 0.0
     run_seconds: float = 0.0
+    #: Wall-clock (Unix) start of the run phase, so a benchmark can line its
+    #: own samples (server CPU) up with the timed window.
+    run_started_unix: float = 0.0
     drain_seconds: float = 0.0
     stats: Merged = field(default_factory=Merged)
     setup: Merged = field(default_factory=Merged)
@@ -147,6 +150,7 @@ class Coordinator:
 
             self.phase = "run"
             t0 = time.time() + 0.5
+            outcome.run_started_unix = t0
             for cmd_q in self.cmd_qs:
                 cmd_q.put(("start", directory, t0))
             limit = c.duration if c.duration is not None else c.max_seconds

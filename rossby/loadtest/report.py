@@ -51,6 +51,7 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             "rpcs": outcome.setup.rpc_table(),
         },
         "run_seconds": round(outcome.run_seconds, 3),
+        "run_started_unix": round(outcome.run_started_unix, 3),
         "drain_seconds": round(outcome.drain_seconds, 3),
         "totals": {
             "sends": outcome.sends_started,
