@@ -99,6 +99,14 @@ class Settings:
         },
     )
     hawk_skew: float = field(default=60.0, metadata={"doc": "allowed clock skew, seconds"})
+    auth_cache_ttl: float = field(
+        default=1.0,
+        metadata={
+            "doc": "seconds a process may keep using a device's Hawk key or a recipient's "
+            "acceptance of a sender after reading it: the bound on how late a revocation, "
+            "block or profile change reaches other processes and regions; 0: no cache"
+        },
+    )
     housekeeping_interval: float = field(
         default=300.0, metadata={"doc": "seconds between purges of expired rows"}
     )
@@ -301,6 +309,8 @@ def _validate(s: Settings) -> Settings:
             raise ConfigError(f"invalid setting {name}: must be positive")
     if s.health_timeout <= 0:
         raise ConfigError("invalid setting health_timeout: must be positive")
+    if not 0 <= s.auth_cache_ttl <= 60:
+        raise ConfigError("invalid setting auth_cache_ttl: must be 0 (off) to 60 seconds")
     if not 0 <= s.workers <= 1024:
         raise ConfigError("invalid setting workers: must be 0 (one per CPU) to 1024")
     if s.metrics_listen:

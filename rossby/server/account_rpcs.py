@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from rossby.contacts import ContactHasher
 from rossby.server.accounts import Accounts
+from rossby.server.authcache import AuthCache
 from rossby.server.inbox import Inbox
 from rossby.server.linking import Linker
 from rossby.server.notify import Notifier
@@ -44,6 +45,7 @@ class AccountRpcs:
         hasher: ContactHasher,
         code_key: bytes,
         clock: Callable[[], float],
+        auth_cache: AuthCache,
     ) -> None:
         accounts = account_store(store)
         self.accounts = Accounts(
@@ -60,6 +62,7 @@ class AccountRpcs:
             contact_codes=ContactCodeLimit(
                 settings.register_contact_limit, settings.register_contact_window
             ),
+            auth_cache=auth_cache,
         )
         self.linker = Linker(
             store,

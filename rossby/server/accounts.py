@@ -28,6 +28,7 @@ from rossby.contacts import ContactHasher, NormalizedContact, normalize
 from rossby.crypto.keylog import ChangeKind, verify_change
 from rossby.logging import get_logger
 from rossby.server import validate
+from rossby.server.authcache import AuthCache
 from rossby.server.inbox import Caller
 from rossby.server.keylog import KeyLog, active_keys, head_pb, to_pb
 from rossby.server.notify import Notifier
@@ -64,6 +65,13 @@ _RULE_FROM_PB = {
 def hidden() -> errors.NotFound:
     """The one answer for unknown, blocked, hidden and not-accepting boxes."""
     return errors.NotFound("no such user", reason="NOT_FOUND")
+
+
+def _accepts(profile: Profile, rule: SenderRule | None) -> bool:
+    """May a sender with ``rule`` reach a box with ``profile`` (not itself)?"""
+    if rule is SenderRule.BLOCKED:
+        return False
+    return profile.accept_from != CONTACTS_ONLY or rule is SenderRule.ACCEPTED
 
 
 def profile_pb(profile: Profile) -> rossby_pb2.Profile:
@@ -103,9 +111,12 @@ class Accounts:
         default_phone_region: str,
         clock: Callable[[], float],
         contact_codes: ContactCodeLimit,
+        auth_cache: AuthCache,
     ) -> None:
         self.store = store
         self.accounts = accounts
+        #: Told of every change this process makes to what it caches.
+        self.auth_cache = auth_cache
         self.notifier = notifier
         self.hasher = hasher
         self.code_key = code_key
@@ -134,15 +145,21 @@ class Accounts:
             return False
         if by_contact and not profile.discoverable:
             return False
-        rule = await self.accounts.get_sender_rule(target, caller)
-        if rule is SenderRule.BLOCKED:
-            return False
-        return profile.accept_from != CONTACTS_ONLY or rule is SenderRule.ACCEPTED
+        return _accepts(profile, await self.accounts.get_sender_rule(target, caller))
 
     async def deliverable(self, recipient: uuid.UUID, sender: uuid.UUID) -> bool:
-        """Send's check: the box exists and accepts this sender."""
-        profile = await self.store.get_profile(recipient)
-        return await self.visible(recipient, sender, profile, by_contact=False)
+        """Send's check: the box exists and accepts this sender.
+
+        The profile and the rule are read side by side (one round trip in
+        sequence, not two); the Send path caches the answer
+        (``rossby.server.authcache``).
+        """
+        if recipient == sender:
+            return await self.store.get_profile(recipient) is not None
+        profile, rule = await asyncio.gather(
+            self.store.get_profile(recipient), self.accounts.get_sender_rule(recipient, sender)
+        )
+        return profile is not None and _accepts(profile, rule)
 
     async def annotate(
         self, reply: rossby_pb2.RequestKeyResponse, box_id: uuid.UUID, profile: Profile | None
@@ -252,6 +269,7 @@ class Accounts:
             check=leaves_one,
         )
         await self.store.revoke_device(box_id, target_id)
+        self.auth_cache.device_changed(box_id, target_id)
         log.info("device_revoked", self_revoked=target_id == caller.device_id)
         return rossby_pb2.RevokeDeviceResponse(entry=to_pb(entry))
 
@@ -295,6 +313,7 @@ class Accounts:
             bytes(request.signature),
         )
         await self.store.rotate_device_keys(caller.box_id, caller.device_id, keys)
+        self.auth_cache.device_changed(caller.box_id, caller.device_id)
         log.info("device_keys_rotated")
         return rossby_pb2.RotateKeysResponse(entry=to_pb(entry))
 
@@ -477,6 +496,7 @@ class Accounts:
         if changes:
             profile = replace(profile, **changes)  # type: ignore[arg-type]
             await self.store.put_profile(profile)
+            self.auth_cache.box_rules_changed(caller.box_id)
         return rossby_pb2.UpdateProfileResponse(profile=profile_pb(profile))
 
     # -- sender rules ------------------------------------------------------------
@@ -498,6 +518,7 @@ class Accounts:
         # Nothing says whether ``other`` exists: a rule about an unknown box
         # is stored like any other, so this is no oracle either.
         await self.accounts.set_sender_rule(caller.box_id, other, rule)
+        self.auth_cache.box_rules_changed(caller.box_id)
         return rossby_pb2.SetSenderRuleResponse()
 
     async def list_sender_rules(

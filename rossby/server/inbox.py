@@ -22,6 +22,7 @@ from rossby.v1 import rossby_pb2
 
 if TYPE_CHECKING:
     from rossby.server.accounts import Accounts
+    from rossby.server.authcache import AuthCache
     from rossby.server.ratelimit import RateLimit
     from rossby.server.realtime import Realtime
 
@@ -68,6 +69,7 @@ class Inbox:
         max_recipients: int,
         default_phone_region: str,
         clock: Callable[[], float],
+        auth_cache: AuthCache,
         send_limit: RateLimit | None = None,
     ) -> None:
         self.store = store
@@ -76,6 +78,8 @@ class Inbox:
         self.max_recipients = max_recipients
         self.default_phone_region = default_phone_region
         self.clock = clock
+        #: Caches "recipient accepts sender" (rossby.server.authcache).
+        self.auth_cache = auth_cache
         #: ``send_rate_per_device``: messages (not calls) per sending device.
         self.send_limit = send_limit
         #: Sender rules, profile and key-log head (rossby.server.accounts);
@@ -178,10 +182,15 @@ class Inbox:
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
         boxes: dict[uuid.UUID, asyncio.Task[bool]] = {}
 
-        async def box_exists(box_id: uuid.UUID) -> bool:
+        async def load(box_id: uuid.UUID) -> bool:
             if self.accounts is not None:  # exists, and has not blocked the sender
                 return await self.accounts.deliverable(box_id, caller.box_id)
             return await self.store.get_box(box_id) is not None
+
+        async def box_exists(box_id: uuid.UUID) -> bool:
+            return await self.auth_cache.deliverable.get(
+                (box_id, caller.box_id), lambda: load(box_id), bool
+            )
 
         async def one(recipient: uuid.UUID, message: NewMessage) -> rossby_pb2.SendResult:
             result = rossby_pb2.SendResult(

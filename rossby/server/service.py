@@ -37,6 +37,7 @@ from rossby.hawk import HawkVerifier, NonceCache
 from rossby.logging import get_logger
 from rossby.server.account_rpcs import AccountRpcs
 from rossby.server.auth import HawkAuth, Identity, identity_lookup
+from rossby.server.authcache import AuthCache
 from rossby.server.inbox import Caller, Inbox
 from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
@@ -182,6 +183,7 @@ class RossbyService:
         hasher = ContactHasher(load_secret(settings, "contact_hash_key"))
         server_secret = load_secret(settings, "server_secret")
         self._log_key = hmac.new(server_secret, LOG_TAG_CONTEXT, hashlib.sha256).digest()
+        self.auth_cache = AuthCache(settings.auth_cache_ttl)
         self.registrar = Registrar(
             app.store,
             self.notifier,
@@ -215,6 +217,7 @@ class RossbyService:
             max_recipients=settings.max_recipients,
             default_phone_region=settings.default_phone_region,
             clock=app.clock,
+            auth_cache=self.auth_cache,
             send_limit=RateLimit(
                 "send_rate_per_device", settings.send_rate_per_device, reason="SEND_RATE_LIMITED"
             ),
@@ -233,6 +236,7 @@ class RossbyService:
             hasher,
             server_secret,
             app.clock,
+            self.auth_cache,
         )
         self.realtime = Realtime(app, server_secret)
         self.inbox.realtime = self.realtime
@@ -246,12 +250,17 @@ class RossbyService:
         )
 
     async def _hawk_key(self, identity: Identity) -> bytes | None:
-        device = await self.store.get_device(
-            uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
+        box_id, device_id = uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
+
+        async def load() -> bytes | None:
+            device = await self.store.get_device(box_id, device_id)
+            if device is None or device.state is not DeviceState.ACTIVE:
+                return None
+            return device.hawk_key
+
+        return await self.auth_cache.hawk_keys.get(
+            (box_id, device_id), load, lambda key: key is not None
         )
-        if device is None or device.state is not DeviceState.ACTIVE:
-            return None
-        return device.hawk_key
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         auth = HawkAuth(self.verifier, service="rossby.v1.Rossby", on_error=abort_with_error)
