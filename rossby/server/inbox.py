@@ -254,15 +254,17 @@ class Inbox:
             caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )
         messages: list[rossby_pb2.QueuedMessage] = []
-        more, size = page.more, 0
+        more, size, cut = page.more, 0, False
         for stored in page.messages:
             message = queued_message(stored)
             size += message.ByteSize() + PER_MESSAGE_OVERHEAD
             if messages and size > FETCH_PAGE_BYTES:
-                more = True  # the rest comes with the next page, after the last one sent
+                more = cut = True  # the rest comes with the next page, after the last one sent
                 break
             messages.append(message)
         next_after = messages[-1].position if messages else max(request.after, page.cursor)
+        if not cut:
+            next_after = max(next_after, page.read_through)
         return rossby_pb2.FetchResponse(
             messages=messages, more=more, next_after=next_after, cursor=page.cursor
         )

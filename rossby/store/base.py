@@ -145,6 +145,10 @@ class Page:
     messages: Sequence[StoredMessage]
     more: bool  # more messages wait after the last one returned
     cursor: Position  # the device's stored cursor
+    #: Set when the backend read past the last message returned (it dropped
+    #: later copies of an id, see ``Store.fetch``): the next page starts
+    #: after this position instead.
+    read_through: Position = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,12 +430,27 @@ class Store(abc.ABC):
         answered as a duplicate (the message is already queued), not
         refused. The message expires
         ``options.message_ttl`` seconds after it was queued, read or not.
+
+        Exactness of the id check: when ``settle_window == 0`` it is one
+        transaction, so even attempts that run at the same time store one
+        copy. When ``settle_window > 0`` (Cassandra, no Paxos on the Send
+        path) a retry made after an earlier attempt's answer, or after that
+        attempt failed, never stores a second copy; attempts that overlap
+        in time in *different* processes may each store one, at positions
+        less than ``settle_window`` apart, and ``fetch`` hands out only the
+        first of them (never a later copy above a cursor that passed the
+        first). Attempts of one id in one process are serialised.
+
         Raises ``PendingCapExceeded`` when the box already holds
         ``options.pending_cap`` messages not yet passed by every active
         device (a backend may also count passed ones awaiting compaction);
         nothing queued is ever dropped to make room. The cap is exact when
-        ``settle_window == 0``; otherwise concurrent senders may overshoot it
-        by at most their number. The caller checks the box exists.
+        ``settle_window == 0``. Otherwise a backend may estimate while the
+        box is below half its cap (a recent count plus what this process
+        queued since, trusted for a second); senders in other processes may
+        then overshoot the cap by what they queue in that second, and
+        concurrent senders near the cap by at most their number. The caller
+        checks the box exists.
         """
 
     @abc.abstractmethod
@@ -448,7 +467,10 @@ class Store(abc.ABC):
         Reads after ``max(after, cursor - settle_window, the device's start
         position, purged_through)``, and never below the expiry horizon, so
         deleted or expired rows are never scanned. ``after=0`` means "from
-        the cursor". Expired messages are never returned. Raises
+        the cursor". Expired messages are never returned. Of several copies
+        of one message id (overlapping Send attempts, see ``enqueue``) only
+        the lowest is returned; when that drops the last rows of a full
+        read, ``Page.read_through`` says where the next page starts. Raises
         ``NotFound`` for an unknown or revoked device.
         """
 

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 from rossby.store import Box, Device, DeviceKeys, DeviceState, NewMessage, Store
@@ -287,3 +288,47 @@ async def test_compaction_never_outruns_a_device(make_store: MakeStore) -> None:
     assert max(purges) <= final.purged_through
     # Compaction did remove messages (so the test exercised it).
     assert final.purged_through > min(sent.positions.values())
+
+
+async def test_overlapping_attempts_of_one_id_are_handed_out_once(
+    make_store: MakeStore,
+) -> None:
+    """Two processes attempt the same Send at the same moment (a client that
+    retried on another server while its first attempt still ran). Without
+    Paxos both attempts may queue a copy (Store.enqueue); a device paging
+    one message at a time must still get each id once, and once it acked
+    past an id, never see it again above its cursor."""
+    clock = WallClock()
+    one, two = make_store(clock=clock), make_store(clock=clock)
+    box, (device,) = await new_box(one)
+    messages = [make_message() for _ in range(20)]
+    answers = [
+        await asyncio.gather(one.enqueue(box.box_id, m), two.enqueue(box.box_id, m))
+        for m in messages
+    ]
+    assert all(a.position > 0 and b.position > 0 for a, b in answers)
+    if one.settle_window == 0:  # one transaction per attempt: a single copy
+        assert all(a.position == b.position for a, b in answers)
+
+    async def sweep(start: int) -> list[tuple[uuid.UUID, int]]:
+        """Read from the cursor one message per page, as a client pages."""
+        seen: list[tuple[uuid.UUID, int]] = []
+        after = start
+        while True:
+            page = await device_fetch(after)
+            seen.extend((m.message_id, m.position) for m in page.messages)
+            if not page.more:
+                return seen
+            after = max([after, page.read_through, *(m.position for m in page.messages)])
+
+    async def device_fetch(after: int) -> Any:
+        return await one.fetch(box.box_id, device.device_id, after=after, limit=1)
+
+    first = await sweep(0)
+    assert sorted(mid for mid, _ in first) == sorted(m.message_id for m in messages)
+    top = max(p for _, p in first)
+    cursor = await one.ack(box.box_id, device.device_id, top)
+    assert cursor == top
+    again = await sweep(0)
+    above = [(mid, p) for mid, p in again if p > cursor]
+    assert above == [], f"copies handed out again above the cursor: {above}"

@@ -319,9 +319,10 @@ class Stream:
                     self._recent[key] = m.position
                 if m.position > self.high:
                     self.high = m.position
-            if not page.more or not page.messages:
+            if not page.more or not (page.messages or page.read_through):
                 break
-            after = page.messages[-1].position
+            last = page.messages[-1].position if page.messages else 0
+            after = max(last, page.read_through)
         if self.settle and self._recent:
             floor = self.high - self.settle
             self._recent = {k: p for k, p in self._recent.items() if p > floor}

@@ -53,6 +53,7 @@ from rossby.store.cassandra.migrations import (
     migrations,
     version_table_cql,
 )
+from rossby.store.cassandra.pending import PendingEstimates
 from rossby.store.cassandra.positions import (
     Allocator,
     bucket_of,
@@ -71,6 +72,11 @@ CAS_ROUNDS = 64  # compare-and-set retries before reporting contention
 CLAIM_TRIES = 6  # contact claims timing out in cross-DC Paxos contention
 POLL = 0.05  # seconds between looks at a row another attempt is writing
 MAX_LIMIT = 2**31 - 1
+
+
+async def _nothing() -> None:
+    return None
+
 
 _DEVICE_COLUMNS = (
     "device_id, name, encryption_key, signing_key, key_signature, hawk_key, state,"
@@ -179,17 +185,15 @@ class _Cql:
             f"DELETE FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position <= ?"
         )
         self.messages_delete_bucket = f"DELETE FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
-        # message claims: LWT only
-        self.claim_insert = (
-            f"INSERT INTO {ks}.message_claims (box_id, message_id, position) VALUES (?, ?, ?)"
-            " IF NOT EXISTS USING TTL ?"
+        # message ids: plain writes, written before the message row
+        self.id_put = (
+            f"INSERT INTO {ks}.message_ids (box_id, message_id, position) VALUES (?, ?, ?)"
+            " USING TTL ?"
         )
-        self.claim_move = (
-            f"UPDATE {ks}.message_claims USING TTL ? SET position = ?"
-            " WHERE box_id = ? AND message_id = ? IF position = ?"
-        )
-        self.claim_get = (
-            f"SELECT position FROM {ks}.message_claims WHERE box_id = ? AND message_id = ?"
+        self.id_get = f"SELECT position FROM {ks}.message_ids WHERE box_id = ? AND message_id = ?"
+        self.message_ids_range = (
+            f"SELECT position, message_id FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
+            " AND position > ? AND position <= ?"
         )
         # contacts: LWT only
         self.contact_get = f"SELECT box_id FROM {ks}.contacts WHERE contact_hash = ?"
@@ -248,6 +252,7 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         self._locks = KeyedLocks()
         self._topology = self._settings.topology
         self._homes = HomeCache()
+        self._pending = PendingEstimates()
 
     # -- helpers -------------------------------------------------------------
 
@@ -948,11 +953,10 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         cursors = [int(r[9] or 0) for r in rows if r[0] is not None and r[6] == DeviceState.ACTIVE]
         return purged, max(purged, min(cursors)) if cursors else purged
 
-    async def _claimed(
-        self, box_id: uuid.UUID, home: str, message_id: uuid.UUID
-    ) -> Position | None:
-        rows = await self._run_home(self._cql.claim_get, (box_id, message_id), Op.CLAIM, home)
-        return int(rows[0]["position"]) if rows and rows[0]["position"] is not None else None
+    async def _known(self, box_id: uuid.UUID, home: str, message_id: uuid.UUID) -> Position | None:
+        """Where an earlier attempt queued (or is queueing) this message id."""
+        rows = await self._run_home(self._cql.id_get, (box_id, message_id), Op.QUEUE, home)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def _row_exists(
         self, box_id: uuid.UUID, home: str, position: Position, message_id: uuid.UUID
@@ -965,31 +969,27 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         )
         return bool(rows)
 
-    async def _move_claim(
-        self, box_id: uuid.UUID, home: str, message_id: uuid.UUID, old: Position
-    ) -> tuple[Position, float, Position | None]:
-        """Re-point the claim from ``old`` to a fresh position.
+    async def _point(
+        self, box_id: uuid.UUID, home: str, message_id: uuid.UUID
+    ) -> tuple[Position, float]:
+        """Issue a fresh position and record it as the id's, before any row.
 
-        Answers (fresh position, its time budget deadline, None) when this
-        call moved it, or (0, 0, current) when another attempt got there
-        first and ``current`` is where the claim points now.
+        Answers (position, the deadline its row must be acknowledged by).
+        A plain write: attempts that overlap in time may each point the id
+        at their own position and both place a row; those copies lie within
+        one budget of each other and Fetch hands out only the first
+        (docs/store.md, "Idempotent enqueue without Paxos").
         """
-        fresh = self._positions.issue()
+        position = self._positions.issue()
         deadline = time.monotonic() + self._budget()
-        rows = await self._run_home(
-            self._cql.claim_move,
-            (self._message_ttl(), fresh, box_id, message_id, old),
-            Op.CLAIM,
+        await self._run_home(
+            self._cql.id_put,
+            (box_id, message_id, position, self._message_ttl()),
+            Op.QUEUE,
             home,
             deadline=deadline,
         )
-        if rows[0][APPLIED]:
-            return fresh, deadline, None
-        current = rows[0].get("position")
-        if current is None:
-            # The claim expired with its message: nothing left to dedupe.
-            raise StoreUnavailable("store: claim vanished during retry", applied=False)
-        return 0, 0.0, int(current)
+        return position, deadline
 
     async def _place(
         self,
@@ -999,11 +999,11 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         position: Position,
         deadline: float,
     ) -> Position:
-        """Write the queue row at the claimed position.
+        """Write the queue row at the recorded position.
 
         The row must be acknowledged within the request timeout of its
-        position's time (the settle-window argument). If claiming already
-        spent half the budget, the claim moves to a fresh position first.
+        position's time (the settle-window argument). If recording the id
+        already spent half the budget, the id moves to a fresh position first.
         """
         for _ in range(4):
             if deadline - time.monotonic() >= self._budget() / 2:
@@ -1024,12 +1024,7 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
                     deadline=deadline,
                 )
                 return position
-            fresh, deadline, current = await self._move_claim(
-                box_id, home, message.message_id, position
-            )
-            if current is not None:
-                raise StoreUnavailable("store: a concurrent retry moved the claim", applied=None)
-            position = fresh
+            position, deadline = await self._point(box_id, home, message.message_id)
         raise StoreUnavailable("store: too slow to place the message in time", applied=False)
 
     async def _enqueue_retry(
@@ -1037,54 +1032,76 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         box_id: uuid.UUID,
         home: str,
         message: NewMessage,
-        claimed: Position,
+        known: Position,
         purged: Position,
     ) -> Enqueued:
-        """An earlier attempt claimed this message id at ``claimed``."""
-        for _ in range(4):
-            if claimed <= max(purged, self._horizon()):
-                return Enqueued(claimed, duplicate=True)  # delivered and compacted, or expired
-            if await self._row_exists(box_id, home, claimed, message.message_id):
-                return Enqueued(claimed, duplicate=True)
-            # The row is missing: the earlier attempt is still writing, or
-            # died between claim and write. Give it the rest of its budget.
-            age = max(0.0, time_of(self._positions.now()) - time_of(claimed))
-            wait_until = time.monotonic() + max(0.0, self._budget() - age)
-            while time.monotonic() < wait_until:
-                await asyncio.sleep(POLL)
-                if await self._row_exists(box_id, home, claimed, message.message_id):
-                    return Enqueued(claimed, duplicate=True)
-            fresh, deadline, current = await self._move_claim(
-                box_id, home, message.message_id, claimed
-            )
-            if current is None:
-                return Enqueued(await self._place(box_id, home, message, fresh, deadline), False)
-            claimed = current
-        raise StoreUnavailable("store: message claim keeps moving", applied=None)
+        """An earlier attempt recorded this message id at ``known``."""
+        if known <= max(purged, self._horizon()):
+            return Enqueued(known, duplicate=True)  # delivered and compacted, or expired
+        if await self._row_exists(box_id, home, known, message.message_id):
+            return Enqueued(known, duplicate=True)
+        # The row is missing: the earlier attempt is still writing, or died
+        # between recording the id and writing the row. Give it the rest of
+        # its budget; after that its row can no longer be acknowledged.
+        age = max(0.0, time_of(self._positions.now()) - time_of(known))
+        wait_until = time.monotonic() + max(0.0, self._budget() - age)
+        while time.monotonic() < wait_until:
+            await asyncio.sleep(POLL)
+            if await self._row_exists(box_id, home, known, message.message_id):
+                return Enqueued(known, duplicate=True)
+        position, deadline = await self._point(box_id, home, message.message_id)
+        return Enqueued(await self._place(box_id, home, message, position, deadline), False)
+
+    async def _pending_view(
+        self, box_id: uuid.UUID, home: str, message_id: uuid.UUID
+    ) -> tuple[str, list[Any], Position | None, int | None]:
+        """The reads an enqueue needs, side by side (one round trip in
+        sequence): the box view (the home fence, cursors, purge mark), the
+        message id's record and, unless the box's estimate will do
+        (``PendingEstimates``), a count of its queued rows from the floor of
+        the last count: a lower floor only counts more, and a count that
+        reaches the cap is redone from the fresh floor by the caller."""
+        cap = self.options.pending_cap
+        need_count = self._pending.usable(box_id, cap) is None
+        floor = self._pending.floor(box_id)
+        # Without any earlier count there is no floor to count from (from 0
+        # a count would read a month of day buckets): count after the view.
+        early = need_count and floor > 0
+        (fresh_home, rows), known, counted = await asyncio.gather(
+            self._view(box_id),
+            self._known(box_id, home, message_id),
+            self._count(box_id, home, floor, cap) if early else _nothing(),
+        )
+        if fresh_home != home:  # the fence moved the box: ask its new home
+            known = await self._known(box_id, fresh_home, message_id)
+            early = False
+        if need_count and not early and known is None:
+            counted = await self._count(box_id, fresh_home, self._undelivered_floor(rows)[1], cap)
+        return fresh_home, rows, known, counted
 
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
-        home, rows = await self._view(box_id)
-        purged, floor = self._undelivered_floor(rows)
-        cap = self.options.pending_cap
-        if await self._count(box_id, home, floor, cap) >= cap:
-            claimed = await self._claimed(box_id, home, message.message_id)
-            if claimed is None:
-                raise PendingCapExceeded(f"box holds {cap} undelivered messages")
-            return await self._enqueue_retry(box_id, home, message, claimed, purged)
-        position = self._positions.issue()
-        deadline = time.monotonic() + self._budget()
-        rows = await self._run_home(
-            self._cql.claim_insert,
-            (box_id, message.message_id, position, self._message_ttl()),
-            Op.CLAIM,
-            home,
-            deadline=deadline,
-        )
-        if not rows[0][APPLIED]:
-            return await self._enqueue_retry(
-                box_id, home, message, int(rows[0]["position"]), purged
+        # Attempts of one id in this process queue here, so they never race
+        # each other; only attempts in different processes can overlap.
+        async with self._locks.hold(("enqueue", box_id, message.message_id)):
+            home = await self.home_of(box_id) or self._settings.local_dc
+            home, rows, known, counted = await self._pending_view(
+                box_id, home, message.message_id
             )
-        return Enqueued(await self._place(box_id, home, message, position, deadline), False)
+            purged, floor = self._undelivered_floor(rows)
+            # A retry is answered before the cap: the message is already queued.
+            if known is not None:
+                return await self._enqueue_retry(box_id, home, message, known, purged)
+            cap = self.options.pending_cap
+            if counted is not None and counted >= cap:
+                counted = await self._count(box_id, home, floor, cap)
+            if counted is not None:
+                self._pending.counted(box_id, counted, floor)
+                if counted >= cap:
+                    raise PendingCapExceeded(f"box holds {cap} undelivered messages")
+            position, deadline = await self._point(box_id, home, message.message_id)
+            placed = await self._place(box_id, home, message, position, deadline)
+            self._pending.queued(box_id)
+            return Enqueued(placed, False)
 
     async def _read(
         self, box_id: uuid.UUID, home: str, lower: Position, upper: Position, want: int
@@ -1138,10 +1155,41 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
             # acknowledged there and not replicated yet: re-read from the
             # recovery floor until `reconcile` has copied them over.
             reread = min(reread, recovery)
-        lower = max(after, reread, start, purged, self._horizon())
+        floor = max(reread, start, purged, self._horizon())
+        lower = max(after, floor)
         limit = max(0, limit)
-        found = await self._read(box_id, home, lower, self._upper(), limit + 1)
-        return Page(messages=found[:limit], more=len(found) > limit, cursor=cursor)
+        # Copies of one id from overlapping Send attempts lie within a
+        # settle window of each other; only the first is handed out. When
+        # the page starts above the window's floor, the ids just below it
+        # are read too, so a copy is dropped even on a later page.
+        below = max(floor, lower - self.settle_window)
+        found, earlier = await asyncio.gather(
+            self._read(box_id, home, lower, self._upper(), limit + 1),
+            self._ids_in(box_id, home, below, lower) if below < lower else _nothing(),
+        )
+        seen: set[uuid.UUID] = earlier or set()
+        kept = []
+        for m in found:
+            if m.message_id not in seen:
+                seen.add(m.message_id)
+                kept.append(m)
+        if len(kept) > limit or len(found) <= limit or not found:
+            return Page(messages=kept[:limit], more=len(kept) > limit, cursor=cursor)
+        # Copies were dropped from a full read: every row up to the last one
+        # read was either returned or dropped, so the next page starts there.
+        return Page(messages=kept, more=True, cursor=cursor, read_through=found[-1].position)
+
+    async def _ids_in(
+        self, box_id: uuid.UUID, home: str, lower: Position, upper: Position
+    ) -> set[uuid.UUID]:
+        """Message ids queued in (lower, upper] (no ciphertext read out)."""
+        ids: set[uuid.UUID] = set()
+        for bucket in range(bucket_of(lower + 1), bucket_of(upper) + 1):
+            rows = await self._run_home(
+                self._cql.message_ids_range, (box_id, bucket, lower, upper), Op.QUEUE, home
+            )
+            ids.update(r[1] for r in rows)
+        return ids
 
     async def _top(
         self, box_id: uuid.UUID, home: str, lower: Position, upper: Position
