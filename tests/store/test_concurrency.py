@@ -15,8 +15,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from rossby.store import Box, Device, DeviceKeys, DeviceState, NewMessage, Store
 from tests.store.conftest import new_id
