@@ -1084,9 +1084,7 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         # each other; only attempts in different processes can overlap.
         async with self._locks.hold(("enqueue", box_id, message.message_id)):
             home = await self.home_of(box_id) or self._settings.local_dc
-            home, rows, known, counted = await self._pending_view(
-                box_id, home, message.message_id
-            )
+            home, rows, known, counted = await self._pending_view(box_id, home, message.message_id)
             purged, floor = self._undelivered_floor(rows)
             # A retry is answered before the cap: the message is already queued.
             if known is not None:
