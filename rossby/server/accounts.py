@@ -28,7 +28,7 @@ from rossby.contacts import ContactHasher, NormalizedContact, normalize
 from rossby.crypto.keylog import ChangeKind, verify_change
 from rossby.logging import get_logger
 from rossby.server import validate
-from rossby.server.authcache import AuthCache
+from rossby.server.authcache import AuthCache, RecipientPolicy
 from rossby.server.inbox import Caller
 from rossby.server.keylog import KeyLog, active_keys, head_pb, to_pb
 from rossby.server.notify import Notifier
@@ -150,16 +150,27 @@ class Accounts:
     async def deliverable(self, recipient: uuid.UUID, sender: uuid.UUID) -> bool:
         """Send's check: the box exists and accepts this sender.
 
-        The profile and the rule are read side by side (one round trip in
-        sequence, not two); the Send path caches the answer
-        (``rossby.server.authcache``).
+        The box's profile and whether it holds any rule are read side by
+        side and cached per box (``rossby.server.authcache``); only a box
+        that holds rules costs a read per sender, and the Send path caches
+        that answer per pair.
         """
-        if recipient == sender:
-            return await self.store.get_profile(recipient) is not None
-        profile, rule = await asyncio.gather(
-            self.store.get_profile(recipient), self.accounts.get_sender_rule(recipient, sender)
+        policy = await self.auth_cache.recipients.get(
+            recipient, lambda: self._policy(recipient), lambda p: p.profile is not None
         )
-        return profile is not None and _accepts(profile, rule)
+        if policy.profile is None:
+            return False
+        if recipient == sender:
+            return True
+        if not policy.has_rules:
+            return _accepts(policy.profile, None)
+        return _accepts(policy.profile, await self.accounts.get_sender_rule(recipient, sender))
+
+    async def _policy(self, box_id: uuid.UUID) -> RecipientPolicy:
+        profile, has_rules = await asyncio.gather(
+            self.store.get_profile(box_id), self.accounts.has_sender_rules(box_id)
+        )
+        return RecipientPolicy(profile, has_rules)
 
     async def annotate(
         self, reply: rossby_pb2.RequestKeyResponse, box_id: uuid.UUID, profile: Profile | None

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from rossby.store import Profile
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -92,6 +94,15 @@ class ExpiringCache(Generic[K, V]):
 DeviceKey = tuple[uuid.UUID, uuid.UUID]  # (box id, device id)
 
 
+@dataclass(frozen=True, slots=True)
+class RecipientPolicy:
+    """A box as the Send path sees it: its profile (None: no such box) and
+    whether it holds any sender rule."""
+
+    profile: Profile | None
+    has_rules: bool
+
+
 class AuthCache:
     """The two caches the server keeps, and the invalidations this process
     applies at once when it makes the change itself."""
@@ -109,6 +120,13 @@ class AuthCache:
         #: (recipient box, sender box) -> may the sender queue messages there?
         self.deliverable: ExpiringCache[tuple[uuid.UUID, uuid.UUID], bool] = ExpiringCache(
             ttl, clock=clock, changed_at=lambda key: self._rules_changed.get(key[0], -1.0)
+        )
+        #: recipient box -> what decides for *every* sender when it holds no
+        #: sender rules (most boxes): its profile. A pair is then decided
+        #: without a read of its own, which matters because senders of a box
+        #: are many and each pair repeats rarely.
+        self.recipients: ExpiringCache[uuid.UUID, RecipientPolicy] = ExpiringCache(
+            ttl, clock=clock, changed_at=lambda key: self._rules_changed.get(key, -1.0)
         )
 
     def _mark(self, changed: dict[Any, float], key: Any) -> None:
@@ -132,4 +150,4 @@ class AuthCache:
         self._mark(self._rules_changed, box_id)
 
 
-__all__ = ["AuthCache", "ExpiringCache"]
+__all__ = ["AuthCache", "ExpiringCache", "RecipientPolicy"]

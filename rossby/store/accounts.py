@@ -186,6 +186,14 @@ class AccountStore(abc.ABC):
     async def list_sender_rules(self, box_id: uuid.UUID, rule: SenderRule) -> list[uuid.UUID]:
         """Every box ``box_id`` holds ``rule`` about."""
 
+    @abc.abstractmethod
+    async def has_sender_rules(self, box_id: uuid.UUID) -> bool:
+        """Whether ``box_id`` holds any rule at all: one row read at most.
+
+        Most boxes hold none, and then the Send path can decide for every
+        sender from the profile alone (``rossby.server.authcache``).
+        """
+
 
 def account_store(store: object) -> AccountStore:
     """The ``AccountStore`` behind ``store``, looking through wrappers that

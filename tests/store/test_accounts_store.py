@@ -121,7 +121,9 @@ async def test_challenges_contacts_and_rules(
     await store.remove_box_contact(box, h)
     assert await store.box_contacts(box) == []
 
+    assert not await store.has_sender_rules(box)
     await store.set_sender_rule(box, other, SenderRule.BLOCKED)
+    assert await store.has_sender_rules(box)
     assert await store.get_sender_rule(box, other) is SenderRule.BLOCKED
     assert await store.list_sender_rules(box, SenderRule.BLOCKED) == [other]
     await store.set_sender_rule(box, other, SenderRule.ACCEPTED)
@@ -129,3 +131,4 @@ async def test_challenges_contacts_and_rules(
     assert await store.list_sender_rules(box, SenderRule.ACCEPTED) == [other]
     await store.set_sender_rule(box, other, None)
     assert await store.get_sender_rule(box, other) is None
+    assert not await store.has_sender_rules(box)

@@ -390,6 +390,12 @@ class CassandraAccounts(AccountStore):
         )
         return SenderRule(rows[0][0]) if rows and rows[0][0] else None
 
+    async def has_sender_rules(self, box_id: uuid.UUID) -> bool:
+        rows = await self._acc(
+            "SELECT other_id FROM {ks}.sender_rules WHERE box_id = ? LIMIT 1", (box_id,), KEYS
+        )
+        return bool(rows)
+
     async def list_sender_rules(self, box_id: uuid.UUID, rule: SenderRule) -> list[uuid.UUID]:
         rows = await self._acc(
             f"SELECT other_id, rule FROM {{ks}}.sender_rules WHERE box_id = ? LIMIT {MAX_RULES}",

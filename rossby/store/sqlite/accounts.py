@@ -393,6 +393,14 @@ class SqliteAccounts(AccountStore):
         )
         return None if row is None else SenderRule(row[0])
 
+    async def has_sender_rules(self, box_id: uuid.UUID) -> bool:
+        row = await self._run(
+            lambda conn: _row(
+                conn, "SELECT 1 FROM sender_rules WHERE box_id = ? LIMIT 1", (box_id.bytes,)
+            )
+        )
+        return row is not None
+
     async def list_sender_rules(self, box_id: uuid.UUID, rule: SenderRule) -> list[uuid.UUID]:
         rows = await self._run(
             lambda conn: _rows(
