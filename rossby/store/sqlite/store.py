@@ -1,7 +1,9 @@
 """The SQLite backend: one file, one connection per store, one worker thread.
 
 sqlite3 calls block, so every call runs on a single dedicated thread that
-owns the connection; the event loop only awaits. One thread per store also
+owns the connection; the event loop only awaits. Concurrent writes share
+one transaction and one fsync (group commit, ``rossby.store.sqlite.worker``).
+One thread per store also
 serialises this store's transactions, so the only contention left is
 between stores (processes) sharing the file. That is settled by SQLite's
 file locks: every write transaction starts with ``BEGIN IMMEDIATE`` (take
@@ -15,14 +17,10 @@ issued and ``settle_window`` is 0.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -54,6 +52,7 @@ from rossby.store.base import (
 from rossby.store.sqlite.accounts import SqliteAccounts
 from rossby.store.sqlite.codesends import SqliteCodeSends
 from rossby.store.sqlite.presence import SqlitePresence
+from rossby.store.sqlite.worker import Kind, Worker
 
 T = TypeVar("T")
 
@@ -203,20 +202,6 @@ def _changes(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> 
     return conn.execute(sql, params).rowcount
 
 
-def _transaction(
-    conn: sqlite3.Connection, begin: str, body: Callable[[sqlite3.Connection], T]
-) -> T:
-    conn.execute(begin)
-    try:
-        result = body(conn)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
 _DEVICE_COLUMNS = (
     "box_id, device_id, name, encryption_key, signing_key, key_signature, hawk_key, state,"
     " created_at"
@@ -291,71 +276,52 @@ class SqliteStore(SqlitePresence, SqliteAccounts, SqliteCodeSends, Store):
     def __init__(self, path: str, options: StoreOptions) -> None:
         self.path = path
         self.options = options
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
-        self._closed = False
-        # Touched only on the worker thread.
-        self._conn: sqlite3.Connection | None = None
-        self._conn_closed = False
+        self._worker = Worker(self._open, translate_error)
 
     # -- plumbing ----------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn_closed:
-            raise StoreUnavailable("sqlite store is closed", applied=False)
-        if self._conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                cached_statements=256,
-            )
-            try:
-                if self.path != _MEMORY:
-                    # WAL: readers never block the writer or each other.
-                    conn.execute("PRAGMA journal_mode=WAL")
-                # FULL: fsync the WAL at every commit, so an acknowledged
-                # Send survives power loss, not only a process crash.
-                conn.execute("PRAGMA synchronous=FULL")
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _call(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body`` on the worker thread with errors translated."""
-        conn: sqlite3.Connection | None = None
+    def _open(self) -> sqlite3.Connection:
+        """The connection, opened on the worker thread that will own it."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            cached_statements=256,
+            check_same_thread=True,
+        )
         try:
-            conn = self._connection()
-            return body(conn)
-        except sqlite3.Error as exc:
-            if conn is not None and conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise translate_error(exc) from exc
+            if self.path != _MEMORY:
+                # WAL: readers never block the writer or each other.
+                conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: fsync the WAL at every commit, so an acknowledged
+            # Send survives power loss, not only a process crash.
+            conn.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed (one per group of writes)."""
+        return self._worker.commits
+
+    @property
+    def grouped_writes(self) -> int:
+        """Writes those transactions carried."""
+        return self._worker.grouped_writes
 
     async def _run(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise StoreUnavailable("sqlite store is closed", applied=False)
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="rossby-sqlite")
-            executor = self._executor
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(executor, self._call, body)
-        except RuntimeError as exc:  # submitted after shutdown
-            if self._closed:
-                raise StoreUnavailable("sqlite store is closed", applied=False) from exc
-            raise
+        """One call on the worker thread, no transaction of its own."""
+        return await self._worker.submit(Kind.RAW, body)
 
     async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(lambda conn: _transaction(conn, "BEGIN IMMEDIATE", body))
+        """A write, committed with the others waiting (group commit)."""
+        return await self._worker.submit(Kind.WRITE, body)
 
     async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """A read transaction: one snapshot for several statements."""
-        return await self._run(lambda conn: _transaction(conn, "BEGIN", body))
+        return await self._worker.submit(Kind.READ, body)
 
     def _now(self) -> float:
         return self.options.clock()
@@ -385,9 +351,10 @@ class SqliteStore(SqlitePresence, SqliteAccounts, SqliteCodeSends, Store):
                 )
             return LATEST_VERSION
 
-        # One IMMEDIATE transaction: two processes migrating at once apply
-        # each version exactly once, and a failed file leaves no half schema.
-        return await self._write(body)
+        # One IMMEDIATE transaction of its own (DDL is never grouped): two
+        # processes migrating at once apply each version exactly once, and a
+        # failed file leaves no half schema.
+        return await self._worker.submit(Kind.ALONE, body)
 
     async def check_schema(self) -> int:
         def body(conn: sqlite3.Connection) -> int:
@@ -423,23 +390,8 @@ class SqliteStore(SqlitePresence, SqliteAccounts, SqliteCodeSends, Store):
         await self._run(lambda conn: _row(conn, "SELECT count(*) FROM sqlite_master"))
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with self._executor_lock:
-            executor, self._executor = self._executor, None
-        if executor is None:
-            return
-
-        def shut() -> None:
-            self._conn_closed = True
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                conn.close()
-
-        # Queued behind any call still in flight, so those finish first.
-        await asyncio.get_running_loop().run_in_executor(executor, shut)
-        executor.shutdown(wait=True)
+        # Calls already queued finish first; later ones are refused.
+        await self._worker.close()
 
     # -- contacts ----------------------------------------------------------
 
