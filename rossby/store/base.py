@@ -447,8 +447,9 @@ class Store(abc.ABC):
         nothing queued is ever dropped to make room. The cap is exact when
         ``settle_window == 0``. Otherwise a backend may estimate while the
         box is below half its cap (a recent count plus what this process
-        queued since, trusted for a second); senders in other processes may
-        then overshoot the cap by what they queue in that second, and
+        queued since, trusted for a few seconds); senders in other processes
+        may then overshoot the cap by what they queue in that time beyond
+        half the cap (``rossby.store.cassandra.pending``), and
         concurrent senders near the cap by at most their number. The caller
         checks the box exists.
         """

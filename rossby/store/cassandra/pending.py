@@ -18,8 +18,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Seconds a count is trusted (with this process's own sends added).
-RECOUNT_AFTER = 1.0
+#: Seconds a count is trusted (with this process's own sends added). Beyond it
+#: other processes may have queued into the box unseen; below half the cap
+#: that takes them cap/2 messages in this time to matter.
+RECOUNT_AFTER = 5.0
 MAX_BOXES = 100_000
 
 
