@@ -11,6 +11,7 @@ run and returns the async callable to time (it owns any connection set-up).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -213,7 +214,7 @@ class CpuSampler:
             return 0.0
         if t <= samples[0][0]:
             return samples[0][1]
-        for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+        for (t0, c0), (t1, c1) in itertools.pairwise(samples):
             if t0 <= t <= t1:
                 return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
         return samples[-1][1]
