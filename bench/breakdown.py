@@ -919,12 +919,14 @@ def aggregate(traces: list[Trace], method: str) -> dict[str, Any]:
     return out
 
 
-def summary(entry: dict[str, Any], calls: int) -> dict[str, float]:
-    """The instrumented phase's server CPU per call, in parts that add up to it."""
-    rossby = grpc_task = raw = 0.0
-    for b in entry["breakdown"].values():
+def summary(inst: dict[str, Any], clean: dict[str, Any]) -> dict[str, float]:
+    """Server CPU per call in parts that add up to the clean pass's total: Rossby's
+    stages from the instrumented pass (probe cost removed), the other threads
+    from the clean pass, and the rest (grpc.aio and the event loop itself)."""
+    calls = inst["calls"]
+    rossby = grpc_task = 0.0
+    for b in inst["breakdown"].values():
         scale = b["rpcs"] / calls if calls else 0.0
-        raw += b["loop_cpu_attributed_us"] * scale
         for row in b["stages"]:
             if row["cpu_thread"] != "loop":
                 continue
@@ -932,17 +934,18 @@ def summary(entry: dict[str, Any], calls: int) -> dict[str, float]:
                 grpc_task += row["cpu_us"] * scale
             else:
                 rossby += row["cpu_us"] * scale
-    loop = entry["loop_thread_cpu_us_per_call"] or 0.0
-    out = {
-        "Rossby code on the loop (the stages, probe cost removed)": rossby,
-        "grpc.aio in the RPC's task (outside the stages)": grpc_task,
-        "the probe itself, in the RPC tasks": raw - rossby - grpc_task,
-        "rest of the loop thread (grpc.aio tasks, callbacks, select)": loop - raw,
-    }
-    for name, us in entry["threads_cpu_us_per_call"].items():
+    total = clean["server_cpu_us_per_call"] or 0.0
+    out = {"Rossby code on the event loop (the stages above)": rossby}
+    others = 0.0
+    for name, us in clean["threads_cpu_us_per_call"].items():
         if name != "event loop (main thread)" and us and us >= 0.5:
-            out[name] = us
-    out["total (process CPU)"] = entry["server_cpu_us_per_call"] or 0.0
+            out[f"thread: {name}"] = us
+            others += us
+    out["the rest: grpc.aio + asyncio on the loop (total minus the above)"] = (
+        total - rossby - others
+    )
+    out["  of which grpc.aio in the RPC's own task (instrumented)"] = grpc_task
+    out["total server CPU (clean pass)"] = total
     return {k: round(v, 1) for k, v in out.items()}
 
 
@@ -1024,10 +1027,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         registered = await ask()
         result["registration"] = {**registered, "seconds": round(time.perf_counter() - t0, 2)}
-        plan = [("clean", False, args.clean_calls, args.clean_seconds)]
+        plan = [("warm-up", False, args.warmup_calls, 2.0)] if args.warmup_calls else []
+        plan.append(("clean", False, args.clean_calls, args.clean_seconds))
         plan.append(("instrumented", True, args.calls, args.seconds))
+        passes_clean: dict[str, Any] = {}
         for pass_name, instrumented, calls, seconds in plan:
-            passes: dict[str, Any] = {}
+            passes: dict[str, Any] = passes_clean if pass_name == "clean" else {}
             for phase in ("send", "fetch"):
                 print(f"== {args.store}: {pass_name} {phase}", file=sys.stderr, flush=True)
                 await asyncio.sleep(0.3)
@@ -1060,7 +1065,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         m: aggregate(PROBE.traces, m)
                         for m in (["Send"] if phase == "send" else ["Fetch", "Ack"])
                     }
-                    entry["summary_us_per_call"] = summary(entry, done)
+                    entry["summary_us_per_call"] = summary(entry, passes_clean[phase])
                 passes[phase] = entry
             result["passes"][pass_name] = passes
         child.stdin.write(b'{"op": "quit"}\n')
@@ -1157,7 +1162,7 @@ def print_report(r: dict[str, Any]) -> None:
             a = c["threads_cpu_us_per_call"].get(name, 0.0)
             b2 = i["threads_cpu_us_per_call"].get(name, 0.0)
             print(f"    {name[:34]:34} {a:>8} {b2:>13}")
-        print(f"\n  server CPU per {label}, instrumented pass, in parts (µs)")
+        print(f"\n  server CPU per {label}, in parts (µs)")
         for name, us in i["summary_us_per_call"].items():
             print(f"    {name[:70]:70} {us:>8}")
         print(f"\n  event-loop thread CPU per {label} by callback, instrumented (µs)")
@@ -1188,9 +1193,10 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--payload-bytes", type=int, default=1024)
     p.add_argument("--calls", type=int, default=2000, help="instrumented Sends (and Fetch+Acks)")
-    p.add_argument("--seconds", type=float, default=6.0, help="cap per instrumented phase")
+    p.add_argument("--seconds", type=float, default=4.0, help="cap per instrumented phase")
     p.add_argument("--clean-calls", type=int, default=2000)
-    p.add_argument("--clean-seconds", type=float, default=3.0, help="cap per clean phase")
+    p.add_argument("--clean-seconds", type=float, default=4.0, help="cap per clean phase")
+    p.add_argument("--warmup-calls", type=int, default=200, help="unmeasured, first (0: none)")
     p.add_argument("--echo-seconds", type=float, default=10.0, help="0: no echo run")
     p.add_argument("--echo-concurrency", type=int, default=32)
     p.add_argument("--echo-json", help="reuse a bench/grpc_ceiling.py result (JSON file)")
