@@ -8,10 +8,16 @@ b. storage ceiling: the queue's writes straight through the driver
    insert, Cassandra LWT claim + insert;
 c. Rossby: ``rossby serve`` on SQLite and on Cassandra, driven by
    ``rossby loadtest`` (1:1 sends only, then the default mix);
-d. peer: Matrix Synapse on SQLite (bench/synapse_peer.py; its own venv).
+d. peer: Matrix Synapse on SQLite (bench/synapse_peer.py; its own venv; skipped
+   with a note when ``--synapse-python`` does not exist);
+e. with ``--breakdown``: bench/breakdown.py on each backend (per-stage cost of
+   Send and Fetch+Ack, server CPU per call over the echo's), reusing part a.
 
     .venv/bin/python bench/run_all.py [--seconds 15] [--concurrency 32] [--workers 1]
         [--skip synapse,cassandra] [--synapse-python /tmp/bench-synapse-venv/bin/python]
+        [--breakdown]
+
+``make bench`` runs ``--seconds 5 --breakdown`` (docs/benchmarks.md).
 
 Cassandra: reuses whatever answers on 127.0.0.1:9042; otherwise starts one
 node with deploy/cassandra/launcher.py in /tmp/bench-cass and stops it at the
@@ -158,6 +164,33 @@ def loadtest(
     }  # fmt: skip
 
 
+def breakdown(backend: str, out: Path, echo: dict[str, Any] | None) -> dict[str, Any]:
+    """bench/breakdown.py on one backend; its table goes to a text file."""
+    report, text = out / f"breakdown-{backend}.json", out / f"breakdown-{backend}.txt"
+    cmd = [PY, str(HERE / "breakdown.py"), "--store", backend, "--json", str(report)]
+    if echo and "error" not in echo:
+        echo_path = out / "grpc-echo.json"
+        echo_path.write_text(json.dumps(echo) + "\n")
+        cmd += ["--echo-json", str(echo_path)]
+    else:
+        cmd += ["--echo-seconds", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    text.write_text(proc.stdout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"breakdown.py exited {proc.returncode}: {proc.stderr[-3000:]}")
+    data = json.loads(report.read_text())
+    clean = data["passes"]["clean"]
+    return {
+        "name": f"breakdown {backend}",
+        "send_server_cpu_us_per_call": clean["send"]["server_cpu_us_per_call"],
+        "fetch_ack_server_cpu_us_per_pair": clean["fetch"]["server_cpu_us_per_call"],
+        "send_cpu_vs_echo": data.get("send_cpu_vs_echo"),
+        "report": str(report),
+        "table": str(text),
+        "command": " ".join(cmd[1:]),
+    }
+
+
 def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
     if not a or not b or not b.get("per_second"):
         return "-"
@@ -173,9 +206,20 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="rossby serve --workers (env)")
     p.add_argument("--skip", default="", help="comma list: grpc,storage,sqlite,cassandra,synapse")
     p.add_argument("--synapse-python", default="/tmp/bench-synapse-venv/bin/python")
+    p.add_argument(
+        "--breakdown", action="store_true", help="also run bench/breakdown.py on each backend"
+    )
     p.add_argument("--out", default=str(HERE / "out"))
     args = p.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    notes: list[str] = []
+    if "synapse" not in skip and not Path(args.synapse_python).exists():
+        skip.add("synapse")
+        notes.append(
+            f"Synapse skipped: no interpreter at {args.synapse_python} (see docs/benchmarks.md "
+            "for the venv; or pass --synapse-python)"
+        )
+        print(f"== note: {notes[-1]}", file=sys.stderr, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
@@ -183,7 +227,7 @@ def main() -> int:
         "started_at": datetime.now().isoformat(timespec="seconds"),
         "args": vars(args),
         "parts": {},
-        "notes": [],
+        "notes": notes,
     }
     parts: dict[str, Any] = results["parts"]
     common = ["--concurrency", str(args.concurrency), "--seconds", str(args.seconds)]
@@ -247,6 +291,13 @@ def main() -> int:
                     server, "cassandra-send", "send=1", args, out, 5.5))  # fmt: skip
                 part("rossby_cassandra_mix", lambda: loadtest(
                     server, "cassandra-mix", "send=6,group=1,fetch=3", args, out, 5.5))  # fmt: skip
+        if args.breakdown:  # while Cassandra is up
+            for backend in ("sqlite", "cassandra"):
+                if backend not in skip:
+                    part(
+                        f"breakdown_{backend}",
+                        lambda backend=backend: breakdown(backend, out, parts.get("grpc_echo")),
+                    )
     finally:
         if started_cassandra:
             launcher().stop(cass_dir)
@@ -315,6 +366,17 @@ def main() -> int:
         r = g(key)
         if r and "audit" in r:
             print(f"{key} audit: {r['audit']}")
+    for note in results["notes"]:
+        print(f"note: {note}")
+    for backend in ("sqlite", "cassandra"):
+        r = g(f"breakdown_{backend}")
+        if not r:
+            continue
+        print(f"\n== cost breakdown, {backend} (bench/breakdown.py; {r.get('report', '')})")
+        if "error" in r:
+            print(f"ERROR {r['error'][:2000]}")
+            continue
+        print(Path(r["table"]).read_text().rstrip())
     return 0
 
 
