@@ -1059,8 +1059,8 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         sequence): the box view (the home fence, cursors, purge mark), the
         message id's record and, unless the box's estimate will do
         (``PendingEstimates``), a count of its queued rows from the floor of
-        the last count: a lower floor only counts more, and a count that
-        reaches the cap is redone from the fresh floor by the caller."""
+        the last count: a lower floor only counts more, so a count from it that
+        reaches the cap is redone from the fresh floor here."""
         cap = self.options.pending_cap
         need_count = self._pending.usable(box_id, cap) is None
         floor = self._pending.floor(box_id)
@@ -1075,8 +1075,12 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         if fresh_home != home:  # the fence moved the box: ask its new home
             known = await self._known(box_id, fresh_home, message_id)
             early = False
-        if need_count and not early and known is None:
-            counted = await self._count(box_id, fresh_home, self._undelivered_floor(rows)[1], cap)
+        fresh_floor = self._undelivered_floor(rows)[1]
+        stale = early and counted is not None and counted >= cap
+        if known is None and need_count and (not early or stale):
+            # No count yet, or one from an old floor that reached the cap:
+            # count from the fresh floor before anything is refused.
+            counted = await self._count(box_id, fresh_home, fresh_floor, cap)
         return fresh_home, rows, known, counted
 
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
@@ -1090,8 +1094,6 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
             if known is not None:
                 return await self._enqueue_retry(box_id, home, message, known, purged)
             cap = self.options.pending_cap
-            if counted is not None and counted >= cap:
-                counted = await self._count(box_id, home, floor, cap)
             if counted is not None:
                 self._pending.counted(box_id, counted, floor)
                 if counted >= cap:
@@ -1171,7 +1173,7 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
             if m.message_id not in seen:
                 seen.add(m.message_id)
                 kept.append(m)
-        if len(kept) > limit or len(found) <= limit or not found:
+        if len(kept) > limit or len(found) <= limit:
             return Page(messages=kept[:limit], more=len(kept) > limit, cursor=cursor)
         # Copies were dropped from a full read: every row up to the last one
         # read was either returned or dropped, so the next page starts there.
