@@ -55,6 +55,21 @@ QUEUED = (pb.SEND_OUTCOME_QUEUED, "")
 REFUSED = (pb.SEND_OUTCOME_REJECTED, "NOT_FOUND")
 
 
+async def sender_on_two_servers(
+    make_api: Callable[..., Any], name: str
+) -> tuple[Device, Device, Device]:
+    """Alice, a sender, and the same sender on a second server; the sender
+    has reached Alice through both, so both servers cache that it may."""
+    a = await make_api(auth_cache_ttl=TTL)
+    b = await make_api(auth_cache_ttl=TTL)
+    alice = await Device(a, email("alice")).join()
+    sender = await Device(a, email(name)).join()
+    sender_b = via(sender, b)
+    assert await outcome(sender, alice.box_id) == QUEUED
+    assert await outcome(sender_b, alice.box_id) == QUEUED
+    return alice, sender, sender_b
+
+
 async def test_a_revoked_device_is_refused_everywhere_within_the_ttl(
     make_api: Callable[..., Any],
 ) -> None:
@@ -88,13 +103,7 @@ async def test_without_a_cache_revocation_is_immediate_everywhere(
 async def test_a_block_stops_sends_everywhere_within_the_ttl(
     make_api: Callable[..., Any],
 ) -> None:
-    a = await make_api(auth_cache_ttl=TTL)
-    b = await make_api(auth_cache_ttl=TTL)
-    alice = await Device(a, email("alice")).join()
-    bob = await Device(a, email("bob")).join()
-    bob_b = via(bob, b)
-    assert await outcome(bob, alice.box_id) == QUEUED  # cached on both servers
-    assert await outcome(bob_b, alice.box_id) == QUEUED
+    alice, bob, bob_b = await sender_on_two_servers(make_api, "bob")
 
     await set_rule(alice, bob.box_id, pb.SENDER_RULE_BLOCKED)
     assert await outcome(bob, alice.box_id) == REFUSED  # at once, here
@@ -108,13 +117,7 @@ async def test_a_block_stops_sends_everywhere_within_the_ttl(
 async def test_contacts_only_stops_strangers_everywhere_within_the_ttl(
     make_api: Callable[..., Any],
 ) -> None:
-    a = await make_api(auth_cache_ttl=TTL)
-    b = await make_api(auth_cache_ttl=TTL)
-    alice = await Device(a, email("alice")).join()
-    carol = await Device(a, email("carol")).join()
-    carol_b = via(carol, b)
-    assert await outcome(carol, alice.box_id) == QUEUED
-    assert await outcome(carol_b, alice.box_id) == QUEUED
+    alice, carol, carol_b = await sender_on_two_servers(make_api, "carol")
 
     await update_profile(alice, accept_from=pb.ACCEPT_FROM_CONTACTS_ONLY)
     assert await outcome(carol, alice.box_id) == REFUSED
