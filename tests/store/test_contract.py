@@ -647,6 +647,16 @@ async def test_fetch_after_the_last_position_is_empty(store: Store, clock: Clock
     assert list(page.messages) == [] and not page.more
 
 
+async def test_fetch_after_any_page_token_is_empty_not_an_error(store: Store, clock: Clock) -> None:
+    """Page tokens come from clients as uint64 (Subscribe passes them as
+    they are): past every position they answer an empty page."""
+    box, device = await new_box(store, clock)
+    await send(store, box, 2)
+    for after in (2**63 - 1, 2**63, 2**64 - 1):
+        page = await store.fetch(box.box_id, device.device_id, after=after)
+        assert list(page.messages) == [] and not page.more, after
+
+
 async def test_fetch_unknown_device_is_not_found(store: Store, clock: Clock) -> None:
     box, _ = await new_box(store, clock)
     with pytest.raises(NotFound):

@@ -1162,10 +1162,13 @@ class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, S
         # settle window of each other; only the first is handed out. When
         # the page starts above the window's floor, the ids just below it
         # are read too, so a copy is dropped even on a later page.
-        below = max(floor, lower - self.settle_window)
+        # Like every queue read, it stops at the read bound: nothing lies
+        # above it, and a page token past it (any uint64) must not reach CQL.
+        upper = self._upper()
+        below, ids_upper = max(floor, lower - self.settle_window), min(lower, upper)
         found, earlier = await asyncio.gather(
-            self._read(box_id, home, lower, self._upper(), limit + 1),
-            self._ids_in(box_id, home, below, lower) if below < lower else _nothing(),
+            self._read(box_id, home, lower, upper, limit + 1),
+            self._ids_in(box_id, home, below, ids_upper) if below < ids_upper else _nothing(),
         )
         seen: set[uuid.UUID] = earlier or set()
         kept = []
