@@ -133,11 +133,18 @@ class Settings:
         default="",
         metadata={"doc": "PEM CA file; clients must present a cert it signed (mutual TLS)"},
     )
+    peer_listen: str = field(
+        default="",
+        metadata={
+            "doc": "host:port the internal Peer service listens on, never the public port; "
+            "default: the listen host and peer_address's port, else a free port (per worker)"
+        },
+    )
     peer_address: str = field(
         default="",
         metadata={
-            "doc": "host[:port] other Rossby processes reach this one at (real-time notify); "
-            "default: the listen host and bound port, a private port per worker"
+            "doc": "host[:port] other Rossby processes reach this one's Peer service at "
+            "(real-time notify); default: the peer_listen host (or listen host) and bound port"
         },
     )
     peer_tls_ca: str = field(
@@ -333,6 +340,14 @@ def _validate(s: Settings) -> Settings:
         if not ok:
             raise ConfigError(
                 f"invalid setting peer_address: {s.peer_address!r} is not host or host:port"
+            )
+    if s.peer_listen:
+        l_host, l_sep, l_port = s.peer_listen.rpartition(":")
+        if not l_sep or not l_host or not l_port.isdigit() or not 0 <= int(l_port) < 65536:
+            raise ConfigError(f"invalid setting peer_listen: {s.peer_listen!r} is not host:port")
+        if int(l_port) and s.peer_listen == s.listen:
+            raise ConfigError(
+                "invalid setting peer_listen: the Peer service never shares the public port"
             )
     for name in ("contact_hash_key", "server_secret"):
         value = getattr(s, name)

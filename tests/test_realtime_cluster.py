@@ -13,6 +13,7 @@ balancer do, so a device can talk to any of them with the same signer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -50,9 +51,9 @@ class Remote:
     """What tests.api.device.Device needs from an "api": a channel to one
     process, the shared outbox, the Hawk port and a clock."""
 
-    def __init__(self, target: str, outbox: Path) -> None:
+    def __init__(self, target: str, outbox: Path, channel: grpc.aio.Channel | None = None) -> None:
         self.target = target
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = channel or grpc.aio.insecure_channel(target)
         self.outbox = outbox
         self.server = SimpleNamespace(port=PUBLIC_PORT)
         self.clock = time.time
@@ -307,6 +308,68 @@ def _worker_addresses(log: Path, want: int, timeout: float = 30.0) -> list[str]:
     raise AssertionError(f"workers did not log their peer addresses:\n{log.read_text()}")
 
 
+def _worker_of_last_register(log: Path, seen: int) -> tuple[int, object]:
+    """How many Register calls the log shows, and the worker of the last one."""
+    lines = [
+        entry
+        for entry in (json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{")
+        if entry.get("event") == "rpc" and entry.get("method") == "Register"
+    ]
+    return len(lines), (lines[-1].get("worker") if len(lines) > seen else None)
+
+
+async def _unimplemented(target: str, path: str) -> bool:
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        try:
+            await call(b"", timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        return False
+
+
+async def _only_peer_on(*targets: str) -> None:
+    """A worker's Peer port serves no public method (it once served them all,
+    so a replay could be aimed at one chosen worker)."""
+    for target in targets:
+        for method in ("Register", "Fetch", "Send"):
+            assert await _unimplemented(target, SERVICE + method), (target, method)
+
+
+async def _no_peer_on(target: str) -> None:
+    assert await _unimplemented(target, "/rossby.v1.Peer/Notify")
+
+
+async def _channel_to_worker(proc: ServerProcess, worker: int) -> grpc.aio.Channel:
+    """A connection through the shared port that the kernel gave ``worker``.
+
+    Each try is a new TCP connection (a local subchannel pool) making one
+    empty Register; the worker that logged it owns the connection.
+    """
+    for _ in range(64):
+        channel = grpc.aio.insecure_channel(
+            proc.target, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        seen, _owner = _worker_of_last_register(proc.log, 0)
+        call = channel.unary_unary(
+            "/rossby.v1.Rossby/Register",
+            request_serializer=pb.RegisterRequest.SerializeToString,
+            response_deserializer=pb.RegisterResponse.FromString,
+        )
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call(pb.RegisterRequest(), timeout=10)
+        owner: object = None
+        for _ in range(50):  # the line may be a moment behind the answer
+            count, owner = _worker_of_last_register(proc.log, seen)
+            if count > seen:
+                break
+            await asyncio.sleep(0.05)
+        if owner == worker:
+            return channel
+        await channel.close()
+    raise AssertionError(f"no connection reached worker {worker} in 64 tries")
+
+
 async def test_workers_on_one_sqlite_file_wake_each_other(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'rossby.db'}"
     done = rossby("migrate", "--store", url, "--state-dir", str(tmp_path / "state"))
@@ -314,9 +377,11 @@ async def test_workers_on_one_sqlite_file_wake_each_other(tmp_path: Path) -> Non
     with ServerProcess(tmp_path, url, *COMMON, "--workers", "2") as proc:
         first, second = _worker_addresses(proc.log, 2)
         assert first != second  # each worker has a private peer port
-        # Connect to each worker directly through its private port (it
-        # serves the whole API); the shared port would pick one at random.
-        here, there = Remote(first, tmp_path / "outbox"), Remote(second, tmp_path / "outbox")
+        await _only_peer_on(first, second)
+        await _no_peer_on(proc.target)
+        outbox = tmp_path / "outbox"
+        here = Remote(proc.target, outbox, await _channel_to_worker(proc, 0))
+        there = Remote(proc.target, outbox, await _channel_to_worker(proc, 1))
         try:
             bob = await Device(here, email("bob")).join()
             alice = await Device(there, email("alice")).join()

@@ -33,6 +33,7 @@ class Op(enum.StrEnum):
     KEYS = "keys"  # boxes, devices, public keys, profiles (reads and key/profile writes)
     CONTACTS = "contacts"  # contact -> box claims: LWT, globally unique
     REGISTRATIONS = "registrations"  # pending registrations: LWT
+    NONCES = "nonces"  # Hawk nonces: write then read, in this server's DC
     EVERYWHERE = "everywhere"  # written in every DC at once: home moves, schema versions
     SCHEMA = "schema"  # DDL and schema_version
 
@@ -61,6 +62,7 @@ RULES: dict[Op, Rule] = {
     Op.KEYS: Rule(Routing.LOCAL, None),
     Op.CONTACTS: Rule(Routing.LOCAL, None, serial=CL.SERIAL, dict_rows=True),
     Op.REGISTRATIONS: Rule(Routing.LOCAL, None, serial=CL.SERIAL, dict_rows=True),
+    Op.NONCES: Rule(Routing.LOCAL, None),
     Op.EVERYWHERE: Rule(Routing.LOCAL, CL.EACH_QUORUM),
     Op.SCHEMA: Rule(Routing.LOCAL, None, timeout=SCHEMA_TIMEOUT),
 }

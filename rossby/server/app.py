@@ -191,6 +191,7 @@ class RossbyServer:
             raise OSError(f"cannot listen on {self.settings.listen}: {exc}") from None
         # Built after binding: Hawk signs the real port when listening on :0.
         self.service = add_rossby_service(self.server, self)
+        await self.service.start()
         await self.server.start()
         await self._set_health(True)
         self._watcher = asyncio.create_task(self._watch_store(), name="rossby-health")

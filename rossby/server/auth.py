@@ -38,6 +38,7 @@ UNKNOWN. Aborts and cancellations are never passed to the hook.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -67,6 +68,38 @@ Resp = TypeVar("Resp", bound=Message)
 
 #: ``(exception, context)``; should abort the RPC with the mapped status.
 ErrorHook = Callable[[Exception, Any], Awaitable[object]]
+
+#: Records a verified request deployment-wide; raises ``Unauthenticated``
+#: (``HAWK_REPLAY``) when it was accepted before (``rossby.server.replay``).
+Claim = Callable[[VerifiedRequest], Awaitable[None]]
+
+#: Whether a parsed request may run while its claim is still in flight: true
+#: only when running a replay's handler changes nothing a client can observe
+#: (see ``HawkAuth.unary``).
+Overlap = Callable[[Any], bool]
+
+
+def _never(request: Any) -> bool:
+    return False
+
+
+async def _claimed_alongside(claim: Awaitable[None], work: Awaitable[Resp]) -> Resp:
+    """Run ``work`` while ``claim`` is in flight; the claim's failure wins.
+
+    A replay is answered ``HAWK_REPLAY`` whatever its handler did, so the
+    answer tells a replayer nothing about the handler's outcome.
+    """
+    pending = asyncio.ensure_future(claim)
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        pending.cancel()
+        raise
+    except BaseException:
+        await pending  # a replay's refusal replaces the handler's error
+        raise
+    await pending
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +176,15 @@ class HawkAuth:
     authenticate answers end to end; it costs one HMAC and one hash.
     """
 
-    __slots__ = ("_host", "_on_error", "_port", "_service", "_sign_responses", "_verifier")
+    __slots__ = (
+        "_claim",
+        "_host",
+        "_on_error",
+        "_port",
+        "_service",
+        "_sign_responses",
+        "_verifier",
+    )
 
     def __init__(
         self,
@@ -152,8 +193,10 @@ class HawkAuth:
         service: str,
         on_error: ErrorHook | None = None,
         sign_responses: bool = True,
+        claim: Claim | None = None,
     ) -> None:
         self._verifier = verifier
+        self._claim = claim
         self._service = service
         self._on_error = on_error
         self._sign_responses = sign_responses
@@ -168,7 +211,14 @@ class HawkAuth:
             await self._on_error(exc, context)
 
     async def authenticate(self, raw: bytes, context: Any, resource: str) -> VerifiedRequest:
-        """Verify the call's Hawk header over ``raw``; for custom handlers."""
+        """Verify the call's Hawk header over ``raw`` and claim its nonce
+        deployment-wide; for custom handlers."""
+        verified = await self._verify(raw, context, resource)
+        if self._claim is not None:
+            await self._claim(verified)
+        return verified
+
+    async def _verify(self, raw: bytes, context: Any, resource: str) -> VerifiedRequest:
         return await self._verifier.verify(
             authorization_header(context), resource=resource, payload=raw
         )
@@ -179,17 +229,37 @@ class HawkAuth:
         handler: Callable[[Req, Any, Identity], Awaitable[Resp]],
         request_type: type[Req],
         response_type: type[Resp],
+        *,
+        overlap: Overlap = _never,
     ) -> grpc.RpcMethodHandler:
-        """A Hawk-verified unary-unary handler; ``handler(request, context, identity)``."""
+        """A Hawk-verified unary-unary handler; ``handler(request, context, identity)``.
+
+        The request's deployment-wide claim (``claim``) normally completes
+        before the handler starts. When ``overlap(request)`` is true the
+        handler runs while the claim is in flight, saving the claim's round
+        trips on the call's latency; that is only right for a request whose
+        handler, run once more by a replay, changes nothing a client can
+        observe (a read; an idempotent write), because a replay's handler
+        then runs before the claim refuses it.
+        """
         resource = self.resource(method)
         sign = self._sign_responses
         host, port = self._host, self._port
+        claim = self._claim
 
         async def behavior(raw: bytes, context: Any) -> bytes:
             try:
-                verified = await self.authenticate(raw, context, resource)
+                verified = await self._verify(raw, context, resource)
                 identity = _identity(verified)
-                response = await handler(_parse(request_type, raw), context, identity)
+                request = _parse(request_type, raw)
+                if claim is not None and overlap(request):
+                    response = await _claimed_alongside(
+                        claim(verified), handler(request, context, identity)
+                    )
+                else:
+                    if claim is not None:
+                        await claim(verified)
+                    response = await handler(request, context, identity)
                 body = response.SerializeToString()
                 if sign:
                     context.set_trailing_metadata(
@@ -274,9 +344,11 @@ __all__ = [
     "AUTHORIZATION",
     "PUBLIC_METHODS",
     "SERVER_AUTHORIZATION",
+    "Claim",
     "ErrorHook",
     "HawkAuth",
     "Identity",
+    "Overlap",
     "authorization_header",
     "identity_lookup",
     "parse_hawk_id",

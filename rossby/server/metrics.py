@@ -298,6 +298,15 @@ class MeteredStore(Store):
     async def put_profile(self, profile: Profile) -> None:
         await self._timed("put_profile", self.inner.put_profile(profile))
 
+    # Hawk nonces
+
+    async def claim_nonce(
+        self, box_id: uuid.UUID, device_id: uuid.UUID, nonce: bytes, ttl: float
+    ) -> bool:
+        return await self._timed(
+            "claim_nonce", self.inner.claim_nonce(box_id, device_id, nonce, ttl)
+        )
+
     # the queue
 
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:

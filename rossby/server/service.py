@@ -44,6 +44,7 @@ from rossby.server.notify import Notifier, NotifierConfig, build_notifier
 from rossby.server.ratelimit import RateLimit
 from rossby.server.realtime import Realtime
 from rossby.server.registration import ContactCodeLimit, Registrar
+from rossby.server.replay import ReplayGuard
 from rossby.server.secrets import load_secret
 from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
 from rossby.store import DeviceState
@@ -69,6 +70,24 @@ LOG_TAG_CONTEXT = b"rossby/v1 log box tag"
 #: SetSenderRule is left out because the SDK sets one per new recipient
 #: under contacts-only (docs/security.md, "Rate limits and abuse").
 ACCOUNT_LIMITED = frozenset({"AddContact", "ApproveLink", "RevokeDevice", "RotateKeys"})
+
+#: Calls whose handler may run while the request's replay claim is in
+#: flight (``HawkAuth.unary``): reads, and Ack (a cursor only moves forward,
+#: so a second Ack through the same position changes nothing).
+CLAIM_ALONGSIDE = frozenset(
+    {"RequestKey", "Fetch", "Ack", "GetLinkOffer", "KeyLog", "GetProfile", "ListSenderRules"}
+)
+
+
+def _always(request: object) -> bool:
+    return True
+
+
+def _stored_send(request: pb.SendRequest) -> bool:
+    """A stored Send is idempotent by message id, so a replay's handler adds
+    nothing (its copy is answered DUPLICATE or dropped by id in Fetch). An
+    ephemeral one goes straight to live streams, so its claim comes first."""
+    return not request.ephemeral
 
 
 @dataclass(slots=True)
@@ -248,6 +267,7 @@ class RossbyService:
             skew_seconds=settings.hawk_skew,
             clock=app.clock,
         )
+        self.replay_guard = ReplayGuard(app.store, skew_seconds=settings.hawk_skew)
 
     async def _hawk_key(self, identity: Identity) -> bytes | None:
         box_id, device_id = uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
@@ -263,7 +283,12 @@ class RossbyService:
         )
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
-        auth = HawkAuth(self.verifier, service="rossby.v1.Rossby", on_error=abort_with_error)
+        auth = HawkAuth(
+            self.verifier,
+            service="rossby.v1.Rossby",
+            on_error=abort_with_error,
+            claim=self.replay_guard.claim,
+        )
 
         def signed(
             method: str,
@@ -281,6 +306,10 @@ class RossbyService:
                     await limit.hit(identity.device_id)
                 return await fn(request, _caller(identity))
 
+            if method == "Send":
+                return auth.unary(method, call, req, resp, overlap=_stored_send)
+            if method in CLAIM_ALONGSIDE:
+                return auth.unary(method, call, req, resp, overlap=_always)
             return auth.unary(method, call, req, resp)
 
         def public(
@@ -326,6 +355,9 @@ class RossbyService:
         )
         return observed
 
+    async def start(self) -> None:
+        await self.realtime.start()
+
     async def close(self) -> None:
         await self.realtime.close()
         await self.notifier.close()
@@ -334,7 +366,7 @@ class RossbyService:
 def add_rossby_service(server: grpc.aio.Server, app: RossbyServer) -> RossbyService:
     """Register the Rossby service's handlers on ``server``."""
     service = RossbyService(app, notifier=app.notifier)
-    service.realtime.bind(server, app.port, reuse_port=app.reuse_port)
+    service.realtime.bind(reuse_port=app.reuse_port)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("rossby.v1.Rossby", service.handlers()),)
     )

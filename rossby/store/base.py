@@ -502,6 +502,25 @@ class Store(abc.ABC):
         """Housekeeping for backends without native TTL; answer rows removed."""
         return 0
 
+    # -- Hawk nonces (replay detection shared by every process) -----------
+
+    @abc.abstractmethod
+    async def claim_nonce(
+        self, box_id: uuid.UUID, device_id: uuid.UUID, nonce: bytes, ttl: float
+    ) -> bool:
+        """Record that the device's request ``nonce`` was accepted; answer
+        True only for its first claim.
+
+        ``nonce`` is opaque (the server passes a digest of the Hawk ts and
+        nonce, 16 bytes). It is remembered for ``ttl`` seconds. Of several
+        claims of one nonce, made by any processes sharing this store, at
+        most one answers True, concurrent claims included; on a backend
+        with several datacenters this holds among the processes of one
+        datacenter, and a claim reaches the others with replication. A
+        claim that fails (the store unavailable) raises, and the request
+        must then be refused.
+        """
+
     # -- presence (real-time delivery hints) ------------------------------
     #
     # Not abstract so that wrappers and test doubles need not implement

@@ -5,11 +5,12 @@
 * ``RossbyService`` builds it and hands ``queued``/``ephemeral`` to the
   inbox (Send calls them after each enqueue) and its ``subscribe_handler``
   to the Rossby service;
-* ``add_rossby_service`` calls ``bind`` before the gRPC server starts: it
-  works out the address peers reach this process at (``peer_address``, or
-  the listen host and bound port; with ``--workers`` every worker binds a
-  private port of its own, since the shared port reaches a random worker),
-  and registers the internal ``rossby.v1.Peer`` service;
+* ``add_rossby_service`` calls ``bind``: it builds the internal
+  ``rossby.v1.Peer`` service's own gRPC server on its own port
+  (``peer_listen``, by default a free port on the listen host; with
+  ``--workers`` one per worker, since the shared port reaches a random
+  worker) and works out the address peers reach it at (``peer_address``);
+  the server's ``start`` then calls ``start``;
 * ``close`` runs when the service closes, after the streams ended.
 
 The design and why it loses nothing is in docs/realtime.md.
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 log = get_logger("rossby.realtime")
 
+#: Seconds in-flight Notify calls get when the process stops.
+PEER_GRACE = 1.0
 FETCH_DEFAULT = 100
 FETCH_MAX = 500
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -130,38 +133,54 @@ class Realtime:
         self.address = ""
         self._streams: set[Stream] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._server: grpc.aio.Server | None = None
 
     # -- wiring --------------------------------------------------------------
 
-    def bind(self, server: grpc.aio.Server, port: int, *, reuse_port: bool) -> str:
-        """Register the Peer service, work out (and if need be bind) the
-        address peers reach this process at; answer it. Call before
-        ``server.start()``."""
+    def bind(self, *, reuse_port: bool) -> str:
+        """Build the Peer service's own gRPC server, bind its port, and work
+        out the address peers reach it at; answer that address. ``start``
+        starts it.
+
+        The Peer service never shares a server with the public API: the
+        public port does not serve Peer, and the Peer port serves nothing
+        else (a worker's private port once reached the whole API, so a
+        replay could be aimed at a chosen worker).
+        """
         s = self.settings
         host, fixed = split_peer_address(s.peer_address) if s.peer_address else ("", None)
-        if fixed is not None and reuse_port:
-            raise ConfigError(
-                "invalid setting peer_address: with several workers give only a host; "
-                "each worker binds a private port"
-            )
-        if fixed is not None:
-            peer_port = fixed
-        elif reuse_port:
-            from rossby.server.app import server_credentials
-
-            private = f"{_format(s.listen_host, 0)}" if s.listen_host else "[::]:0"
-            credentials = server_credentials(s)
-            try:
-                if credentials is None:
-                    peer_port = server.add_insecure_port(private)
-                else:
-                    peer_port = server.add_secure_port(private, credentials)
-            except RuntimeError as exc:
-                raise OSError(f"cannot bind a peer port on {private}: {exc}") from None
+        if s.peer_listen:
+            listen_host, listen_port = split_peer_address(s.peer_listen)
         else:
-            peer_port = port
+            listen_host, listen_port = s.listen_host, fixed
+        if reuse_port and (fixed is not None or listen_port is not None):
+            raise ConfigError(
+                "invalid setting peer_address/peer_listen: with several workers give only a "
+                "host; each worker binds a Peer port of its own"
+            )
+        from rossby.server.app import max_request_bytes, server_credentials
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_request_bytes(s)),
+            ]
+        )
+        address = _format(listen_host or "::", listen_port or 0)
+        credentials = server_credentials(s)
+        try:
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind a peer port on {address}: {exc}") from None
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(PEER_SERVICE, self.peer_service.handlers()),)
+        )
+        self._server = server
         if not host:
-            host = s.listen_host
+            host = listen_host
             if host in WILDCARD_HOSTS:
                 host = _own_host()
                 log.warning(
@@ -169,15 +188,18 @@ class Realtime:
                     address=host,
                     hint="set peer_address to the address other Rossby servers reach this one at",
                 )
-        self.address = self.hub.address = _format(host, peer_port)
+        self.address = self.hub.address = _format(host, fixed or bound)
         self.hub.peers = self.peers
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(PEER_SERVICE, self.peer_service.handlers()),)
-        )
+        return self.address
+
+    async def start(self) -> None:
+        """Serve Peer and start the hub; after ``bind``."""
+        if self._server is None:
+            raise RuntimeError("bind the peer port first")
+        await self._server.start()
         self.hub.start()
         self._watcher = asyncio.create_task(self._watch_stopping(), name="rossby-rt-stop")
         log.info("realtime", peer_address=self.address, server_id=self.server_id)
-        return self.address
 
     async def _watch_stopping(self) -> None:
         await self.app.stopping.wait()
@@ -193,6 +215,9 @@ class Realtime:
             stream.stop()
         await self.hub.close()
         await self.peers.close()
+        if self._server is not None:
+            await self._server.stop(PEER_GRACE)
+            self._server = None
 
     # -- hooks for Send ------------------------------------------------------
 

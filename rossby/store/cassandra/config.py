@@ -27,6 +27,7 @@ QUEUE = Op.QUEUE.value  # message rows: enqueue, fetch, compact, pending count
 CLAIM = Op.CLAIM.value  # (box, message id) -> position claims: LWT at LOCAL_SERIAL
 CURSOR = Op.CURSOR.value  # device cursors and purged_through
 KEYS = Op.KEYS.value  # boxes, devices, public keys, profiles
+NONCES = Op.NONCES.value  # Hawk nonces: write then read at the store's consistency
 CONTACTS = Op.CONTACTS.value  # contact -> box claims: LWT at SERIAL (global)
 REGISTRATIONS = Op.REGISTRATIONS.value  # pending registrations: LWT at SERIAL
 SCHEMA = Op.SCHEMA.value  # DDL and schema_version: slow, so a long timeout
@@ -36,6 +37,7 @@ __all__ = [
     "CONTACTS",
     "CURSOR",
     "KEYS",
+    "NONCES",
     "QUEUE",
     "REGISTRATIONS",
     "SCHEMA",

@@ -53,6 +53,7 @@ from rossby.store.cassandra.migrations import (
     migrations,
     version_table_cql,
 )
+from rossby.store.cassandra.nonces import CassandraNonces
 from rossby.store.cassandra.pending import PendingEstimates
 from rossby.store.cassandra.positions import (
     Allocator,
@@ -239,7 +240,9 @@ def _device(box_id: uuid.UUID, row: Sequence[Any]) -> Device:
     )
 
 
-class CassandraStore(CassandraPresence, CassandraAccounts, CassandraCodeSends, Store):
+class CassandraStore(
+    CassandraPresence, CassandraNonces, CassandraAccounts, CassandraCodeSends, Store
+):
     """Apache Cassandra 5.0 backend (see the package docstring for the URL)."""
 
     def __init__(self, url: StoreURL, options: StoreOptions) -> None:

@@ -51,6 +51,7 @@ from rossby.store.base import (
 )
 from rossby.store.sqlite.accounts import SqliteAccounts
 from rossby.store.sqlite.codesends import SqliteCodeSends
+from rossby.store.sqlite.nonces import SqliteNonces
 from rossby.store.sqlite.presence import SqlitePresence
 from rossby.store.sqlite.worker import Kind, Worker
 
@@ -268,7 +269,7 @@ def _active_cursor(conn: sqlite3.Connection, box_id: uuid.UUID, device_id: uuid.
 # -- the store ----------------------------------------------------------------------
 
 
-class SqliteStore(SqlitePresence, SqliteAccounts, SqliteCodeSends, Store):
+class SqliteStore(SqlitePresence, SqliteNonces, SqliteAccounts, SqliteCodeSends, Store):
     """A ``Store`` on one SQLite file (or ``:memory:``)."""
 
     settle_window: Position = 0
@@ -800,8 +801,9 @@ class SqliteStore(SqlitePresence, SqliteAccounts, SqliteCodeSends, Store):
         return await self._run(lambda conn: self._live_count(conn, _b(box_id), self._now(), cap))
 
     async def purge_expired(self) -> int:
-        """Remove expired messages and registrations (answered: how many) and the
-        remembered ids of expired messages (not counted: they are bookkeeping)."""
+        """Remove expired messages and registrations (answered: how many), and
+        the remembered ids of expired messages and expired Hawk nonces (not
+        counted: they are bookkeeping)."""
 
         def batch(conn: sqlite3.Connection) -> tuple[int, bool]:
             now = self._now()
@@ -834,7 +836,9 @@ class SqliteStore(SqlitePresence, SqliteAccounts, SqliteCodeSends, Store):
             removed, more = await self._write(batch)
             total += removed
             if not more:
-                return total
+                break
+        await self.purge_nonces()
+        return total
 
 
 __all__ = ["LATEST_VERSION", "SqliteStore", "translate_error"]
