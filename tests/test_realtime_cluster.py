@@ -324,7 +324,7 @@ async def _unimplemented(target: str, path: str) -> bool:
         try:
             await call(b"", timeout=10)
         except grpc.aio.AioRpcError as exc:
-            return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+            return bool(exc.code() == grpc.StatusCode.UNIMPLEMENTED)
         return False
 
 

@@ -72,7 +72,7 @@ async def outcome(api: Api, method: str, captured: tuple[bytes, Metadata]) -> st
         await deliver(api, method, captured)
     except grpc.aio.AioRpcError as exc:
         info = error_info(exc)
-        return info.reason if info is not None else exc.code().name
+        return str(info.reason) if info is not None else str(exc.code().name)
     return "OK"
 
 
