@@ -415,13 +415,10 @@ class NonceCache:
     a flood, at the price of forgetting the oldest nonces early (counted in
     ``evicted``).
 
-    The cache is per process. With several worker processes sharing a port,
-    a replay that lands on another process within the window is accepted.
-    That is acceptable here because every Hawk-signed Rossby call is harmless
-    to repeat: Send is idempotent per (recipient, message id), Ack never moves
-    a cursor backwards, and Fetch/RequestKey only read (ciphertext and public
-    keys). So the harm of such a replay is nil, while a shared store (SET NX
-    with a TTL) would cost a network round trip on every request.
+    The cache is per process: it refuses a replay to the same process
+    without a round trip. A server with several processes must also claim
+    each accepted request where they all see it (the Rossby server claims
+    it in its store, ``rossby.server.replay``).
     """
 
     __slots__ = ("_order", "_retention", "_seen", "evicted", "max_entries", "skew_seconds")

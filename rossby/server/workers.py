@@ -36,13 +36,11 @@ What the supervisor does
 
 Per-process state
 -----------------
-Each worker has its own Hawk nonce cache, store session, notifier and
-health status. The nonce cache being per process means a replayed request
-sent to another worker inside the ``hawk_skew`` window is not recognised as
-a replay there. That is safe because every signed call is harmless to
-repeat: Send is idempotent per (recipient, message id), so a replay answers
-DUPLICATE and stores nothing; Ack only ever moves a cursor forward; Fetch
-and RequestKey only read. (A restart empties the cache in the same way.)
+Each worker has its own store session, notifier, health status, Peer port
+and in-memory Hawk nonce cache. The cache only saves a store round trip for
+a replay to the same worker: every signed request is also claimed in the
+store all workers share (``rossby.server.replay``), so a replay that lands
+on another worker, or follows a restart, is refused there too.
 """
 
 from __future__ import annotations
