@@ -152,8 +152,15 @@ _NOT_APPLIED = {
 }
 
 
-def translate_error(exc: sqlite3.Error) -> RossbyError:
-    """The one place a sqlite3 exception becomes a ``rossby.errors`` one."""
+def translate_error(exc: sqlite3.Error | MemoryError) -> RossbyError:
+    """The one place a sqlite3 exception becomes a ``rossby.errors`` one.
+
+    The sqlite3 module reports SQLITE_NOMEM as MemoryError, without a result
+    code; the worker hands that over too, so out of memory is an outage
+    (nothing was written: SQLite rolled the statement or transaction back),
+    not a raw MemoryError reaching the server."""
+    if isinstance(exc, MemoryError):
+        return StoreUnavailable("sqlite: out of memory", applied=False)
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     text = str(exc)

@@ -8,9 +8,11 @@ waiting when it wakes up (up to ``GROUP_MAX``) and runs all the writes
 among them in **one** ``BEGIN IMMEDIATE`` ... ``COMMIT``: one fsync for the
 group. Each write runs in its own ``SAVEPOINT``, so one that raises (a
 full box, a missing row, a constraint) is rolled back alone and gets its
-own error while the others commit. Nothing is answered before the COMMIT
-that made it durable returns; if BEGIN or COMMIT fails, every write of the
-group fails with that error.
+own error while the others commit. Only errors that leave the transaction
+sound are absorbed that way (``_contained``); any other (busy, I/O, full,
+out of memory, corrupt) fails the whole group, as does a failed BEGIN or
+COMMIT (a deferred constraint). Nothing is answered before the COMMIT that
+made it durable returns.
 
 Calls that wait in one batch were all in flight at once, so any order among
 them is one a client could have seen: reads run first (each in its own read
@@ -47,10 +49,22 @@ class Kind(enum.Enum):
     ALONE = "alone"  # a write in a transaction of its own (migrations: DDL)
 
 
-#: Errors raised by one statement that leave the transaction usable, so the
-#: write that hit them can be rolled back to its savepoint alone. Anything
-#: else (busy, I/O, full, corrupt) fails the whole group.
-_ISOLATED = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+#: Primary result codes (``sqlite_errorcode & 0xff``) of errors that fail one
+#: statement and leave the transaction sound: a constraint, a datatype
+#: mismatch, a bind index out of range. SQLite undoes the statement itself,
+#: so rolling back to the write's savepoint undoes that write and nothing
+#: else. Decided by code, not by exception class, because one class carries
+#: several codes (InterfaceError is also SQLITE_MISUSE). Not here, so they
+#: fail the whole group: busy, I/O, full, corrupt (after those SQLite may
+#: have rolled back the whole transaction on its own, or the file is in
+#: doubt), and misuse. SQLITE_ERROR and SQLITE_TOOBIG fail the group too:
+#: no body raises them but through a bug, and a failed group costs a retry.
+_CONTAINED = frozenset({19, 20, 25})  # SQLITE_CONSTRAINT, _MISMATCH, _RANGE
+
+#: What SQLite raises: its own errors, and SQLITE_NOMEM, which the sqlite3
+#: module turns into MemoryError (no result code). Out of memory is never
+#: absorbed by a savepoint: it fails the group.
+_FAILURES = (sqlite3.Error, MemoryError)
 
 
 @dataclass(slots=True)
@@ -61,6 +75,18 @@ class _Job:
     future: asyncio.Future[Any]
     ok: bool = False
     value: Any = None
+
+
+def _contained(conn: sqlite3.Connection, exc: sqlite3.Error) -> bool:
+    """Whether rolling back to the write's savepoint is enough after ``exc``."""
+    if not conn.in_transaction:
+        return False  # SQLite rolled the whole transaction back (ON CONFLICT ROLLBACK)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        # Raised by the sqlite3 module before SQLite ran anything: wrong
+        # number of bindings, a parameter type it cannot bind.
+        return isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError)
+    return isinstance(code, int) and code & 0xFF in _CONTAINED
 
 
 def _closed() -> StoreUnavailable:
@@ -97,7 +123,7 @@ class Worker:
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
-        translate: Callable[[sqlite3.Error], Exception],
+        translate: Callable[[sqlite3.Error | MemoryError], Exception],
     ) -> None:
         self._connect = connect
         self._translate = translate
@@ -202,12 +228,19 @@ class Worker:
                 job.value = _in_transaction(conn, "BEGIN IMMEDIATE", job.body)
                 self.commits += 1
             job.ok = True
-        except sqlite3.Error as exc:
+        except _FAILURES as exc:
             self._rollback(conn)
-            self._fail(job, self._translate(exc))
+            self._fail(job, self._error(exc))
         except Exception as exc:
             self._rollback(conn)
             self._fail(job, exc)
+
+    def _error(self, exc: sqlite3.Error | MemoryError) -> Exception:
+        """A fresh translated exception per job: one instance raised in many
+        tasks would gather all of their tracebacks (and keep their frames)."""
+        error = self._translate(exc)
+        error.__cause__ = exc
+        return error
 
     def _group(self, writes: list[_Job]) -> None:
         conn: sqlite3.Connection | None = None
@@ -219,25 +252,26 @@ class Worker:
                 try:
                     job.value = job.body(conn)
                     job.ok = True
-                except _ISOLATED as exc:
+                except sqlite3.Error as exc:
+                    if not _contained(conn, exc):
+                        raise  # the transaction may be gone or unsound: fail the group
                     self._undo_one(conn)
-                    self._fail(job, self._translate(exc))
-                except sqlite3.Error:
-                    raise  # the transaction may be unusable: fail the group
+                    self._fail(job, self._error(exc))
+                except MemoryError:
+                    raise  # SQLITE_NOMEM: fail the group
                 except Exception as exc:
                     self._undo_one(conn)
                     self._fail(job, exc)
                 else:
                     conn.execute("RELEASE job")
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except _FAILURES as exc:
             self._rollback(conn)
-            error = self._translate(exc)
             for job in writes:
                 # Rolled back with the group: those that had succeeded, and
                 # those not run yet. One that failed on its own keeps its error.
                 if job.ok or job.value is None:
-                    self._fail(job, error)
+                    self._fail(job, self._error(exc))
             return
         self.commits += 1
         self.grouped_writes += len(writes)
