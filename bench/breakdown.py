@@ -424,9 +424,13 @@ def install_build_hooks(server: Any) -> None:
 
     original_unary = HawkAuth.unary
 
-    def unary(self: Any, method: str, handler: Any, *rest: Any) -> Any:
+    def unary(self: Any, method: str, handler: Any, *rest: Any, **options: Any) -> Any:
         return original_unary(
-            self, method, probe.wrap("service call (box tag, limits, handler)", handler), *rest
+            self,
+            method,
+            probe.wrap("service call (box tag, limits, handler)", handler),
+            *rest,
+            **options,
         )
 
     probe.replace(HawkAuth, "unary", unary)
