@@ -68,13 +68,13 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format rossby tests bench deploy
 
 # Every benchmark side by side (bench/run_all.py: gRPC echo, storage ceilings,
-# Rossby on SQLite and Cassandra with server CPU per call, Synapse if
-# /tmp/bench-synapse-venv exists) and the per-stage cost breakdown on both
-# backends (bench/breakdown.py). Under 5 minutes on 2 cores; starts (and stops)
-# a 1-node Cassandra when none answers on 127.0.0.1:9042. Results in bench/out/;
-# see docs/benchmarks.md.
+# Rossby on SQLite and Cassandra with server CPU per call, Synapse if /tmp/bench-synapse-venv exists) and
+# the per-stage cost breakdown on both backends (bench/breakdown.py). About 4
+# minutes on 2 cores; starts (and stops) a 1-node Cassandra when none answers on
+# 127.0.0.1:9042. Results in bench/out/; see docs/benchmarks.md. More flags:
+# make bench BENCH_ARGS="--skip synapse --keyspace rossby_mine".
 bench: $(STAMP)
-	$(PY) bench/run_all.py --seconds 5 --breakdown
+	$(PY) bench/run_all.py --seconds 5 --breakdown $(BENCH_ARGS)
 
 cassandra: $(STAMP)
 	$(CASSANDRA) start --nodes 1 --dcs 1

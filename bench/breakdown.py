@@ -971,6 +971,7 @@ def window_dict(w: Window, calls: int) -> dict[str, Any]:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from rossby.config import load_settings
+    from rossby.errors import FailedPrecondition
     from rossby.server.app import RossbyServer, store_options
     from rossby.store import open_store
 
@@ -980,8 +981,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     )
     log_path = Path(args.log_file) if args.log_file else work / "server.log"
     log_file = log_to(log_path)
-    async with open_store(url) as store:
-        await store.migrate()
+    try:
+        async with open_store(url) as store:
+            await store.migrate()
+    except FailedPrecondition as exc:  # e.g. a newer branch migrated this keyspace
+        raise SystemExit(f"breakdown: {exc}; pass --store-url with another keyspace") from None
     settings = load_settings(
         {
             "listen": "127.0.0.1:0",

@@ -44,6 +44,7 @@ from _harness import CpuSampler, cpu_per_call_us, machine, run_json
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
+CASS_OPTS = "local_dc=dc1&replication=dc1:1"
 
 
 def answers(host: str, port: int) -> bool:
@@ -164,10 +165,14 @@ def loadtest(
     }  # fmt: skip
 
 
-def breakdown(backend: str, out: Path, echo: dict[str, Any] | None) -> dict[str, Any]:
+def breakdown(
+    backend: str, out: Path, echo: dict[str, Any] | None, keyspace: str
+) -> dict[str, Any]:
     """bench/breakdown.py on one backend; its table goes to a text file."""
     report, text = out / f"breakdown-{backend}.json", out / f"breakdown-{backend}.txt"
     cmd = [PY, str(HERE / "breakdown.py"), "--store", backend, "--json", str(report)]
+    if backend == "cassandra":
+        cmd += ["--store-url", f"cassandra://127.0.0.1:9042/{keyspace}_breakdown?" + CASS_OPTS]
     if echo and "error" not in echo:
         echo_path = out / "grpc-echo.json"
         echo_path.write_text(json.dumps(echo) + "\n")
@@ -206,6 +211,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="rossby serve --workers (env)")
     p.add_argument("--skip", default="", help="comma list: grpc,storage,sqlite,cassandra,synapse")
     p.add_argument("--synapse-python", default="/tmp/bench-synapse-venv/bin/python")
+    p.add_argument(
+        "--keyspace",
+        default="rossby_loadbench",
+        help="Rossby's Cassandra keyspace (the breakdown uses it + '_breakdown'); pick "
+        "another when a newer schema holds the default",
+    )
     p.add_argument(
         "--breakdown", action="store_true", help="also run bench/breakdown.py on each backend"
     )
@@ -285,7 +296,7 @@ def main() -> int:
                 part("rossby_sqlite_mix", lambda: loadtest(
                     server, "sqlite-mix", "send=6,group=1,fetch=3", args, out, 0.0))  # fmt: skip
         if "cassandra" not in skip:
-            url = "cassandra://127.0.0.1:9042/rossby_loadbench?local_dc=dc1&replication=dc1:1"
+            url = f"cassandra://127.0.0.1:9042/{args.keyspace}?{CASS_OPTS}"
             with Server(url, out / "rossby-cassandra", args.workers) as server:
                 part("rossby_cassandra_send", lambda: loadtest(
                     server, "cassandra-send", "send=1", args, out, 5.5))  # fmt: skip
@@ -296,7 +307,9 @@ def main() -> int:
                 if backend not in skip:
                     part(
                         f"breakdown_{backend}",
-                        lambda backend=backend: breakdown(backend, out, parts.get("grpc_echo")),
+                        lambda backend=backend: breakdown(
+                            backend, out, parts.get("grpc_echo"), args.keyspace
+                        ),
                     )
     finally:
         if started_cassandra:
