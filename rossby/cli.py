@@ -1,4 +1,4 @@
-"""The ``rossby`` command: ``serve``, ``migrate`` (and more as they land).
+"""The ``rossby`` command: ``serve``, ``migrate``, ``rotate-keys`` (and more as they land).
 
 Exit codes: 0 ok, 1 runtime failure (store unreachable, port busy), 2 an
 invalid setting, reported in one line naming it before any port is bound.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -24,6 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(serve)
     migrate = sub.add_parser("migrate", help="create or upgrade the store schema")
     add_flags(migrate)
+    rotate = sub.add_parser(
+        "rotate-keys",
+        help="wrap every stored Hawk key under the first key of hawk_keys (upgrade, rotation)",
+    )
+    rotate.add_argument(
+        "--dry-run", action="store_true", help="only count what would be re-wrapped"
+    )
+    add_flags(rotate)
     from rossby.client.cli import add_parser as add_client_parser
 
     add_client_parser(sub)
@@ -47,6 +56,30 @@ async def _migrate(settings: Settings) -> int:
         "schema_ready", version=version, store=settings.store.split("?")[0]
     )
     return 0
+
+
+def _rotate_keys(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any, int]]:
+    async def rotate(settings: Settings) -> int:
+        from rossby.server.app import store_options
+        from rossby.server.rewrap import rewrap_all
+        from rossby.server.secrets import load_hawk_keyring
+        from rossby.store import open_store
+
+        keyring = load_hawk_keyring(settings)
+        async with open_store(settings.store, store_options(settings)) as store:
+            await store.check_schema()
+            report = await rewrap_all(store, keyring, dry_run=args.dry_run)
+        print(json.dumps(report.as_dict(), sort_keys=True))
+        if report.unavailable:
+            print(
+                "rossby: rotate-keys: some stored Hawk keys need a master key that is not in "
+                "hawk_keys; do not retire it until they are re-wrapped",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    return rotate
 
 
 async def _serve(settings: Settings) -> int:
@@ -81,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rossby: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    command = {"serve": _serve, "migrate": _migrate, "admin": _admin(args)}[args.command]
+    command = {
+        "serve": _serve,
+        "migrate": _migrate,
+        "admin": _admin(args),
+        "rotate-keys": _rotate_keys(args),
+    }[args.command]
     try:
         return asyncio.run(command(settings))
     except KeyboardInterrupt:

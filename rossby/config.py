@@ -23,10 +23,33 @@ from urllib.parse import urlsplit
 
 from rossby.errors import ConfigError
 from rossby.replication.topology import resolve as resolve_topology
+from rossby.server.hawkkeys import parse_keyring
 from rossby.server.ratelimit import parse_limit
 from rossby.store import parse_store_url
 
-SECRET_KEYS = frozenset({"contact_hash_key", "smtp_password", "webhook_token", "server_secret"})
+SECRET_KEYS = frozenset(
+    {
+        "contact_hash_key",
+        "smtp_password",
+        "webhook_token",
+        "server_secret",
+        "hawk_keys",
+        "cassandra_password",
+    }
+)
+#: Settings that may also be read from a file (``<key>_file``): the
+#: secrets, and the Cassandra login, which secret managers hand out beside
+#: its password.
+FILE_KEYS = SECRET_KEYS | {"cassandra_username"}
+#: Settings for the Cassandra connection only; refused with a SQLite store,
+#: where they would silently do nothing.
+CASSANDRA_KEYS = (
+    "cassandra_username",
+    "cassandra_password",
+    "cassandra_tls_ca",
+    "cassandra_tls_cert",
+    "cassandra_tls_key",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +88,35 @@ class Settings:
     notifier_timeout: float = field(default=10.0, metadata={"doc": "seconds per delivery"})
     contact_hash_key: str = field(default="", metadata={"doc": "hex HMAC key for contacts"})
     server_secret: str = field(default="", metadata={"doc": "hex key for code hashes"})
+    hawk_keys: str = field(
+        default="",
+        metadata={
+            "doc": "master keys that wrap the Hawk keys at rest: `id:hex` entries, comma "
+            "separated; the first wraps new keys, all open stored ones (rotation: "
+            "docs/operations.md)"
+        },
+    )
+    cassandra_username: str = field(
+        default="", metadata={"doc": "Cassandra login (PasswordAuthenticator); empty: none"}
+    )
+    cassandra_password: str = field(default="", metadata={"doc": "password of cassandra_username"})
+    cassandra_tls_ca: str = field(
+        default="",
+        metadata={"doc": "PEM CA file the Cassandra nodes' certificates chain to; enables TLS"},
+    )
+    cassandra_tls_cert: str = field(
+        default="", metadata={"doc": "PEM client certificate for Cassandra (client auth)"}
+    )
+    cassandra_tls_key: str = field(
+        default="", metadata={"doc": "PEM private key of cassandra_tls_cert"}
+    )
+    cassandra_tls_check_hostname: bool = field(
+        default=True,
+        metadata={
+            "doc": "check that each node's certificate names the address it is dialled at "
+            "(false: only that the CA signed it)"
+        },
+    )
     default_phone_region: str = field(default="US", metadata={"doc": "region for national"})
     message_ttl: float = field(default=30 * 86400.0, metadata={"doc": "seconds a message lives"})
     pending_cap: int = field(default=10_000, metadata={"doc": "undelivered messages per box"})
@@ -254,7 +306,18 @@ _CHOICES: Mapping[str, Sequence[str]] = {
 }
 
 
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True}
+_BOOLS.update({"false": False, "no": False, "off": False, "0": False})
+
+
 def _convert(name: str, raw: Any, kind: Any) -> Any:
+    if kind in (bool, "bool"):
+        if isinstance(raw, bool):
+            return raw
+        value = _BOOLS.get(str(raw).strip().lower())
+        if value is None:
+            raise ConfigError(f"invalid setting {name}: {raw!r} is not true or false")
+        return value
     try:
         if kind in (int, "int"):
             if isinstance(raw, bool):
@@ -329,6 +392,7 @@ def _validate(s: Settings) -> Settings:
         if int(m_port) and s.metrics_listen == s.listen:
             raise ConfigError("invalid setting metrics_listen: same address as listen")
     _validate_tls(s)
+    _validate_store_connection(s)
     _validate_abuse_limits(s)
     _validate_sends_and_connections(s)
     if s.peer_address:
@@ -349,6 +413,8 @@ def _validate(s: Settings) -> Settings:
             raise ConfigError(
                 "invalid setting peer_listen: the Peer service never shares the public port"
             )
+    if s.hawk_keys:
+        parse_keyring(s.hawk_keys)
     for name in ("contact_hash_key", "server_secret"):
         value = getattr(s, name)
         if value:
@@ -373,6 +439,32 @@ def _validate_tls(s: Settings) -> None:
     if s.tls_client_ca and not s.tls_cert:
         raise ConfigError("invalid setting tls_client_ca: mutual TLS needs tls_cert and tls_key")
     for name in ("tls_cert", "tls_key", "tls_client_ca", "peer_tls_ca"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"invalid setting {name}: no such file {path!r}")
+
+
+def _validate_store_connection(s: Settings) -> None:
+    if not s.store.startswith("cassandra://"):
+        for name in CASSANDRA_KEYS:
+            if getattr(s, name):
+                raise ConfigError(f"invalid setting {name}: only for a cassandra:// store")
+        return
+    if bool(s.cassandra_username) != bool(s.cassandra_password):
+        missing = "cassandra_password" if s.cassandra_username else "cassandra_username"
+        raise ConfigError(
+            f"invalid setting {missing}: cassandra_username and cassandra_password go together"
+        )
+    if bool(s.cassandra_tls_cert) != bool(s.cassandra_tls_key):
+        missing = "cassandra_tls_key" if s.cassandra_tls_cert else "cassandra_tls_cert"
+        raise ConfigError(
+            f"invalid setting {missing}: cassandra_tls_cert and cassandra_tls_key go together"
+        )
+    if s.cassandra_tls_cert and not s.cassandra_tls_ca:
+        raise ConfigError(
+            "invalid setting cassandra_tls_ca: a client certificate needs TLS, which needs the CA"
+        )
+    for name in ("cassandra_tls_ca", "cassandra_tls_cert", "cassandra_tls_key"):
         path = getattr(s, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"invalid setting {name}: no such file {path!r}")
@@ -469,7 +561,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _one(key: str, value: Any, kinds: Mapping[str, Any], *, source: str) -> dict[str, Any]:
-    if key.endswith("_file") and key[: -len("_file")] in SECRET_KEYS:
+    if key.endswith("_file") and key[: -len("_file")] in FILE_KEYS:
         name = key[: -len("_file")]
         try:
             return {name: Path(str(value)).read_text().strip()}
@@ -500,4 +592,11 @@ def settings_from_args(
     return load_settings(flags, environ, getattr(args, "config", None))
 
 
-__all__ = ["Settings", "add_flags", "load_settings", "settings_from_args"]
+__all__ = [
+    "FILE_KEYS",
+    "SECRET_KEYS",
+    "Settings",
+    "add_flags",
+    "load_settings",
+    "settings_from_args",
+]

@@ -68,6 +68,7 @@ class AccountRpcs:
             store,
             accounts,
             self.accounts.key_log,
+            registrar.hawk_keys,
             home_region=settings.region or "dc1",
             link_ttl=settings.code_ttl,
             link_attempts=settings.code_attempts,

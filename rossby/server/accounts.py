@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import secrets
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -542,8 +541,4 @@ class Accounts:
         return rossby_pb2.ListSenderRulesResponse(box_ids=[str(b) for b in boxes])
 
 
-def new_hawk_key() -> bytes:
-    return secrets.token_bytes(32)
-
-
-__all__ = ["Accounts", "hidden", "new_hawk_key", "profile_pb"]
+__all__ = ["Accounts", "hidden", "profile_pb"]

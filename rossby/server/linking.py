@@ -27,7 +27,7 @@ from rossby.crypto.link import join_transcript, mac_ok, verify_complete
 from rossby.crypto.sealed import credentials_aad, seal
 from rossby.logging import get_logger
 from rossby.server import validate
-from rossby.server.accounts import new_hawk_key
+from rossby.server.hawkkeys import HawkKeyring
 from rossby.server.inbox import Caller
 from rossby.server.keylog import KeyLog, active_keys, ever_listed, to_pb
 from rossby.server.registration import hawk_id
@@ -80,6 +80,7 @@ class Linker:
         store: Store,
         accounts: AccountStore,
         key_log: KeyLog,
+        hawk_keys: HawkKeyring,
         *,
         home_region: str,
         link_ttl: int,
@@ -89,6 +90,7 @@ class Linker:
         self.store = store
         self.accounts = accounts
         self.key_log = key_log
+        self.hawk_keys = hawk_keys
         self.home_region = home_region
         self.link_ttl = link_ttl
         self.link_attempts = link_attempts
@@ -289,7 +291,7 @@ class Linker:
                         key_signature=offer.key_signature,
                     ),
                 ),
-                hawk_key=new_hawk_key(),
+                hawk_key=self.hawk_keys.mint(offer.box_id, device_id),
                 state=DeviceState.ACTIVE,
                 created_at=self.clock(),
             )
@@ -300,7 +302,9 @@ class Linker:
         if device is None:
             raise errors.StoreUnavailable("the new device did not read back", applied=None)
         credentials = rossby_pb2.HawkCredentials(
-            id=hawk_id(offer.box_id, device_id), key=device.hawk_key, algorithm="sha256"
+            id=hawk_id(offer.box_id, device_id),
+            key=self.hawk_keys.unwrap(offer.box_id, device_id, device.hawk_key),
+            algorithm="sha256",
         )
         approved = replace(
             offer,

@@ -292,6 +292,14 @@ class MeteredStore(Store):
     async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
         await self._timed("revoke_device", self.inner.revoke_device(box_id, device_id))
 
+    async def set_hawk_key(self, box_id: uuid.UUID, device_id: uuid.UUID, hawk_key: bytes) -> None:
+        await self._timed("set_hawk_key", self.inner.set_hawk_key(box_id, device_id, hawk_key))
+
+    async def device_page(
+        self, after: tuple[uuid.UUID, uuid.UUID] | None, limit: int
+    ) -> list[Device]:
+        return await self._timed("device_page", self.inner.device_page(after, limit))
+
     async def get_profile(self, box_id: uuid.UUID) -> Profile | None:
         return await self._timed("get_profile", self.inner.get_profile(box_id))
 

@@ -24,6 +24,7 @@ from rossby.crypto.keys import verify_authorize_signature
 from rossby.crypto.sealed import credentials_aad, seal
 from rossby.logging import get_logger
 from rossby.server import validate
+from rossby.server.hawkkeys import HawkKeyring
 from rossby.server.notify import Notifier
 from rossby.server.ratelimit import RateLimit, client_address
 from rossby.store import Box, Device, DeviceState, Registration, Store
@@ -76,6 +77,7 @@ class Registrar:
         notifier: Notifier,
         hasher: ContactHasher,
         code_key: bytes,
+        hawk_keys: HawkKeyring,
         *,
         home_region: str,
         code_ttl: int,
@@ -92,6 +94,9 @@ class Registrar:
         self.notifier = notifier
         self.hasher = hasher
         self.code_key = code_key
+        #: Wraps each new device's Hawk key before it is stored; the clear
+        #: key only ever leaves sealed to the device (rossby.server.hawkkeys).
+        self.hawk_keys = hawk_keys
         self.home_region = home_region
         self.code_ttl = code_ttl
         self.code_attempts = code_attempts
@@ -251,7 +256,9 @@ class Registrar:
             )
         device = await self._complete(registration)
         credentials = rossby_pb2.HawkCredentials(
-            id=hawk_id(device.box_id, device.device_id), key=device.hawk_key, algorithm="sha256"
+            id=hawk_id(device.box_id, device.device_id),
+            key=self.hawk_keys.unwrap(device.box_id, device.device_id, device.hawk_key),
+            algorithm="sha256",
         )
         sealed = seal(
             registration.keys.encryption_key,
@@ -282,7 +289,7 @@ class Registrar:
             device_id=device_id,
             name=registration.device_name,
             keys=registration.keys,
-            hawk_key=secrets.token_bytes(32),
+            hawk_key=self.hawk_keys.mint(box_id, device_id),
             state=DeviceState.ACTIVE,
             created_at=now,
         )

@@ -38,6 +38,7 @@ from rossby.logging import get_logger
 from rossby.server.account_rpcs import AccountRpcs
 from rossby.server.auth import HawkAuth, Identity, identity_lookup
 from rossby.server.authcache import AuthCache
+from rossby.server.hawkkeys import HawkKeyUnavailable
 from rossby.server.inbox import Caller, Inbox
 from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
@@ -45,7 +46,7 @@ from rossby.server.ratelimit import RateLimit
 from rossby.server.realtime import Realtime
 from rossby.server.registration import ContactCodeLimit, Registrar
 from rossby.server.replay import ReplayGuard
-from rossby.server.secrets import load_secret
+from rossby.server.secrets import load_hawk_keyring, load_secret
 from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
 from rossby.store import DeviceState
 from rossby.v1 import rossby_pb2 as pb
@@ -203,11 +204,13 @@ class RossbyService:
         server_secret = load_secret(settings, "server_secret")
         self._log_key = hmac.new(server_secret, LOG_TAG_CONTEXT, hashlib.sha256).digest()
         self.auth_cache = AuthCache(settings.auth_cache_ttl)
+        self.hawk_keys = load_hawk_keyring(settings)
         self.registrar = Registrar(
             app.store,
             self.notifier,
             hasher,
             server_secret,
+            self.hawk_keys,
             home_region=settings.region or "dc1",
             code_ttl=settings.code_ttl,
             code_attempts=settings.code_attempts,
@@ -270,13 +273,30 @@ class RossbyService:
         self.replay_guard = ReplayGuard(app.store, skew_seconds=settings.hawk_skew)
 
     async def _hawk_key(self, identity: Identity) -> bytes | None:
+        """The caller's Hawk key, opened from its stored (wrapped) form.
+
+        Unwrapping happens inside the cache's loader, so it costs one
+        AES-GCM open per cache miss and nothing on a hit. A key that does
+        not open (its master key was retired, or the row was tampered with)
+        refuses the call like an unknown device, and is logged for the
+        operator; refusals are not cached.
+        """
         box_id, device_id = uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
 
         async def load() -> bytes | None:
             device = await self.store.get_device(box_id, device_id)
             if device is None or device.state is not DeviceState.ACTIVE:
                 return None
-            return device.hawk_key
+            try:
+                return self.hawk_keys.unwrap(box_id, device_id, device.hawk_key)
+            except HawkKeyUnavailable as exc:
+                log.error(
+                    "hawk_key_unavailable",
+                    key_id=exc.key_id,
+                    box=box_tag(self._log_key, identity.box_id),
+                    hint="the master key that wrapped it is not in hawk_keys",
+                )
+                return None
 
         return await self.auth_cache.hawk_keys.get(
             (box_id, device_id), load, lambda key: key is not None

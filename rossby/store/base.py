@@ -80,7 +80,10 @@ class Device:
     device_id: uuid.UUID
     name: str
     keys: DeviceKeys
-    hawk_key: bytes  # the device's Hawk secret (32 bytes)
+    #: The device's Hawk key as stored: wrapped by the server's keyring
+    #: (``rossby.server.hawkkeys``), or 32 clear bytes in rows written before
+    #: it. Backends store and return it as given.
+    hawk_key: bytes
     state: DeviceState
     created_at: float
 
@@ -400,6 +403,26 @@ class Store(abc.ABC):
         self, box_id: uuid.UUID, device_id: uuid.UUID, keys: DeviceKeys
     ) -> None:
         """Replace an active device's public keys. ``NotFound`` otherwise."""
+
+    @abc.abstractmethod
+    async def set_hawk_key(self, box_id: uuid.UUID, device_id: uuid.UUID, hawk_key: bytes) -> None:
+        """Replace the stored Hawk key of a device in any state (``rossby
+        rotate-keys`` re-wraps it under a new master key). ``NotFound`` if
+        there is no such device; never creates one."""
+
+    @abc.abstractmethod
+    async def device_page(
+        self, after: tuple[uuid.UUID, uuid.UUID] | None, limit: int
+    ) -> list[Device]:
+        """Up to ``limit`` devices of all boxes, in any state, for operator
+        commands that visit every device (``rossby rotate-keys``).
+
+        Start with ``after=None`` and pass the (box id, device id) of the
+        last device of each page to get the next; an empty page is the end.
+        The order is the backend's own; every device that exists for the
+        whole scan is returned exactly once. A full scan: never on a
+        request path.
+        """
 
     @abc.abstractmethod
     async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:

@@ -446,6 +446,54 @@ async def test_rotate_device_keys(store: Store, clock: Clock) -> None:
         await store.rotate_device_keys(new_id(), device.device_id, keys)
 
 
+async def test_set_hawk_key_replaces_it_in_any_state(store: Store, clock: Clock) -> None:
+    box, first = await new_box(store, clock)
+    second = await add_device(store, box, clock.now + 1)
+    await store.revoke_device(box.box_id, second.device_id)
+    for device in (first, second):
+        wrapped = os.urandom(65)  # the stored form is the server's; any bytes
+        await store.set_hawk_key(box.box_id, device.device_id, wrapped)
+        got = await store.get_device(box.box_id, device.device_id)
+        assert got is not None and got.hawk_key == wrapped
+        assert got.keys == device.keys and got.name == device.name
+    assert (await store.get_device(box.box_id, second.device_id)).state is DeviceState.REVOKED  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        await store.set_hawk_key(box.box_id, new_id(), os.urandom(65))
+    with pytest.raises(NotFound):
+        await store.set_hawk_key(new_id(), first.device_id, os.urandom(65))
+    assert await store.get_device(box.box_id, new_id()) is None  # nothing was created
+
+
+async def test_device_page_visits_every_device_once(store: Store, clock: Clock) -> None:
+    mine: dict[tuple[uuid.UUID, uuid.UUID], Device] = {}
+    for count in (1, 3, 2):
+        box, first = await new_box(store, clock)
+        mine[(box.box_id, first.device_id)] = first
+        for i in range(count - 1):
+            extra = await add_device(store, box, clock.now + 1 + i)
+            mine[(box.box_id, extra.device_id)] = extra
+    revoked = next(iter(mine))
+    await store.revoke_device(*revoked)
+    seen: list[tuple[uuid.UUID, uuid.UUID]] = []
+    found: dict[tuple[uuid.UUID, uuid.UUID], Device] = {}
+    after: tuple[uuid.UUID, uuid.UUID] | None = None
+    while True:
+        # A page of 2 cuts the three-device box wherever it falls.
+        page = await store.device_page(after, 2)
+        assert len(page) <= 2
+        if not page:
+            break
+        for device in page:
+            seen.append((device.box_id, device.device_id))
+            found[seen[-1]] = device
+        after = seen[-1]
+    assert len(seen) == len(set(seen)), "a device came back twice"
+    assert set(mine) <= set(found)
+    for key, device in mine.items():
+        assert found[key].hawk_key == device.hawk_key and found[key].keys == device.keys
+    assert found[revoked].state is DeviceState.REVOKED
+
+
 async def test_revoke_device(store: Store, clock: Clock) -> None:
     box, first = await new_box(store, clock)
     second = await add_device(store, box, clock.now + 1)

@@ -136,6 +136,18 @@ class _Cql:
             " WHERE box_id = ? AND device_id = ?"
         )
         self.device_state = f"UPDATE {ks}.boxes SET state = ? WHERE box_id = ? AND device_id = ?"
+        self.device_hawk_key = (
+            f"UPDATE {ks}.boxes SET hawk_key = ? WHERE box_id = ? AND device_id = ?"
+        )
+        # full scans for operator commands (token order, then device id)
+        self.devices_first = f"SELECT box_id, {_DEVICE_COLUMNS} FROM {ks}.boxes LIMIT ?"
+        self.devices_scan = (
+            f"SELECT box_id, {_DEVICE_COLUMNS} FROM {ks}.boxes"
+            " WHERE token(box_id) > token(?) LIMIT ?"
+        )
+        self.devices_rest = (
+            f"SELECT {_DEVICE_COLUMNS} FROM {ks}.boxes WHERE box_id = ? AND device_id > ?"
+        )
         # grow-only cells: the write timestamp is derived from the value
         self.cursor_set = (
             f"UPDATE {ks}.boxes USING TIMESTAMP ? SET cursor = ? WHERE box_id = ? AND device_id = ?"
@@ -876,6 +888,46 @@ class CassandraStore(
             (keys.encryption_key, keys.signing_key, keys.key_signature, box_id, device_id),
             KEYS,
         )
+
+    async def set_hawk_key(self, box_id: uuid.UUID, device_id: uuid.UUID, hawk_key: bytes) -> None:
+        # Device rows are never deleted, so the read cannot race a delete
+        # into an UPDATE that would create a partial row.
+        if await self._device_row(box_id, device_id) is None:
+            raise NotFound("no such device")
+        await self._run(self._cql.device_hawk_key, (hawk_key, box_id, device_id), KEYS)
+
+    async def _devices_rest(self, box_id: uuid.UUID, device_id: uuid.UUID) -> list[Device]:
+        """The devices of one box after ``device_id`` (a box has few)."""
+        rows = await self._run(self._cql.devices_rest, (box_id, device_id), KEYS)
+        return [_device(box_id, r) for r in rows if r[0] is not None]
+
+    async def device_page(
+        self, after: tuple[uuid.UUID, uuid.UUID] | None, limit: int
+    ) -> list[Device]:
+        """Token order of the box partitions, device order within one. A
+        range read's LIMIT may cut a partition, so the rest of the last one
+        read is fetched on its own before the scan moves past its token; a
+        box partition without devices (static columns only) reads as one
+        row without a device id and is skipped."""
+        out: list[Device] = []
+        box: uuid.UUID | None = None
+        if after is not None:
+            box = after[0]
+            out += await self._devices_rest(after[0], after[1])
+        while len(out) < limit:
+            if box is None:
+                rows = await self._run(self._cql.devices_first, (limit,), KEYS)
+            else:
+                rows = await self._run(self._cql.devices_scan, (box, limit), KEYS)
+            out += [_device(r[0], r[1:]) for r in rows if r[1] is not None]
+            if not rows:
+                break
+            box, last_device = rows[-1][0], rows[-1][1]
+            if last_device is not None:
+                out += await self._devices_rest(box, last_device)
+            if len(rows) < limit:
+                break
+        return out[:limit]
 
     async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
         row = await self._device_row(box_id, device_id)

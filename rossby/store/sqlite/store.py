@@ -615,6 +615,34 @@ class SqliteStore(SqlitePresence, SqliteNonces, SqliteAccounts, SqliteCodeSends,
 
         await self._write(body)
 
+    async def set_hawk_key(self, box_id: uuid.UUID, device_id: uuid.UUID, hawk_key: bytes) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            changed = _changes(
+                conn,
+                "UPDATE devices SET hawk_key = ? WHERE box_id = ? AND device_id = ?",
+                (hawk_key, _b(box_id), _b(device_id)),
+            )
+            if not changed:
+                raise NotFound(f"no device {device_id} in box {box_id}")
+
+        await self._write(body)
+
+    async def device_page(
+        self, after: tuple[uuid.UUID, uuid.UUID] | None, limit: int
+    ) -> list[Device]:
+        # The primary key's order: a keyset page, no OFFSET to rescan.
+        if after is None:
+            sql = f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY box_id, device_id LIMIT ?"
+            params: tuple[Any, ...] = (limit,)
+        else:
+            sql = (
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE (box_id, device_id) > (?, ?)"
+                " ORDER BY box_id, device_id LIMIT ?"
+            )
+            params = (_b(after[0]), _b(after[1]), limit)
+        rows = await self._run(lambda conn: _rows(conn, sql, params))
+        return [_device(row) for row in rows]
+
     async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
         await self._write(
             lambda conn: _changes(
