@@ -100,8 +100,10 @@ class StoreUnavailable(Unavailable):
 
     default_reason = "STORE_UNAVAILABLE"
 
-    def __init__(self, message: str, *, applied: bool | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, applied: bool | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
         self.applied = applied
 
 

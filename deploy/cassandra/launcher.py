@@ -16,6 +16,18 @@ Stdlib only. Usable as a script::
     python3 deploy/cassandra/launcher.py stop-node 2      # fault tests
     python3 deploy/cassandra/launcher.py start-node 2     # restart, keeps data
     python3 deploy/cassandra/launcher.py stop
+    .venv/bin/python deploy/cassandra/launcher.py --dir var/cs start --first 6 --auth --tls
+
+``--auth`` turns on ``PasswordAuthenticator`` (login ``cassandra`` /
+``cassandra``, the superuser Cassandra creates; ``CassandraAuthorizer``, so
+roles and grants apply). ``--tls`` requires TLS from CQL clients: it makes a
+CA and a certificate per node (``<dir>/tls/``, PEM, read by Cassandra's
+``PEMBasedSslContextFactory``: no keytool, no JKS); clients trust
+``<dir>/tls/ca.pem``. ``--tls-client-auth`` also requires a client
+certificate signed by that CA (``<dir>/tls/client.pem`` and ``client.key``
+are made for it). Making certificates needs the ``cryptography`` package
+(the project's virtualenv has it); without these options the launcher is
+stdlib only and the cluster is the plain one the test suite uses.
 
 and importable by file path (e.g. from a pytest fixture)::
 
@@ -53,6 +65,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -225,8 +238,37 @@ def balanced_tokens(nodes: int, dcs: int, first: int = 1) -> dict[int, int]:
     return out
 
 
+def _security_yaml(auth: bool, tls: dict[str, str] | None) -> str:
+    """The authenticator and client encryption sections (defaults: off)."""
+    if auth:
+        out = "authenticator: PasswordAuthenticator\nauthorizer: CassandraAuthorizer\n"
+    else:
+        out = "authenticator: AllowAllAuthenticator\nauthorizer: AllowAllAuthorizer\n"
+    if tls:
+        out += (
+            "client_encryption_options:\n"
+            "  enabled: true\n"
+            "  optional: false\n"
+            "  ssl_context_factory:\n"
+            "    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory\n"
+            f"  keystore: {tls['keystore']}\n"
+        )
+        if tls.get("truststore"):
+            out += f"  truststore: {tls['truststore']}\n  require_client_auth: true\n"
+        else:
+            out += "  require_client_auth: false\n"
+    return out
+
+
 def render_yaml(
-    *, cluster_name: str, node_dir: Path, ip: str, token: int, seed: str = SEED_IP
+    *,
+    cluster_name: str,
+    node_dir: Path,
+    ip: str,
+    token: int,
+    seed: str = SEED_IP,
+    auth: bool = False,
+    tls: dict[str, str] | None = None,
 ) -> str:
     d = node_dir
     return f"""\
@@ -254,9 +296,7 @@ hints_directory: {d / "hints"}
 cdc_raw_directory: {d / "cdc_raw"}
 commitlog_sync: periodic
 commitlog_sync_period: 10000ms
-authenticator: AllowAllAuthenticator
-authorizer: AllowAllAuthorizer
-role_manager: CassandraRoleManager
+{_security_yaml(auth, tls)}role_manager: CassandraRoleManager
 auto_snapshot: false
 storage_compatibility_mode: NONE
 paxos_variant: v2
@@ -331,6 +371,8 @@ class Node:
     rack: str = "rack1"
     pid: int | None = None
     startup_seconds: float | None = None
+    #: The cluster's certificates when it requires TLS (``start(tls=True)``).
+    tls_dir: Path | None = None
 
     @property
     def name(self) -> str:
@@ -373,7 +415,7 @@ class Node:
         return pid is not None and _is_our_process(pid, self.dir)
 
     def cql_up(self, timeout: float = 2.0) -> bool:
-        return _cql_ready(self.ip, self.native_port, timeout)
+        return _cql_ready(self.ip, self.native_port, timeout, self.tls_dir)
 
 
 # Popen objects of nodes started by this process, so they can be reaped (no zombies).
@@ -430,10 +472,23 @@ def _is_our_process(pid: int, node_dir: Path) -> bool:
     return b"org.apache.cassandra.service.CassandraDaemon" in cmdline and want in cmdline
 
 
-def _cql_ready(ip: str, port: int = NATIVE_PORT, timeout: float = 2.0) -> bool:
-    """True if a CQL native-protocol OPTIONS request gets a SUPPORTED reply."""
+def _cql_ready(
+    ip: str, port: int = NATIVE_PORT, timeout: float = 2.0, tls_dir: Path | None = None
+) -> bool:
+    """True if a CQL native-protocol OPTIONS request gets a SUPPORTED reply
+    (OPTIONS needs no login). With ``tls_dir`` it goes over TLS, unverified
+    (this only asks whether the node listens), with the client certificate
+    there if the cluster asks for one."""
     try:
-        with socket.create_connection((ip, port), timeout=timeout) as s:
+        with contextlib.ExitStack() as stack:
+            s = stack.enter_context(socket.create_connection((ip, port), timeout=timeout))
+            if tls_dir is not None:
+                probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                probe.check_hostname = False
+                probe.verify_mode = ssl.CERT_NONE
+                if (tls_dir / "client.pem").is_file():
+                    probe.load_cert_chain(tls_dir / "client.pem", tls_dir / "client.key")
+                s = stack.enter_context(probe.wrap_socket(s))
             s.settimeout(timeout)
             # v4 request header: version, flags, stream id, opcode OPTIONS (0x05), body length 0
             s.sendall(struct.pack(">BBhBI", 0x04, 0, 1, 0x05, 0))
@@ -529,8 +584,17 @@ def _indexes(meta: dict[str, Any]) -> range:
     return range(first, first + int(meta["nodes"]))
 
 
+def _tls_dir(rt: Path, meta: dict[str, Any]) -> Path | None:
+    return rt / "tls" if meta.get("tls") else None
+
+
 def _node_from_meta(rt: Path, meta: dict[str, Any], i: int) -> Node:
-    n = Node(index=i, dir=rt / f"node{i}", dc=node_dc(i, meta["dcs"], int(meta.get("first", 1))))
+    n = Node(
+        index=i,
+        dir=rt / f"node{i}",
+        dc=node_dc(i, meta["dcs"], int(meta.get("first", 1))),
+        tls_dir=_tls_dir(rt, meta),
+    )
     pid = _read_pid(n.pid_file)
     if pid is not None and _is_our_process(pid, n.dir):
         n.pid = pid
@@ -585,6 +649,101 @@ def _java_cmd(meta: dict[str, Any], n: Node) -> list[str]:
     return cmd
 
 
+def _node_tls(rt: Path, meta: dict[str, Any], n: Node) -> dict[str, str] | None:
+    tls = _tls_dir(rt, meta)
+    if tls is None:
+        return None
+    out = {"keystore": str(tls / f"{n.name}.pem")}
+    if meta.get("tls_client_auth"):
+        out["truststore"] = str(tls / "ca.pem")
+    return out
+
+
+def make_tls(tls: Path, indexes: Iterable[int], client_auth: bool) -> None:
+    """A CA, one certificate per node (SAN: its IP and ``localhost``) as a
+    PEM keystore (key, then certificate and CA), and with
+    ``client_auth`` a client certificate. Needs ``cryptography``, imported
+    here so the launcher stays stdlib-only for clusters without TLS."""
+    try:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        raise CassandraError(
+            "--tls needs the cryptography package: run the launcher with the project's "
+            ".venv/bin/python"
+        ) from None
+    tls.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def builder(subject: str, issuer: x509.Name, key: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+        )
+
+    def pem_key(key: Any) -> bytes:
+        # Unencrypted PKCS#8 (the file is 0600): Cassandra's PEMReader cannot
+        # open PBES2-encrypted keys, the only kind cryptography writes.
+        return bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    pem = serialization.Encoding.PEM
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        builder("Rossby Cassandra test CA", name("Rossby Cassandra test CA"), ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tls / "ca.pem").write_bytes(ca.public_bytes(pem))
+    for i in indexes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            builder(f"node{i}", ca.subject, key)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.IPAddress(ipaddress.ip_address(node_ip(i))),
+                        x509.DNSName("localhost"),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        path = tls / f"node{i}.pem"
+        path.write_bytes(pem_key(key) + cert.public_bytes(pem) + ca.public_bytes(pem))
+        path.chmod(0o600)
+    if client_auth:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            builder("rossby", ca.subject, key)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        (tls / "client.pem").write_bytes(cert.public_bytes(pem))
+        (tls / "client.key").write_bytes(pem_key(key))
+        (tls / "client.key").chmod(0o600)
+
+
 def _write_node_files(rt: Path, meta: dict[str, Any], n: Node, token: int) -> None:
     if n.dir.exists():
         shutil.rmtree(n.dir)
@@ -598,6 +757,8 @@ def _write_node_files(rt: Path, meta: dict[str, Any], n: Node, token: int) -> No
             ip=n.ip,
             token=token,
             seed=node_ip(int(meta.get("first", 1))),
+            auth=bool(meta.get("auth")),
+            tls=_node_tls(rt, meta, n),
         )
     )
     (conf / "cassandra-rackdc.properties").write_text(render_rackdc(n.dc, n.rack))
@@ -643,7 +804,7 @@ def _wait_ready(n: Node, proc: subprocess.Popen[bytes], log_offset: int, deadlin
         if rc is not None:
             _forget(proc.pid)
             raise _failure(n, f"exited with rc={rc} during startup")
-        if CQL_READY_LINE in _read_from(n.log_file, log_offset) and _cql_ready(n.ip):
+        if CQL_READY_LINE in _read_from(n.log_file, log_offset) and n.cql_up():
             return
         if time.monotonic() > deadline:
             raise _failure(n, "did not answer CQL in time")
@@ -723,9 +884,15 @@ def start(
     heap_max: str = DEFAULT_HEAP_MAX,
     cluster_name: str = "rossby",
     first: int = 1,
+    auth: bool = False,
+    tls: bool = False,
+    tls_client_auth: bool = False,
     log: Log = _stderr,
 ) -> list[Node]:
     """Wipe `dir`, create `nodes` fresh nodes and start them one after the other.
+
+    ``auth``, ``tls`` and ``tls_client_auth`` secure the CQL port (see the
+    module doc); by default it is open, without login or TLS.
 
     The nodes get indexes ``first .. first + nodes - 1`` (127.0.0.<index>, JMX port
     from the index); the first is the seed. Returns when every node answers CQL (and
@@ -761,13 +928,22 @@ def start(
         "heap_max": heap_max,
         "cluster_name": cluster_name,
         "ring_delay_ms": RING_DELAY_MS,
+        "auth": auth,
+        "tls": tls or tls_client_auth,
+        "tls_client_auth": tls_client_auth,
     }
+    if meta["tls"]:
+        if (rt / "tls").exists():
+            shutil.rmtree(rt / "tls")
+        make_tls(rt / "tls", indexes, tls_client_auth)
     (rt / "cluster.json").write_text(json.dumps(meta, indent=1) + "\n")
     tokens = balanced_tokens(nodes, dcs, first)
     started: list[Node] = []
     try:
         for i in indexes:
-            n = Node(index=i, dir=rt / f"node{i}", dc=node_dc(i, dcs, first))
+            n = Node(
+                index=i, dir=rt / f"node{i}", dc=node_dc(i, dcs, first), tls_dir=_tls_dir(rt, meta)
+            )
             _write_node_files(rt, meta, n, tokens[i])
             started.append(_start_one(rt, meta, n, timeout, log))
     except BaseException:
@@ -941,6 +1117,17 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds per node")
     ps.add_argument("--heap-min", default=DEFAULT_HEAP_MIN)
     ps.add_argument("--heap-max", default=DEFAULT_HEAP_MAX)
+    ps.add_argument(
+        "--auth", action="store_true", help="PasswordAuthenticator (login cassandra/cassandra)"
+    )
+    ps.add_argument(
+        "--tls", action="store_true", help="require TLS from CQL clients (CA in <dir>/tls/ca.pem)"
+    )
+    ps.add_argument(
+        "--tls-client-auth",
+        action="store_true",
+        help="also require a client certificate (<dir>/tls/client.pem, client.key); implies --tls",
+    )
     pst = sub.add_parser("stop", parents=[common], help="stop all nodes (idempotent)")
     pst.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT)
     sub.add_parser("status", parents=[common], help="show which nodes are up")
@@ -973,6 +1160,9 @@ def main(argv: list[str] | None = None) -> int:
                 heap_min=a.heap_min,
                 heap_max=a.heap_max,
                 first=a.first,
+                auth=a.auth,
+                tls=a.tls,
+                tls_client_auth=a.tls_client_auth,
             )
             for n in started:
                 rss = rss_bytes(n.pid) if n.pid else None
@@ -980,6 +1170,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{n.name} {n.ip}:{n.native_port} {n.dc} pid={n.pid} "
                     f"startup={n.startup_seconds:.1f}s rss={(rss or 0) / 2**20:.0f}MiB"
                 )
+            if a.auth:
+                print("login: cassandra / cassandra (PasswordAuthenticator)")
+            if a.tls or a.tls_client_auth:
+                print(f"TLS: trust {_runtime_dir(a.dir) / 'tls' / 'ca.pem'}")
             print(
                 f"cluster up in {time.monotonic() - t0:.1f}s; stop with: "
                 f"{Path(sys.argv[0]).name} stop --dir {_runtime_dir(a.dir)}"

@@ -28,7 +28,7 @@ from rossby.server.metrics import MeteredStore, Metrics, start_exporter
 from rossby.server.notify import Notifier
 from rossby.server.registration import EXPIRED_GRACE
 from rossby.server.service import RossbyService, add_rossby_service
-from rossby.store import Store, StoreOptions, open_store
+from rossby.store import Connection, Store, StoreOptions, open_store
 from rossby.v1 import rossby_pb2
 
 log = get_logger(__name__)
@@ -42,6 +42,14 @@ def store_options(settings: Settings, clock: Callable[[], float] = time.time) ->
         pending_cap=settings.pending_cap,
         registration_ttl=float(settings.code_ttl) + EXPIRED_GRACE,
         clock=clock,
+        connection=Connection(
+            username=settings.cassandra_username,
+            password=settings.cassandra_password,
+            tls_ca=settings.cassandra_tls_ca,
+            tls_cert=settings.cassandra_tls_cert,
+            tls_key=settings.cassandra_tls_key,
+            tls_check_hostname=settings.cassandra_tls_check_hostname,
+        ),
     )
 
 

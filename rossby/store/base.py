@@ -180,6 +180,27 @@ class Presence:
 
 
 @dataclass(frozen=True, slots=True)
+class Connection:
+    """How a networked backend logs in and encrypts its connections.
+
+    Empty fields mean none (the default: an open database on a trusted
+    network). A backend that has no network (SQLite) ignores it; the
+    settings layer refuses these settings with such a store.
+    """
+
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls_ca: str = ""  # PEM CA file; non-empty turns TLS on
+    tls_cert: str = ""  # PEM client certificate, for client authentication
+    tls_key: str = field(default="", repr=False)
+    tls_check_hostname: bool = True
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca)
+
+
+@dataclass(frozen=True, slots=True)
 class StoreOptions:
     """Behaviour knobs shared by every backend."""
 
@@ -187,6 +208,7 @@ class StoreOptions:
     pending_cap: int = 10_000  # queued messages per box before Send fails
     registration_ttl: float = 600.0  # seconds a pending registration lives
     clock: Callable[[], float] = field(default=time.time)
+    connection: Connection = field(default_factory=Connection)
 
 
 class PendingCapExceeded(ResourceExhausted):

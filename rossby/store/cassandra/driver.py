@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster
 
 from rossby.errors import StoreUnavailable
+from rossby.store.base import Connection
 from rossby.store.cassandra.config import Settings, execution_profiles
 from rossby.store.cassandra.errors import DeadlineExceeded, translate
 
@@ -30,8 +33,9 @@ class Bridge:
     in-flight bound (past the client's CPU saturation, more concurrency only
     adds queueing delay, and a queued write eats into the settle window)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, connection: Connection | None = None) -> None:
         self._settings = settings
+        self._connection = connection or Connection()
         self._cluster: Any = None
         self._session: Any = None
         self._pid = os.getpid()
@@ -54,7 +58,8 @@ class Bridge:
             self._slots = asyncio.Semaphore(self._settings.max_in_flight)
 
     def _connect_blocking(self) -> tuple[Any, Any]:
-        s = self._settings
+        s, c = self._settings, self._connection
+        auth = PlainTextAuthProvider(c.username, c.password) if c.username else None
         cluster = Cluster(
             contact_points=list(s.hosts),
             port=s.port,
@@ -62,6 +67,8 @@ class Bridge:
             protocol_version=PROTOCOL_VERSION,
             connect_timeout=CONNECT_TIMEOUT,
             control_connection_timeout=CONNECT_TIMEOUT,
+            auth_provider=auth,
+            ssl_context=ssl_context(c) if c.tls else None,
         )
         try:
             session = cluster.connect()
@@ -104,8 +111,25 @@ class Bridge:
                 try:
                     self._cluster, self._session = await asyncio.to_thread(self._connect_blocking)
                 except Exception as exc:
-                    raise translate(exc) from exc
+                    raise self._explain(translate(exc)) from exc
         return self._session
+
+    def _explain(self, exc: BaseException) -> BaseException:
+        """A node that requires TLS drops a plaintext client without a word
+        (the driver sees a reset or a closed connection); say what that
+        most likely means when TLS is off here."""
+        if (
+            isinstance(exc, StoreUnavailable)
+            and exc.reason == "STORE_UNAVAILABLE"
+            and not self._connection.tls
+            and any(word in str(exc) for word in ("reset by peer", "Connection", "closed"))
+        ):
+            return StoreUnavailable(
+                f"{exc} (the nodes closed a plaintext connection: if the cluster requires "
+                "TLS, set cassandra_tls_ca)",
+                applied=False,
+            )
+        return exc
 
     async def prepare(self, cql: str) -> Any:
         stmt = self._prepared.get(cql)
@@ -182,6 +206,31 @@ class Bridge:
             cluster, self._cluster, self._session = self._cluster, None, None
             if cluster is not None and self._pid == os.getpid():
                 await asyncio.to_thread(cluster.shutdown)
+
+
+def ssl_context(connection: Connection) -> ssl.SSLContext:
+    """A client context that trusts only ``tls_ca`` (not the system store:
+    a cluster's CA is private), presents ``tls_cert`` when given, and checks
+    that each node's certificate names the address it is dialled at unless
+    ``tls_check_hostname`` is off. The driver passes the node's address as
+    the server name whenever the context checks hostnames, so certificates
+    need the nodes' IP addresses (or the names in the contact points) as
+    subject alternative names."""
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_verify_locations(cafile=connection.tls_ca)
+        if connection.tls_cert:
+            context.load_cert_chain(connection.tls_cert, connection.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StoreUnavailable(
+            f"store TLS: cannot load the CA or client certificate: {exc}",
+            applied=False,
+            reason="STORE_TLS_FAILED",
+        ) from None
+    context.check_hostname = connection.tls_check_hostname
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _settle(done: asyncio.Future[list[Any]], rows: Any, exc: BaseException | None) -> None:

@@ -9,7 +9,10 @@ with the same idempotency key.
 
 from __future__ import annotations
 
+import ssl
+
 from cassandra import (
+    AuthenticationFailed,
     CoordinationFailure,
     OperationTimedOut,
     ReadFailure,
@@ -35,6 +38,17 @@ class DeadlineExceeded(Exception):
     """A request was not sent because its time budget ran out first."""
 
 
+def _tls_failure(cause: object) -> bool:
+    """Did a connection attempt fail in the TLS handshake? The driver
+    re-raises an ``ssl.SSLError`` as a plain ``OSError`` carrying its text
+    (with SSL's error number, so it may even read as a PermissionError)."""
+    if isinstance(cause, ssl.SSLError):
+        return True
+    return isinstance(cause, OSError) and any(
+        mark in str(cause) for mark in ("_ssl.c", "CERTIFICATE_VERIFY_FAILED", "[SSL")
+    )
+
+
 def translate(exc: BaseException) -> BaseException:
     """Map a driver exception to the error the server sees.
 
@@ -51,7 +65,23 @@ def translate(exc: BaseException) -> BaseException:
         return StoreUnavailable(f"store unavailable: {name}: {exc}", applied=False)
     if isinstance(exc, NoHostAvailable):
         # Raised when no host could take the request at all: nothing was sent
-        # to a coordinator that answered, so nothing was applied.
+        # to a coordinator that answered, so nothing was applied. A refused
+        # login or TLS handshake gets its own reason: retrying cannot help,
+        # the operator has to fix a setting.
+        causes = list(getattr(exc, "errors", {}).values())
+        if any(isinstance(c, AuthenticationFailed) for c in causes):
+            return StoreUnavailable(
+                f"store login refused (check cassandra_username, cassandra_password): {exc}",
+                applied=False,
+                reason="STORE_AUTH_FAILED",
+            )
+        if any(_tls_failure(c) for c in causes):
+            return StoreUnavailable(
+                f"store TLS handshake failed (check cassandra_tls_ca, cassandra_tls_cert, "
+                f"cassandra_tls_check_hostname): {exc}",
+                applied=False,
+                reason="STORE_TLS_FAILED",
+            )
         return StoreUnavailable(f"store unreachable: {exc}", applied=False)
     if isinstance(exc, ReadTimeout | ReadFailure):
         # A read changes nothing (LWT timeouts arrive as WriteTimeout).

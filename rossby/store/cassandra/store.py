@@ -262,7 +262,7 @@ class CassandraStore(
         self._settings = parse_settings(url)
         self.settle_window = span(self._settings.settle_seconds)
         self._positions = Allocator(options.clock)
-        self._db = Bridge(self._settings)
+        self._db = Bridge(self._settings, options.connection)
         self._cql = _Cql(self._settings.keyspace)
         self._locks = KeyedLocks()
         self._topology = self._settings.topology
