@@ -10,6 +10,7 @@ import pytest
 
 from rossby.config import Settings, load_settings
 from rossby.errors import ConfigError
+from rossby.server.hawkkeys import HawkKeyring
 
 
 def test_defaults_are_a_working_sqlite_setup() -> None:
@@ -39,6 +40,31 @@ def test_secret_from_file_and_redacted(tmp_path: Path) -> None:
     assert s.redacted()["contact_hash_key"] == "***"
 
 
+CASSANDRA = "cassandra://127.0.0.1:9042/ks?local_dc=dc1"
+
+
+def test_store_login_from_files_tls_settings_and_redaction(tmp_path: Path) -> None:
+    (tmp_path / "user").write_text("rossby\n")
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "keys").write_text(f"2:{'cd' * 32}\n1:{'ab' * 32}\n")
+    env = {
+        "ROSSBY_STORE": CASSANDRA,
+        "ROSSBY_CASSANDRA_USERNAME_FILE": str(tmp_path / "user"),
+        "ROSSBY_CASSANDRA_PASSWORD_FILE": str(tmp_path / "pw"),
+        "ROSSBY_CASSANDRA_TLS_CA": __file__,
+        "ROSSBY_CASSANDRA_TLS_CHECK_HOSTNAME": "false",
+        "ROSSBY_HAWK_KEYS_FILE": str(tmp_path / "keys"),
+    }
+    s = load_settings({}, environ=env)
+    assert (s.cassandra_username, s.cassandra_password) == ("rossby", "s3cret")
+    assert s.cassandra_tls_check_hostname is False
+    assert load_settings({}, environ={}).cassandra_tls_check_hostname is True
+    shown = s.redacted()
+    assert shown["cassandra_password"] == "***" and shown["hawk_keys"] == "***"
+    assert shown["cassandra_username"] == "rossby"
+    assert HawkKeyring.from_text(s.hawk_keys).key_ids == (2, 1)
+
+
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
@@ -50,6 +76,22 @@ def test_secret_from_file_and_redacted(tmp_path: Path) -> None:
         ({"contact_hash_key": "zz"}, "contact_hash_key"),
         ({"notifier": "webhook"}, "webhook_url"),
         ({"store": "cassandra:///ks"}, "store"),
+        ({"hawk_keys": "1:abcd"}, "hawk_keys"),
+        ({"hawk_keys": "x:" + "ab" * 16}, "hawk_keys"),
+        ({"hawk_keys": f"1:{'ab' * 16},1:{'cd' * 16}"}, "hawk_keys"),
+        ({"hawk_keys": "0:" + "ab" * 16}, "hawk_keys"),
+        ({"cassandra_username": "rossby", "cassandra_password": "pw"}, "cassandra_username"),
+        ({"store": CASSANDRA, "cassandra_username": "rossby"}, "cassandra_password"),
+        ({"store": CASSANDRA, "cassandra_tls_ca": "/nonexistent/ca.pem"}, "cassandra_tls_ca"),
+        ({"store": CASSANDRA, "cassandra_tls_cert": __file__}, "cassandra_tls_key"),
+        (
+            {"store": CASSANDRA, "cassandra_tls_cert": __file__, "cassandra_tls_key": __file__},
+            "cassandra_tls_ca",
+        ),
+        (
+            {"store": CASSANDRA, "cassandra_tls_check_hostname": "maybe"},
+            "cassandra_tls_check_hostname",
+        ),
     ],
 )
 def test_invalid_setting_names_it(flags: dict[str, str], named: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from tests.conftest import load_launcher
 
@@ -98,3 +99,34 @@ def test_first_is_bounded() -> None:
     for first in (0, launcher.MAX_INDEX - 1):
         with pytest.raises(ValueError, match="first must be"):
             launcher.start(nodes=3, first=first, dir="/nonexistent/never-created")
+
+
+def test_default_yaml_has_no_login_or_tls(tmp_path: Path) -> None:
+    text = launcher.render_yaml(cluster_name="c", node_dir=tmp_path, ip="127.0.0.9", token=0)
+    assert "authenticator: AllowAllAuthenticator" in text
+    assert "client_encryption_options" not in text
+
+
+def test_secure_yaml_requires_login_and_tls(tmp_path: Path) -> None:
+    tls = {"keystore": str(tmp_path / "node9.pem"), "truststore": str(tmp_path / "ca.pem")}
+    text = launcher.render_yaml(
+        cluster_name="c", node_dir=tmp_path, ip="127.0.0.9", token=0, auth=True, tls=tls
+    )
+    assert "authenticator: PasswordAuthenticator" in text
+    assert "authorizer: CassandraAuthorizer" in text
+    assert "  enabled: true\n  optional: false\n" in text
+    assert "PEMBasedSslContextFactory" in text and "require_client_auth: true" in text
+
+
+def test_make_tls_issues_node_certificates_for_their_addresses(tmp_path: Path) -> None:
+
+    launcher.make_tls(tmp_path, [6, 7], client_auth=True)
+    for i in (6, 7):
+        pem = (tmp_path / f"node{i}.pem").read_bytes()
+        assert b"BEGIN PRIVATE KEY" in pem  # unencrypted: Cassandra's PEMReader needs it
+        cert = x509.load_pem_x509_certificates(pem)[0]
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert f"127.0.0.{i}" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert (tmp_path / "client.pem").is_file() and (
+        tmp_path / "client.key"
+    ).stat().st_mode & 0o077 == 0
