@@ -124,6 +124,7 @@ def test_start_up_log_never_shows_a_secret(tmp_path: Path) -> None:
         "ROSSBY_CONTACT_HASH_KEY": os.urandom(32).hex(),
         "ROSSBY_SERVER_SECRET": os.urandom(32).hex(),
         "ROSSBY_WEBHOOK_TOKEN": "tok-" + os.urandom(12).hex(),
+        "ROSSBY_HAWK_KEYS": f"7:{os.urandom(32).hex()}",
     }
     password_file = tmp_path / "smtp-password"
     password = "pw-" + os.urandom(12).hex()
