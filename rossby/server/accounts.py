@@ -360,8 +360,10 @@ class Accounts:
             raise errors.AlreadyExists(
                 "this contact already belongs to your box", reason="CONTACT_ALREADY_YOURS"
             )
-        if owner is not None:
-            raise errors.AlreadyExists("the contact belongs to another box", reason="CONTACT_TAKEN")
+        # Another box's contact gets its code like a free one: answering
+        # CONTACT_TAKEN here would tell any box who is registered, even
+        # users who are not discoverable. VerifyContact says it, to the
+        # holder of the code only.
         if len(held) >= MAX_BOX_CONTACTS:
             raise errors.ResourceExhausted(
                 f"a box holds at most {MAX_BOX_CONTACTS} contacts",
@@ -423,21 +425,26 @@ class Accounts:
             "too many wrong codes; add the contact again for a new code",
             reason="TOO_MANY_ATTEMPTS",
         )
-        if challenge.attempts >= self.code_attempts:
+        # Reserve, then compare (as at Authorize): exact under a burst.
+        try:
+            attempt = await self.accounts.reserve_contact_attempt(
+                box_id, contact_hash, sent_at=challenge.sent_at, limit=self.code_attempts
+            )
+        except errors.NotFound:  # resent (a new code) or gone meanwhile
+            raise errors.FailedPrecondition(
+                "the code expired; add the contact again", reason="CODE_EXPIRED"
+            ) from None
+        if attempt == 0:
             raise too_many
         expected = self._code_hash(box_id, contact_hash, request.code.strip())
         if not hmac.compare_digest(expected, challenge.code_hash):
-            attempts = await self.accounts.record_contact_attempt(box_id, contact_hash)
-            left = max(self.code_attempts - attempts, 0)
-            if left == 0:
-                raise too_many
             raise errors.PermissionDenied(
-                "wrong code", reason="CODE_INVALID", metadata={"attempts_left": str(left)}
+                "wrong code",
+                reason="CODE_INVALID",
+                metadata={"attempts_left": str(max(self.code_attempts - attempt, 0))},
             )
         if await self.store.claim_contact(contact_hash, box_id) != box_id:
-            raise errors.AlreadyExists(
-                "another box claimed the contact first", reason="CONTACT_TAKEN"
-            )
+            raise errors.AlreadyExists("the contact belongs to another box", reason="CONTACT_TAKEN")
         await self.accounts.add_box_contact(box_id, contact_hash)
         await self.accounts.delete_contact_challenge(box_id, contact_hash)
         log.info("contact_added")

@@ -157,16 +157,21 @@ class Linker:
         too_many = errors.FailedPrecondition(
             "too many wrong passphrases; create a new link offer", reason="TOO_MANY_ATTEMPTS"
         )
-        if offer.attempts >= self.link_attempts:
-            raise too_many
         transcript = join_transcript(
             offer_id, device_id, keys.encryption_key, keys.signing_key, keys.key_signature, name
         )
+        joined_as = (offer.device_id, offer.encryption_key, offer.signing_key, offer.join_mac)
+        mine = joined_as == (device_id, keys.encryption_key, keys.signing_key, join_mac)
+        if offer.state is not LinkState.OPEN and mine:
+            # A retry of this device's own join (its mac needs the
+            # passphrase): nothing to guess, so it costs no attempt.
+            return rossby_pb2.JoinLinkResponse(expires_at_ms=_ms(offer.expires_at))
+        # Reserve, then compare: exact under a burst of guesses.
+        attempt = await self.accounts.reserve_link_attempt(offer_id, limit=self.link_attempts)
+        if attempt == 0:
+            raise too_many
         if not mac_ok(offer.verifier, transcript, proof):
-            attempts = await self.accounts.record_link_attempt(offer_id)
-            left = max(self.link_attempts - attempts, 0)
-            if left == 0:
-                raise too_many
+            left = max(self.link_attempts - attempt, 0)
             raise errors.PermissionDenied(
                 "the passphrase does not match this offer",
                 reason="LINK_PROOF_INVALID",

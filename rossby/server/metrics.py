@@ -249,9 +249,10 @@ class MeteredStore(Store):
     async def get_registration(self, device_id: uuid.UUID) -> Registration | None:
         return await self._timed("get_registration", self.inner.get_registration(device_id))
 
-    async def record_failed_attempt(self, device_id: uuid.UUID) -> int:
+    async def reserve_attempt(self, device_id: uuid.UUID, *, expires_at: float, limit: int) -> int:
         return await self._timed(
-            "record_failed_attempt", self.inner.record_failed_attempt(device_id)
+            "reserve_attempt",
+            self.inner.reserve_attempt(device_id, expires_at=expires_at, limit=limit),
         )
 
     async def complete_registration(self, device_id: uuid.UUID) -> None:

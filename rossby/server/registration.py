@@ -134,8 +134,7 @@ class Registrar:
         """``peer`` is the gRPC peer (``context.peer()``), for the address limit.
 
         Every call counts against the address limit, first, invalid ones
-        too: Register is unauthenticated and answers CONTACT_TAKEN, so it is
-        also the cheapest probe of who is registered.
+        too: Register is unauthenticated and costs the operator a message.
         """
         await self.register_per_address.hit(client_address(peer))
         device_id = validate.parse_id("device_id", request.device_id)
@@ -143,12 +142,10 @@ class Registrar:
         keys = validate.device_keys(device_id, request.keys)
         name = validate.device_name(request.device_name)
         hashes = tuple(self.hasher.hash(c) for c in contacts)
-        owners = await asyncio.gather(*(self.store.lookup_contact(h) for h in hashes))
-        if any(owner is not None for owner in owners):
-            raise errors.AlreadyExists(
-                "a contact already belongs to a box; link the device instead",
-                reason="CONTACT_TAKEN",
-            )
+        # Whether a contact belongs to a box is NOT looked at here: Register
+        # answers the same for a registered, pending or free contact, and
+        # sends the code in every case (issue 16, finding 5). Ownership is
+        # decided at Authorize, once the caller proved it holds the code.
         now = self.clock()
         existing = await self.store.get_registration(device_id)
         box_id = uuid.uuid4()
@@ -221,39 +218,49 @@ class Registrar:
             raise errors.FailedPrecondition(
                 "the code expired; register again", reason="CODE_EXPIRED"
             )
-        if registration.attempts >= self.code_attempts:
-            raise errors.FailedPrecondition(
-                "too many wrong codes; register again for a new code", reason="TOO_MANY_ATTEMPTS"
-            )
         if len(codes) != len(registration.code_hashes):
             raise errors.InvalidArgument(
                 f"expected {len(registration.code_hashes)} codes, one per contact",
                 reason="CODE_COUNT",
             )
-        if not verify_authorize_signature(
+        signed = verify_authorize_signature(
             registration.keys.signing_key, device_id, codes, bytes(request.signature)
-        ):
-            await self._failed(device_id, address)
-            raise errors.PermissionDenied(
-                "signature does not prove the device key", reason="BAD_SIGNATURE"
-            )
-        matches = [
-            hmac.compare_digest(self._code_hash(device_id, h, c), expected)
-            for h, c, expected in zip(
-                registration.contact_hashes, codes, registration.code_hashes, strict=True
-            )
-        ]
-        if not all(matches):
-            attempts = await self._failed(device_id, address)
-            left = max(self.code_attempts - attempts, 0)
-            if left == 0:
+        )
+        if registration.completed:
+            # A retry after success: only the device's own key signs, and
+            # nothing is left to guess, so it costs no attempt.
+            if not signed or not self._codes_match(registration, codes):
+                raise errors.PermissionDenied(
+                    "signature or codes do not match this registration", reason="BAD_SIGNATURE"
+                )
+        else:
+            # Reserve, then compare: a burst of guesses cannot all pass a
+            # check before the first of them is counted (issue 16, finding 3).
+            try:
+                attempt = await self.store.reserve_attempt(
+                    device_id, expires_at=registration.expires_at, limit=self.code_attempts
+                )
+            except errors.NotFound:  # re-registered (new codes) or gone meanwhile
+                raise errors.FailedPrecondition(
+                    "the code expired; register again", reason="CODE_EXPIRED"
+                ) from None
+            if attempt == 0:
                 raise errors.FailedPrecondition(
                     "too many wrong codes; register again for a new code",
                     reason="TOO_MANY_ATTEMPTS",
                 )
-            raise errors.PermissionDenied(
-                "wrong code", reason="CODE_INVALID", metadata={"attempts_left": str(left)}
-            )
+            if not signed:
+                await self._failed(address)
+                raise errors.PermissionDenied(
+                    "signature does not prove the device key", reason="BAD_SIGNATURE"
+                )
+            if not self._codes_match(registration, codes):
+                await self._failed(address)
+                raise errors.PermissionDenied(
+                    "wrong code",
+                    reason="CODE_INVALID",
+                    metadata={"attempts_left": str(max(self.code_attempts - attempt, 0))},
+                )
         device = await self._complete(registration)
         credentials = rossby_pb2.HawkCredentials(
             id=hawk_id(device.box_id, device.device_id),
@@ -270,19 +277,39 @@ class Registrar:
             box_id=str(device.box_id), sealed_credentials=sealed, home_region=self.home_region
         )
 
-    async def _failed(self, device_id: uuid.UUID, address: str) -> int:
-        attempts = await self.store.record_failed_attempt(device_id)
+    def _codes_match(self, registration: Registration, codes: Sequence[str]) -> bool:
+        """Every code right, each compared in constant time (all of them,
+        so the time says nothing about which one was wrong)."""
+        matches = [
+            hmac.compare_digest(self._code_hash(registration.device_id, h, c), expected)
+            for h, c, expected in zip(
+                registration.contact_hashes, codes, registration.code_hashes, strict=True
+            )
+        ]
+        return all(matches)
+
+    async def _failed(self, address: str) -> None:
         # The attempt was already allowed by check(); a racing call that
         # filled the budget meanwhile does not turn this answer into another.
         with contextlib.suppress(errors.ResourceExhausted):
             await self.authorize_failures_per_address.hit(address)
-        return attempts
 
     async def _complete(self, registration: Registration) -> Device:
         box_id, device_id = registration.box_id, registration.device_id
         existing = await self.store.get_device(box_id, device_id)
         if existing is not None and registration.completed:
             return existing  # a retried Authorize: answer the same credentials
+        # Only the contact's holder gets here (the codes are proven): tell
+        # it, before a box is made, that the contact belongs to another box,
+        # which adds devices by linking (docs/api.md, "The workflow").
+        owners = await asyncio.gather(
+            *(self.store.lookup_contact(h) for h in registration.contact_hashes)
+        )
+        if any(owner is not None and owner != box_id for owner in owners):
+            raise errors.AlreadyExists(
+                "a contact already belongs to a box; link this device from one of its devices",
+                reason="CONTACT_TAKEN",
+            )
         now = self.clock()
         device = existing or Device(
             box_id=box_id,

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from rossby.errors import ConfigError
 from rossby.store.base import (
+    AttemptContended,
     Box,
     CodeSendLimitExceeded,
     Compaction,
@@ -97,6 +98,7 @@ def open_store(url: str | StoreURL, options: StoreOptions | None = None) -> Stor
 
 
 __all__ = [
+    "AttemptContended",
     "Box",
     "CodeSendLimitExceeded",
     "Compaction",

@@ -126,9 +126,11 @@ class AccountStore(abc.ABC):
         """The offer, until its ``keep_until``."""
 
     @abc.abstractmethod
-    async def record_link_attempt(self, offer_id: uuid.UUID) -> int:
-        """Count one wrong proof; answer the count after it. Atomic (N
-        concurrent calls add exactly N). ``NotFound`` without an offer."""
+    async def reserve_link_attempt(self, offer_id: uuid.UUID, *, limit: int) -> int:
+        """Reserve one comparison of a link proof, before it is compared;
+        answer its number (1 .. ``limit``) or 0 when none is left. Exact
+        and raising like ``Store.reserve_attempt`` (``AttemptContended``);
+        ``NotFound`` without an offer."""
 
     @abc.abstractmethod
     async def transition_link_offer(self, offer: LinkOffer, expected: LinkState) -> bool:
@@ -163,8 +165,12 @@ class AccountStore(abc.ABC):
         """The challenge, until its ``keep_until``."""
 
     @abc.abstractmethod
-    async def record_contact_attempt(self, box_id: uuid.UUID, contact_hash: bytes) -> int:
-        """Count one wrong code; atomic like ``record_link_attempt``."""
+    async def reserve_contact_attempt(
+        self, box_id: uuid.UUID, contact_hash: bytes, *, sent_at: float, limit: int
+    ) -> int:
+        """Reserve one comparison of the code sent at ``sent_at``, before it
+        is compared; like ``Store.reserve_attempt``, with ``NotFound`` when
+        there is no challenge or a newer one (a resend)."""
 
     @abc.abstractmethod
     async def delete_contact_challenge(self, box_id: uuid.UUID, contact_hash: bytes) -> None:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from rossby.errors import ResourceExhausted
+from rossby.errors import ResourceExhausted, StoreUnavailable
 
 Position = int
 
@@ -227,6 +227,19 @@ class CodeSendLimitExceeded(ResourceExhausted):
     default_reason = "CONTACT_RATE_LIMITED"
 
 
+class AttemptContended(StoreUnavailable):
+    """An attempt reservation could not be decided under contention.
+
+    Raised by the ``reserve_*attempt`` methods; nothing was compared, the
+    reservation may or may not have been counted. Retry after a moment.
+    """
+
+    default_reason = "ATTEMPT_CONTENDED"
+
+    def __init__(self, message: str, *, applied: bool | None = False) -> None:
+        super().__init__(message, applied=applied)
+
+
 def code_send_refusal(
     recent: Sequence[Sequence[float]], *, now: float, window: float, limit: int
 ) -> CodeSendLimitExceeded | None:
@@ -333,12 +346,24 @@ class Store(abc.ABC):
         """The pending (or completed, not yet expired) registration."""
 
     @abc.abstractmethod
-    async def record_failed_attempt(self, device_id: uuid.UUID) -> int:
-        """Count one wrong code; answer the count after this one.
+    async def reserve_attempt(self, device_id: uuid.UUID, *, expires_at: float, limit: int) -> int:
+        """Reserve one comparison of codes for the registration that
+        expires at ``expires_at``; answer its number (1 .. ``limit``), or 0
+        when ``limit`` comparisons were already reserved (nothing changes).
 
-        Atomic: N concurrent calls raise the count by exactly N, so a
-        brute-force burst cannot slip past the attempt limit. Raises
-        ``NotFound`` when there is no registration.
+        Reserved *before* the codes are compared, right or wrong: check
+        then increment would let a burst of concurrent guesses all pass the
+        check before any is counted (issue 16, finding 3). Exact across
+        processes: of any number of racing calls at most ``limit - count``
+        get a number, each a different one. Raises ``NotFound`` when the
+        device has no registration, or a newer one (``expires_at`` differs:
+        a re-Register replaced the codes the caller read).
+
+        Raises ``AttemptContended`` (retryable) when the reservation could
+        not be won (Cassandra: the compare-and-set lost its bounded rounds),
+        and ``StoreUnavailable`` when it timed out with its outcome unknown.
+        Either way the caller must not compare: an undecided reservation may
+        be counted, but a comparison is never made uncounted.
         """
 
     @abc.abstractmethod
@@ -601,6 +626,7 @@ class Store(abc.ABC):
 
 
 __all__ = [
+    "AttemptContended",
     "Box",
     "CodeSendLimitExceeded",
     "Compaction",

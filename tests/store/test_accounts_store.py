@@ -75,10 +75,8 @@ async def test_link_offer_counter_and_state_are_compare_and_set(
     other = replace(offer, verifier=os.urandom(32))
     assert (await stores[1].create_link_offer(other)).verifier == offer.verifier  # taken
 
-    counts = await asyncio.gather(
-        *(stores[i % 3].record_link_attempt(offer.offer_id) for i in range(15))
-    )
-    assert sorted(counts) == list(range(1, 16))
+    counts = [await stores[i % 3].reserve_link_attempt(offer.offer_id, limit=15) for i in range(16)]
+    assert counts == [*range(1, 16), 0]
 
     joined = [
         replace(offer, state=LinkState.JOINED, device_id=new_id(), join_mac=os.urandom(32))
@@ -107,8 +105,11 @@ async def test_challenges_contacts_and_rules(
         box, h, os.urandom(32), clock.now, clock.now + 600, clock.now + 4200
     )
     await store.put_contact_challenge(challenge)
-    counts = await asyncio.gather(*(store.record_contact_attempt(box, h) for _ in range(5)))
-    assert sorted(counts) == [1, 2, 3, 4, 5]
+    counts = [
+        await store.reserve_contact_attempt(box, h, sent_at=challenge.sent_at, limit=5)
+        for _ in range(6)
+    ]
+    assert counts == [1, 2, 3, 4, 5, 0]
     resent = replace(challenge, code_hash=os.urandom(32), sent_at=clock.now + 30)
     await store.put_contact_challenge(resent)
     assert await store.get_contact_challenge(box, h) == resent  # a resend resets the counter

@@ -273,7 +273,7 @@ async def test_registration_round_trip(store: Store, clock: Clock) -> None:
 async def test_put_registration_replaces(store: Store, clock: Clock) -> None:
     first = make_registration(clock)
     await store.put_registration(first)
-    await store.record_failed_attempt(first.device_id)
+    assert await store.reserve_attempt(first.device_id, expires_at=first.expires_at, limit=5) == 1
     clock.advance(30)
     second = dataclasses.replace(
         first, code_hashes=(os.urandom(32), os.urandom(32)), sent_at=clock.now, attempts=0
@@ -291,7 +291,9 @@ async def test_registration_disappears_after_expires_at(store: Store, clock: Clo
     clock.advance(2)
     assert await store.get_registration(registration.device_id) is None
     with pytest.raises(NotFound):
-        await store.record_failed_attempt(registration.device_id)
+        await store.reserve_attempt(
+            registration.device_id, expires_at=registration.expires_at, limit=5
+        )
 
 
 async def test_registration_lives_at_most_registration_ttl(
@@ -306,37 +308,30 @@ async def test_registration_lives_at_most_registration_ttl(
     assert await store.get_registration(registration.device_id) is None
 
 
-async def test_failed_attempts_count_up(store: Store, clock: Clock) -> None:
+async def test_attempt_reservations_count_up_to_the_limit(store: Store, clock: Clock) -> None:
     registration = make_registration(clock)
     await store.put_registration(registration)
-    assert [await store.record_failed_attempt(registration.device_id) for _ in range(3)] == [
-        1,
-        2,
-        3,
-    ]
-    got = await store.get_registration(registration.device_id)
-    assert got is not None and got.attempts == 3
+    reserve = store.reserve_attempt
+    got = [await reserve(registration.device_id, expires_at=registration.expires_at, limit=3)]
+    got += [await reserve(registration.device_id, expires_at=registration.expires_at, limit=3)]
+    got += [await reserve(registration.device_id, expires_at=registration.expires_at, limit=3)]
+    got += [await reserve(registration.device_id, expires_at=registration.expires_at, limit=3)]
+    assert got == [1, 2, 3, 0]  # the fourth is refused and changes nothing
+    stored = await store.get_registration(registration.device_id)
+    assert stored is not None and stored.attempts == 3
 
 
-async def test_failed_attempt_without_registration_is_not_found(store: Store) -> None:
+async def test_attempt_reservation_needs_that_registration(store: Store, clock: Clock) -> None:
     with pytest.raises(NotFound):
-        await store.record_failed_attempt(new_id())
-
-
-async def test_concurrent_failed_attempts_are_counted_exactly(
-    make_store: MakeStore, clock: Clock
-) -> None:
-    stores = [make_store(), make_store()]
+        await store.reserve_attempt(new_id(), expires_at=clock.now + 300, limit=5)
     registration = make_registration(clock)
-    await stores[0].put_registration(registration)
-    n = 24
-    answers = await race(
-        *(stores[i % 2].record_failed_attempt(registration.device_id) for i in range(n))
-    )
-    # Each call answers the count right after its own increment.
-    assert sorted(answers) == list(range(1, n + 1)), answers
-    got = await stores[1].get_registration(registration.device_id)
-    assert got is not None and got.attempts == n
+    await store.put_registration(registration)
+    # A re-Register replaced the codes a caller read: that caller must not
+    # compare its code against the new ones on the old reservation.
+    with pytest.raises(NotFound):
+        await store.reserve_attempt(
+            registration.device_id, expires_at=registration.expires_at + 1, limit=5
+        )
 
 
 async def test_completed_registration_is_kept_until_it_expires(store: Store, clock: Clock) -> None:

@@ -37,6 +37,7 @@ from rossby.store.accounts import (
     SenderRule,
 )
 from rossby.store.base import StoreOptions
+from rossby.store.cassandra.attempts import reserve
 from rossby.store.cassandra.config import CONTACTS, KEYS, REGISTRATIONS
 
 if TYPE_CHECKING:
@@ -214,28 +215,31 @@ class CassandraAccounts(AccountStore):
             return None
         return _offer(rows[0])
 
-    async def record_link_attempt(self, offer_id: uuid.UUID) -> int:
+    async def reserve_link_attempt(self, offer_id: uuid.UUID, *, limit: int) -> int:
         async with self._locks.hold(("link", offer_id)):
             current = await self.get_link_offer(offer_id)
             if current is None:
                 raise NotFound("no such link offer")
-            attempts, keep = current.attempts, current.keep_until
-            for _ in range(CAS_ROUNDS):
+
+            async def cas(attempts: int, keep: Any) -> dict[str, Any]:
                 if not self._live(keep):
                     raise NotFound("no such link offer")
                 rows = await self._acc(
                     "UPDATE {ks}.link_offers USING TTL ? SET attempts = ? WHERE offer_id = ?"
-                    " IF attempts = ?",
-                    (self._ttl(keep), attempts + 1, offer_id, attempts),
+                    " IF attempts = ? AND keep_until = ?",
+                    (self._ttl(keep), attempts + 1, offer_id, attempts, keep),
                     REGISTRATIONS,
                 )
-                row = rows[0]
-                if row[APPLIED]:
-                    return attempts + 1
-                if row.get("attempts") is None:
-                    raise NotFound("no such link offer")
-                attempts = int(row["attempts"])
-        raise StoreUnavailable("store: link attempt counter too contended", applied=False)
+                return dict(rows[0])
+
+            return await reserve(
+                current.attempts,
+                current.keep_until,
+                cas,
+                limit=limit,
+                version_column="keep_until",
+                what="link offer",
+            )
 
     async def transition_link_offer(self, offer: LinkOffer, expected: LinkState) -> bool:
         o = offer
@@ -329,31 +333,36 @@ class CassandraAccounts(AccountStore):
             return None
         return _challenge(rows[0])
 
-    async def record_contact_attempt(self, box_id: uuid.UUID, contact_hash: bytes) -> int:
+    async def reserve_contact_attempt(
+        self, box_id: uuid.UUID, contact_hash: bytes, *, sent_at: float, limit: int
+    ) -> int:
         async with self._locks.hold(("challenge", box_id, contact_hash)):
             current = await self.get_contact_challenge(box_id, contact_hash)
-            if current is None:
+            if current is None or current.sent_at != sent_at:
                 raise NotFound("no such contact challenge")
-            attempts, keep, sent = current.attempts, current.keep_until, current.sent_at
-            for _ in range(CAS_ROUNDS):
+            keep = current.keep_until
+
+            async def cas(attempts: int, sent: Any) -> dict[str, Any]:
                 if not self._live(keep):
                     raise NotFound("no such contact challenge")
                 # Conditioned on sent_at too: a resend in between resets the
-                # counter, and this wrong code belongs to the old code.
+                # counter, and this code belongs to the old one.
                 rows = await self._acc(
                     "UPDATE {ks}.contact_challenges USING TTL ? SET attempts = ?"
                     " WHERE box_id = ? AND contact_hash = ? IF attempts = ? AND sent_at = ?",
                     (self._ttl(keep), attempts + 1, box_id, contact_hash, attempts, sent),
                     REGISTRATIONS,
                 )
-                row = rows[0]
-                if row[APPLIED]:
-                    return attempts + 1
-                if row.get("sent_at") is None:
-                    raise NotFound("no such contact challenge")
-                attempts, sent = int(row.get("attempts") or 0), row["sent_at"]
-                keep = row.get("keep_until") or keep
-        raise StoreUnavailable("store: contact attempt counter too contended", applied=False)
+                return dict(rows[0])
+
+            return await reserve(
+                current.attempts,
+                sent_at,
+                cas,
+                limit=limit,
+                version_column="sent_at",
+                what="contact challenge",
+            )
 
     async def delete_contact_challenge(self, box_id: uuid.UUID, contact_hash: bytes) -> None:
         async with self._locks.hold(("challenge", box_id, contact_hash)):

@@ -37,6 +37,7 @@ from rossby.store.base import (
     StoreOptions,
 )
 from rossby.store.cassandra.accounts import CassandraAccounts
+from rossby.store.cassandra.attempts import reserve
 from rossby.store.cassandra.codesends import CassandraCodeSends
 from rossby.store.cassandra.config import (
     CONTACTS,
@@ -733,33 +734,28 @@ class CassandraStore(
             completed=bool(row["completed"]),
         )
 
-    async def record_failed_attempt(self, device_id: uuid.UUID) -> int:
+    async def reserve_attempt(self, device_id: uuid.UUID, *, expires_at: float, limit: int) -> int:
         async with self._locks.hold(("registration", device_id)):
             current = await self.get_registration(device_id)
-            if current is None:
-                raise NotFound("no pending registration for this device")
-            attempts, expires_at = current.attempts, current.expires_at
-            for _ in range(CAS_ROUNDS):
-                if expires_at <= self.options.clock():
-                    raise NotFound("no pending registration for this device")
+            if current is None or current.expires_at != expires_at:
+                raise NotFound("no such pending registration for this device")
+
+            async def cas(attempts: int, version: Any) -> dict[str, Any]:
                 rows = await self._run(
                     self._cql.registration_attempt,
-                    (
-                        self._registration_ttl(expires_at),
-                        attempts + 1,
-                        device_id,
-                        attempts,
-                        expires_at,
-                    ),
+                    (self._registration_ttl(version), attempts + 1, device_id, attempts, version),
                     REGISTRATIONS,
                 )
-                row = rows[0]
-                if row[APPLIED]:
-                    return attempts + 1
-                if row.get("expires_at") is None:
-                    raise NotFound("no pending registration for this device")
-                attempts, expires_at = row.get("attempts") or 0, row["expires_at"]
-        raise StoreUnavailable("store: attempt counter too contended", applied=False)
+                return dict(rows[0])
+
+            return await reserve(
+                current.attempts,
+                expires_at,
+                cas,
+                limit=limit,
+                version_column="expires_at",
+                what="registration",
+            )
 
     async def complete_registration(self, device_id: uuid.UUID) -> None:
         async with self._locks.hold(("registration", device_id)):

@@ -221,17 +221,22 @@ class SqliteAccounts(AccountStore):
         )
         return None if row is None else _offer(row)
 
-    async def record_link_attempt(self, offer_id: uuid.UUID) -> int:
+    async def reserve_link_attempt(self, offer_id: uuid.UUID, *, limit: int) -> int:
         def body(conn: sqlite3.Connection) -> int:
             row = _row(
                 conn,
-                "UPDATE link_offers SET attempts = attempts + 1"
-                " WHERE offer_id = ? AND keep_until > ? RETURNING attempts",
+                "SELECT attempts FROM link_offers WHERE offer_id = ? AND keep_until > ?",
                 (offer_id.bytes, self._now()),
             )
             if row is None:
                 raise NotFound("no such link offer")
-            return int(row[0])
+            if int(row[0]) >= limit:
+                return 0
+            conn.execute(
+                "UPDATE link_offers SET attempts = attempts + 1 WHERE offer_id = ?",
+                (offer_id.bytes,),
+            )
+            return int(row[0]) + 1
 
         return await self._write(body)
 
@@ -339,17 +344,26 @@ class SqliteAccounts(AccountStore):
         )
         return None if row is None else _challenge(row)
 
-    async def record_contact_attempt(self, box_id: uuid.UUID, contact_hash: bytes) -> int:
+    async def reserve_contact_attempt(
+        self, box_id: uuid.UUID, contact_hash: bytes, *, sent_at: float, limit: int
+    ) -> int:
         def body(conn: sqlite3.Connection) -> int:
             row = _row(
                 conn,
-                "UPDATE contact_challenges SET attempts = attempts + 1"
-                " WHERE box_id = ? AND contact_hash = ? AND keep_until > ? RETURNING attempts",
+                "SELECT attempts, sent_at FROM contact_challenges"
+                " WHERE box_id = ? AND contact_hash = ? AND keep_until > ?",
                 (box_id.bytes, contact_hash, self._now()),
             )
-            if row is None:
+            if row is None or row[1] != sent_at:
                 raise NotFound("no such contact challenge")
-            return int(row[0])
+            if int(row[0]) >= limit:
+                return 0
+            conn.execute(
+                "UPDATE contact_challenges SET attempts = attempts + 1"
+                " WHERE box_id = ? AND contact_hash = ?",
+                (box_id.bytes, contact_hash),
+            )
+            return int(row[0]) + 1
 
         return await self._write(body)
 

@@ -492,17 +492,24 @@ class SqliteStore(SqlitePresence, SqliteNonces, SqliteAccounts, SqliteCodeSends,
             completed=bool(row[12]),
         )
 
-    async def record_failed_attempt(self, device_id: uuid.UUID) -> int:
+    async def reserve_attempt(self, device_id: uuid.UUID, *, expires_at: float, limit: int) -> int:
         def body(conn: sqlite3.Connection) -> int:
             row = _row(
                 conn,
-                "UPDATE registrations SET attempts = attempts + 1"
-                " WHERE device_id = ? AND purge_at > ? RETURNING attempts",
+                "SELECT attempts, expires_at FROM registrations"
+                " WHERE device_id = ? AND purge_at > ?",
                 (_b(device_id), self._now()),
             )
-            if row is None:
-                raise NotFound(f"no pending registration for device {device_id}")
-            return int(row[0])
+            if row is None or row[1] != expires_at:
+                raise NotFound(f"no such pending registration for device {device_id}")
+            if int(row[0]) >= limit:
+                return 0
+            # Under the write lock: the read and this update are one step.
+            conn.execute(
+                "UPDATE registrations SET attempts = attempts + 1 WHERE device_id = ?",
+                (_b(device_id),),
+            )
+            return int(row[0]) + 1
 
         return await self._write(body)
 
