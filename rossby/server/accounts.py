@@ -32,14 +32,13 @@ from rossby.server.inbox import Caller
 from rossby.server.keylog import KeyLog, active_keys, head_pb, to_pb
 from rossby.server.notify import Notifier
 from rossby.server.registration import ContactCodeLimit, new_code
+from rossby.server.visibility import ANYONE, CONTACTS_ONLY, accepts, sees
 from rossby.store import Device, DeviceState, Profile, Store
 from rossby.store.accounts import AccountStore, ContactChallenge, KeyLogEntry, SenderRule
 from rossby.v1 import rossby_pb2
 
 log = get_logger(__name__)
 
-ANYONE = "anyone"
-CONTACTS_ONLY = "contacts-only"
 MAX_DISPLAY_NAME = 64
 MAX_DESCRIPTION = 280
 MAX_AVATAR_REF = 512
@@ -64,13 +63,6 @@ _RULE_FROM_PB = {
 def hidden() -> errors.NotFound:
     """The one answer for unknown, blocked, hidden and not-accepting boxes."""
     return errors.NotFound("no such user", reason="NOT_FOUND")
-
-
-def _accepts(profile: Profile, rule: SenderRule | None) -> bool:
-    """May a sender with ``rule`` reach a box with ``profile`` (not itself)?"""
-    if rule is SenderRule.BLOCKED:
-        return False
-    return profile.accept_from != CONTACTS_ONLY or rule is SenderRule.ACCEPTED
 
 
 def profile_pb(profile: Profile) -> rossby_pb2.Profile:
@@ -138,13 +130,20 @@ class Accounts:
         by_contact: bool,
     ) -> bool:
         """May ``caller`` see ``target`` (look it up, fetch its keys, send)?"""
-        if target == caller:
-            return True
-        if profile is None:
-            return False
-        if by_contact and not profile.discoverable:
-            return False
-        return _accepts(profile, await self.accounts.get_sender_rule(target, caller))
+        if target == caller or profile is None:
+            return sees(target, caller, profile, None, by_contact=by_contact)
+        rule = await self.accounts.get_sender_rule(target, caller)
+        return sees(target, caller, profile, rule, by_contact=by_contact)
+
+    async def lookup_reads(
+        self, target: uuid.UUID, caller: uuid.UUID
+    ) -> tuple[SenderRule | None, KeyLogEntry | None]:
+        """RequestKey's account reads, always both: the rule ``target``
+        holds about ``caller`` and ``target``'s key-log head."""
+        rule, head = await asyncio.gather(
+            self.accounts.get_sender_rule(target, caller), self.accounts.key_log_head(target)
+        )
+        return rule, head
 
     async def deliverable(self, recipient: uuid.UUID, sender: uuid.UUID) -> bool:
         """Send's check: the box exists and accepts this sender.
@@ -162,8 +161,8 @@ class Accounts:
         if recipient == sender:
             return True
         if not policy.has_rules:
-            return _accepts(policy.profile, None)
-        return _accepts(policy.profile, await self.accounts.get_sender_rule(recipient, sender))
+            return accepts(policy.profile, None)
+        return accepts(policy.profile, await self.accounts.get_sender_rule(recipient, sender))
 
     async def _policy(self, box_id: uuid.UUID) -> RecipientPolicy:
         profile, has_rules = await asyncio.gather(
@@ -171,11 +170,11 @@ class Accounts:
         )
         return RecipientPolicy(profile, has_rules)
 
-    async def annotate(
-        self, reply: rossby_pb2.RequestKeyResponse, box_id: uuid.UUID, profile: Profile | None
+    @staticmethod
+    def annotate(
+        reply: rossby_pb2.RequestKeyResponse, profile: Profile | None, head: KeyLogEntry | None
     ) -> None:
         """Add the profile and the key-log head to a RequestKey answer."""
-        head = await self.accounts.key_log_head(box_id)
         if profile is not None:
             reply.profile.CopyFrom(profile_pb(profile))
         reply.key_log.CopyFrom(head_pb(head))

@@ -16,8 +16,10 @@ from rossby import errors
 from rossby.contacts import ContactHasher, normalize
 from rossby.logging import get_logger
 from rossby.server import validate
+from rossby.server.visibility import sees
 from rossby.status import rpc_code_value
 from rossby.store import NewMessage, Store, StoredMessage
+from rossby.store.accounts import KeyLogEntry, SenderRule
 from rossby.v1 import rossby_pb2
 
 if TYPE_CHECKING:
@@ -103,26 +105,24 @@ class Inbox:
             contact = normalize(
                 request.contact.kind, request.contact.value, self.default_phone_region
             )
-            box_id = await self.store.lookup_contact(self.hasher.hash(contact))
-            if box_id is None:
-                raise hidden
+            found = await self.store.lookup_contact(self.hasher.hash(contact))
         else:
-            box_id = validate.parse_id("box_id", request.box_id)
-        box, profile, devices = await asyncio.gather(
+            found = validate.parse_id("box_id", request.box_id)
+        # Constant work (issue 16, finding 5): an unknown, hidden or blocked
+        # box is answered after the same reads, so the time does not tell
+        # them apart. An unknown contact reads the caller's own box in its
+        # place (a box that exists, like the others), and the visibility
+        # policy then runs on what was read, with no reads of its own.
+        box_id = found if found is not None else caller.box_id
+        box, profile, devices, (rule, head) = await asyncio.gather(
             self.store.get_box(box_id),
             self.store.get_profile(box_id),
             self.store.list_devices(box_id),
+            self._account_reads(box_id, caller.box_id),
         )
-        if box is None or not devices:
+        if found is None or box is None or not devices:
             raise hidden
-        # Discoverability governs finding a user by contact; a caller that
-        # already holds the box id (a correspondent) may always fetch keys.
-        hidden_user = profile is not None and not profile.discoverable
-        if by_contact and box_id != caller.box_id and hidden_user:
-            raise hidden
-        if self.accounts is not None and not await self.accounts.visible(
-            box_id, caller.box_id, profile, by_contact=by_contact
-        ):
+        if not sees(box_id, caller.box_id, profile, rule, by_contact=by_contact):
             raise hidden
         reply = rossby_pb2.RequestKeyResponse(
             box_id=str(box_id),
@@ -141,8 +141,15 @@ class Inbox:
             ],
         )
         if self.accounts is not None:
-            await self.accounts.annotate(reply, box_id, profile)
+            self.accounts.annotate(reply, profile, head)
         return reply
+
+    async def _account_reads(
+        self, box_id: uuid.UUID, caller: uuid.UUID
+    ) -> tuple[SenderRule | None, KeyLogEntry | None]:
+        if self.accounts is None:
+            return None, None
+        return await self.accounts.lookup_reads(box_id, caller)
 
     async def send(
         self, request: rossby_pb2.SendRequest, caller: Caller
