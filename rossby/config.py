@@ -129,8 +129,16 @@ class Settings:
     register_contact_limit: int = field(
         default=5,
         metadata={
-            "doc": "codes sent to one contact per register_contact_window (Register and "
-            "AddContact), counted in the store across processes; 0: off"
+            "doc": "codes sent to one contact per register_contact_window on behalf of one "
+            "requester (Register: a client address, IPv6 /64; AddContact: a box), counted in "
+            "the store across processes; 0: off"
+        },
+    )
+    register_contact_ceiling: int = field(
+        default=20,
+        metadata={
+            "doc": "codes sent to one contact per register_contact_window from all "
+            "requesters together (pumping, bombing); at least register_contact_limit; 0: off"
         },
     )
     register_contact_window: float = field(
@@ -144,7 +152,7 @@ class Settings:
         },
     )
     authorize_failures_per_address: str = field(
-        default="30/hour",
+        default="300/hour",
         metadata={
             "doc": "wrong codes or signatures at Authorize per client address (IPv6: per /64) "
             "per serving process; 0: off"
@@ -478,6 +486,13 @@ MAX_CONTACT_WINDOW = 365 * 86400.0
 def _validate_abuse_limits(s: Settings) -> None:
     if not 0 <= s.register_contact_limit <= 1000:
         raise ConfigError("invalid setting register_contact_limit: must be 0 (off) to 1000")
+    if not 0 <= s.register_contact_ceiling <= 10_000:
+        raise ConfigError("invalid setting register_contact_ceiling: must be 0 (off) to 10000")
+    if 0 < s.register_contact_ceiling < s.register_contact_limit:
+        raise ConfigError(
+            "invalid setting register_contact_ceiling: below register_contact_limit, one "
+            "requester could never use its share"
+        )
     if not 0 < s.register_contact_window <= MAX_CONTACT_WINDOW:
         raise ConfigError(
             "invalid setting register_contact_window: must be positive, at most "

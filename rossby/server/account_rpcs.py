@@ -21,7 +21,7 @@ from rossby.server.authcache import AuthCache
 from rossby.server.inbox import Inbox
 from rossby.server.linking import Linker
 from rossby.server.notify import Notifier
-from rossby.server.registration import ContactCodeLimit, Registrar
+from rossby.server.registration import Registrar
 from rossby.store import Store
 from rossby.store.accounts import account_store
 from rossby.v1 import rossby_pb2 as pb
@@ -59,9 +59,7 @@ class AccountRpcs:
             resend_interval=settings.resend_interval,
             default_phone_region=settings.default_phone_region,
             clock=clock,
-            contact_codes=ContactCodeLimit(
-                settings.register_contact_limit, settings.register_contact_window
-            ),
+            contact_codes=registrar.contact_codes,  # one limit for Register and AddContact
             auth_cache=auth_cache,
         )
         self.linker = Linker(

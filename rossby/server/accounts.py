@@ -378,9 +378,9 @@ class Accounts:
                     reason="RATE_LIMITED",
                     metadata={"retry_after_seconds": f"{wait:.0f}"},
                 )
-        # A box may name any contact here, so the per-contact limit on codes
-        # applies as at Register.
-        await self.contact_codes.reserve(self.store, [contact_hash], now)
+        # A box may name any contact here, so the per-contact limits on codes
+        # apply as at Register, with the box as the requester.
+        await self.contact_codes.reserve(self.store, [contact_hash], now, f"box:{box_id}")
         code = new_code()
         challenge = ContactChallenge(
             box_id=box_id,

@@ -259,11 +259,25 @@ class MeteredStore(Store):
         await self._timed("complete_registration", self.inner.complete_registration(device_id))
 
     async def reserve_code_sends(
-        self, contact_hashes: Sequence[bytes], *, now: float, window: float, limit: int
+        self,
+        contact_hashes: Sequence[bytes],
+        *,
+        now: float,
+        window: float,
+        limit: int,
+        requester: bytes = b"",
+        requester_limit: int = 0,
     ) -> None:
         await self._timed(
             "reserve_code_sends",
-            self.inner.reserve_code_sends(contact_hashes, now=now, window=window, limit=limit),
+            self.inner.reserve_code_sends(
+                contact_hashes,
+                now=now,
+                window=window,
+                limit=limit,
+                requester=requester,
+                requester_limit=requester_limit,
+            ),
         )
 
     # boxes, devices, profiles

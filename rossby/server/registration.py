@@ -28,6 +28,7 @@ from rossby.server.hawkkeys import HawkKeyring
 from rossby.server.notify import Notifier
 from rossby.server.ratelimit import RateLimit, client_address
 from rossby.store import Box, Device, DeviceState, Registration, Store
+from rossby.store.base import requester_bucket
 from rossby.v1 import rossby_pb2
 
 log = get_logger(__name__)
@@ -49,23 +50,57 @@ def hawk_id(box_id: uuid.UUID, device_id: uuid.UUID) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ContactCodeLimit:
-    """At most ``limit`` codes to one contact per ``window`` seconds (0: off).
+    """Codes to one contact per ``window`` seconds: at most ``limit`` asked
+    for by one requester, and at most ``ceiling`` from everyone (0: off).
 
     Counted in the store (``Store.reserve_code_sends``), not in memory:
     fresh device ids, other worker processes or a restart must not reset
-    what one phone number or mailbox has received. Register and AddContact
-    share it, since both send a code to a contact the caller names.
+    what one phone number or mailbox has received. Register (requester: the
+    client address) and AddContact (requester: the box) share it, since
+    both send a code to a contact the caller names. The requester share is
+    what keeps a third party from locking a contact's owner out of sign-up
+    (issue 16, finding 6): its Registers use up its own share; only the
+    much higher ceiling, against pumping and bombing, is common to all.
     """
 
     limit: int
     window: float
+    ceiling: int = 0
+    #: Keys the requester tags stored with the counts (from server_secret).
+    tag_key: bytes = b""
 
-    async def reserve(self, store: Store, contact_hashes: Sequence[bytes], now: float) -> None:
+    def requester_tag(self, requester: str) -> bytes:
+        """A keyed tag of the requester: a dump does not reveal addresses."""
+        return hmac.new(
+            self.tag_key, b"rossby/v1 code requester\0" + requester.encode(), hashlib.sha256
+        ).digest()
+
+    async def reserve(
+        self, store: Store, contact_hashes: Sequence[bytes], now: float, requester: str
+    ) -> None:
         """Count the codes about to go out, or raise CONTACT_RATE_LIMITED."""
-        if self.limit > 0:
+        if self.limit <= 0 and self.ceiling <= 0:
+            return
+        if self.ceiling <= 0:  # only the requester share: it is the one counted
             await store.reserve_code_sends(
-                contact_hashes, now=now, window=self.window, limit=self.limit
+                [_share(self.requester_tag(requester), h) for h in contact_hashes],
+                now=now,
+                window=self.window,
+                limit=self.limit,
             )
+            return
+        await store.reserve_code_sends(
+            contact_hashes,
+            now=now,
+            window=self.window,
+            limit=self.ceiling,
+            requester=self.requester_tag(requester) if self.limit > 0 else b"",
+            requester_limit=self.limit,
+        )
+
+
+def _share(tag: bytes, contact_hash: bytes) -> bytes:
+    return requester_bucket(tag, contact_hash)
 
 
 class Registrar:
@@ -163,7 +198,7 @@ class Registrar:
                 )
             box_id = existing.box_id
         # Last check, first write: a refused Register records and sends nothing.
-        await self.contact_codes.reserve(self.store, hashes, now)
+        await self.contact_codes.reserve(self.store, hashes, now, client_address(peer))
         codes = [new_code() for _ in contacts]
         registration = Registration(
             device_id=device_id,

@@ -219,7 +219,10 @@ class RossbyService:
             default_phone_region=settings.default_phone_region,
             clock=app.clock,
             contact_codes=ContactCodeLimit(
-                settings.register_contact_limit, settings.register_contact_window
+                settings.register_contact_limit,
+                settings.register_contact_window,
+                settings.register_contact_ceiling,
+                tag_key=server_secret,
             ),
             register_per_address=RateLimit(
                 "register_rate_per_address",

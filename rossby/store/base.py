@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import hashlib
 import math
 import time
 import uuid
@@ -240,23 +241,54 @@ class AttemptContended(StoreUnavailable):
         super().__init__(message, applied=applied)
 
 
-def code_send_refusal(
-    recent: Sequence[Sequence[float]], *, now: float, window: float, limit: int
-) -> CodeSendLimitExceeded | None:
-    """What ``reserve_code_sends`` raises, or None when every contact has room.
+def requester_bucket(requester: bytes, contact_hash: bytes) -> bytes:
+    """The row key one requester's sends to one contact are counted under
+    (``reserve_code_sends``): 32 bytes, like a contact hash, and as opaque
+    (the requester is already a keyed tag)."""
+    return hashlib.sha256(b"rossby/v1 code-sends requester\0" + requester + contact_hash).digest()
 
-    ``recent`` holds, per contact, its send times after ``now - window``,
-    newest first, at most ``limit`` of them (both backends read them that
-    way, so the bound is a LIMIT, not a scan). A contact at its limit has
-    room again once its ``limit``-th newest send leaves the window.
+
+def code_send_buckets(
+    contact_hashes: Sequence[bytes], limit: int, requester: bytes, requester_limit: int
+) -> list[tuple[bytes, int]]:
+    """Every (row key, limit) ``reserve_code_sends`` counts, in a stable
+    order: each contact under ``limit``, then (with a requester) each
+    requester share under ``requester_limit``. Both backends use it."""
+    hashes = list(dict.fromkeys(contact_hashes))
+    buckets = [(h, limit) for h in hashes]
+    if requester and requester_limit > 0:
+        buckets += [(requester_bucket(requester, h), requester_limit) for h in hashes]
+    return buckets
+
+
+def code_send_refusal(
+    recent: Sequence[Sequence[float]],
+    *,
+    now: float,
+    window: float,
+    limit: int,
+    limits: Sequence[int] | None = None,
+) -> CodeSendLimitExceeded | None:
+    """What ``reserve_code_sends`` raises, or None when every count has room.
+
+    ``recent`` holds, per counted key, its send times after ``now - window``,
+    newest first, at most that key's limit of them (both backends read them
+    that way, so the bound is a LIMIT, not a scan); ``limits`` the limit per
+    key (default ``limit`` for all). A key at its limit has room again once
+    its limit-th newest send leaves the window.
     """
-    waits = [times[limit - 1] + window - now for times in recent if len(times) >= limit]
-    if not waits:
+    per_key = list(limits) if limits is not None else [limit] * len(recent)
+    refused = [
+        (times[n - 1] + window - now, n)
+        for times, n in zip(recent, per_key, strict=True)
+        if len(times) >= n
+    ]
+    if not refused:
         return None
-    wait = max(1, math.ceil(max(waits)))
+    wait, which = max(refused)
     return CodeSendLimitExceeded(
-        f"a contact was sent {limit} codes in the last {window:g} seconds; retry later",
-        metadata={"retry_after_seconds": str(wait), "limit": str(limit)},
+        f"a contact was sent {which} codes in the last {window:g} seconds; retry later",
+        metadata={"retry_after_seconds": str(max(1, math.ceil(wait))), "limit": str(which)},
     )
 
 
@@ -375,29 +407,44 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def reserve_code_sends(
-        self, contact_hashes: Sequence[bytes], *, now: float, window: float, limit: int
+        self,
+        contact_hashes: Sequence[bytes],
+        *,
+        now: float,
+        window: float,
+        limit: int,
+        requester: bytes = b"",
+        requester_limit: int = 0,
     ) -> None:
         """Count one code about to be sent to each contact, unless one of
-        them already had ``limit`` codes in the ``window`` seconds up to ``now``.
+        them already had ``limit`` codes in the ``window`` seconds up to
+        ``now``, or, with a ``requester`` and a ``requester_limit``,
+        ``requester_limit`` codes asked for by that requester.
 
-        This is the per-contact limit on codes (docs/security.md, "Abuse
-        limits"). It lives in the store, not in a process's memory, so it
-        holds across server processes, restarts and the servers of a
-        region, which is what stops fresh device ids from pumping SMS or
-        e-mail at one contact. Only keyed contact hashes are stored.
+        These are the per-contact limits on codes (docs/security.md, "Abuse
+        limits"): ``limit`` is the ceiling for one contact from everyone
+        (SMS pumping, bombing); ``requester_limit`` the share of one
+        requester (an opaque keyed tag of a client address or a box), so a
+        third party's Registers use up its own share, not the contact
+        owner's (issue 16, finding 6). They live in the store, not in a
+        process's memory, so they hold across server processes, restarts
+        and the servers of a region. Only keyed hashes are stored; a
+        requester's count is kept under ``requester_bucket(requester,
+        contact hash)``, a row key like a contact hash.
 
         ``now`` is the caller's clock (the server's, which tests move); a
         send counts while its time is after ``now - window`` and is kept at
         least that long. ``limit`` is at least 1 and ``window`` positive.
         Repeated hashes in one call count once.
 
-        All or nothing: when any contact is at its limit, nothing is
-        recorded and ``CodeSendLimitExceeded`` is raised, with metadata
-        ``retry_after_seconds`` (whole seconds, at least 1, until every
-        refused contact has room again) and ``limit``. Sends are never given
-        back, even when the code then fails to go out (a provider that timed
-        out may still have delivered it). A call that fails otherwise
-        (``StoreUnavailable``) may have recorded some of its sends.
+        All or nothing: when any contact (or the requester's share of one)
+        is at its limit, nothing is recorded and ``CodeSendLimitExceeded``
+        is raised, with metadata ``retry_after_seconds`` (whole seconds, at
+        least 1, until every refused count has room again) and ``limit``
+        (the limit that refused). Sends are never given back, even when the
+        code then fails to go out (a provider that timed out may still have
+        delivered it). A call that fails otherwise (``StoreUnavailable``)
+        may have recorded some of its sends.
 
         SQLite is exact: the count and the record are one write
         transaction. Cassandra reads, then writes plain TTL'd rows (no
@@ -644,5 +691,7 @@ __all__ = [
     "Store",
     "StoreOptions",
     "StoredMessage",
+    "code_send_buckets",
     "code_send_refusal",
+    "requester_bucket",
 ]

@@ -112,8 +112,8 @@ async def test_a_resend_counts_against_the_contact(make_api: Callable[..., Any])
     assert registration is not None and registration.sent_at < api.clock() - 1
 
 
-async def test_add_contact_shares_the_contact_limit(make_api: Callable[..., Any]) -> None:
-    api: Api = await make_api(register_contact_limit=1)
+async def test_add_contact_shares_the_contact_ceiling(make_api: Callable[..., Any]) -> None:
+    api: Api = await make_api(register_contact_limit=1, register_contact_ceiling=1)
     owner = await Device(api, email("owner")).join()
     target = email("target")
     await Device(api, target).register()  # someone else's pending registration
@@ -232,6 +232,7 @@ def test_reasons_are_in_the_api_reason_table() -> None:
 async def test_zero_turns_each_limit_off(make_api: Callable[..., Any]) -> None:
     api: Api = await make_api(
         register_contact_limit=0,
+        register_contact_ceiling=0,
         register_rate_per_address="0",
         authorize_failures_per_address="0",
         code_attempts=100,

@@ -168,3 +168,33 @@ async def test_cassandra_counts_never_scan_expired_sends(cassandra_keyspace_url:
         assert control and max(control) > 0, control
     finally:
         await store.close()
+
+
+async def test_requesters_have_their_own_share_under_a_common_ceiling(
+    store: Store, clock: Clock
+) -> None:
+    """Finding 6 of issue 16: one requester's sends use up its own share,
+    not another's; the ceiling counts everyone's."""
+    victim = contact()
+    abuser, owner, third = os.urandom(32), os.urandom(32), os.urandom(32)
+
+    async def send(requester: bytes) -> None:
+        await store.reserve_code_sends(
+            [victim], now=clock(), window=WINDOW, limit=5, requester=requester, requester_limit=2
+        )
+
+    await send(abuser)
+    await send(abuser)
+    with pytest.raises(CodeSendLimitExceeded) as share:
+        await send(abuser)
+    assert share.value.metadata["limit"] == "2"
+    await send(owner)  # the owner's share is whole
+    await send(owner)
+    await send(third)  # five codes to the victim now: the ceiling
+    with pytest.raises(CodeSendLimitExceeded) as ceiling:
+        await send(os.urandom(32))
+    assert ceiling.value.metadata["limit"] == "5"
+    # A refusal recorded nothing: after the window the abuser has its share again.
+    clock.advance(WINDOW + 1)
+    await send(abuser)
+    await send(abuser)

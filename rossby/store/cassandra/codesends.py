@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rossby.store.base import code_send_refusal
+from rossby.store.base import code_send_buckets, code_send_refusal
 from rossby.store.cassandra.config import KEYS
 
 if TYPE_CHECKING:
@@ -60,28 +60,40 @@ class CassandraCodeSends:
         return await self._db.execute(self._code_send_cql(which), params, profile=KEYS)
 
     async def reserve_code_sends(
-        self, contact_hashes: Sequence[bytes], *, now: float, window: float, limit: int
+        self,
+        contact_hashes: Sequence[bytes],
+        *,
+        now: float,
+        window: float,
+        limit: int,
+        requester: bytes = b"",
+        requester_limit: int = 0,
     ) -> None:
         if limit < 1 or window <= 0:
             raise ValueError("reserve_code_sends needs limit >= 1 and window > 0")
-        hashes = sorted(dict.fromkeys(contact_hashes))
+        buckets = code_send_buckets(contact_hashes, limit, requester, requester_limit)
         # A row must live while a read at (server clock) still counts it.
         ttl = max(1, math.ceil(now + window - self.options.clock()))
         async with contextlib.AsyncExitStack() as held:
             # One order for every caller, so two multi-contact calls never
             # wait on each other crosswise.
-            for h in hashes:
-                await held.enter_async_context(self._locks.hold(("code_sends", h)))
+            for key in sorted(key for key, _ in buckets):
+                await held.enter_async_context(self._locks.hold(("code_sends", key)))
             reads = await asyncio.gather(
-                *(self._code_send_run("recent", (h, now - window, limit)) for h in hashes)
+                *(self._code_send_run("recent", (key, now - window, n)) for key, n in buckets)
             )
             recent = [[float(row[0]) for row in rows] for rows in reads]
-            refusal = code_send_refusal(recent, now=now, window=window, limit=limit)
+            refusal = code_send_refusal(
+                recent, now=now, window=window, limit=limit, limits=[n for _, n in buckets]
+            )
             if refusal is not None:
                 raise refusal
             # Separate partitions: concurrent single writes, not a batch.
             await asyncio.gather(
-                *(self._code_send_run("record", (h, now, uuid.uuid4(), ttl)) for h in hashes)
+                *(
+                    self._code_send_run("record", (key, now, uuid.uuid4(), ttl))
+                    for key, _ in buckets
+                )
             )
 
 

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from rossby.store.base import code_send_refusal
+from rossby.store.base import code_send_buckets, code_send_refusal
 
 T = TypeVar("T")
 
@@ -31,11 +31,18 @@ class SqliteCodeSends:
         async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def reserve_code_sends(
-        self, contact_hashes: Sequence[bytes], *, now: float, window: float, limit: int
+        self,
+        contact_hashes: Sequence[bytes],
+        *,
+        now: float,
+        window: float,
+        limit: int,
+        requester: bytes = b"",
+        requester_limit: int = 0,
     ) -> None:
         if limit < 1 or window <= 0:
             raise ValueError("reserve_code_sends needs limit >= 1 and window > 0")
-        hashes = list(dict.fromkeys(contact_hashes))
+        buckets = code_send_buckets(contact_hashes, limit, requester, requester_limit)
 
         def body(conn: sqlite3.Connection) -> None:
             recent = [
@@ -44,18 +51,20 @@ class SqliteCodeSends:
                     for row in conn.execute(
                         "SELECT sent_at FROM code_sends WHERE contact_hash = ? AND sent_at > ?"
                         " ORDER BY sent_at DESC LIMIT ?",
-                        (h, now - window, limit),
+                        (key, now - window, n),
                     ).fetchall()
                 ]
-                for h in hashes
+                for key, n in buckets
             ]
-            refusal = code_send_refusal(recent, now=now, window=window, limit=limit)
+            refusal = code_send_refusal(
+                recent, now=now, window=window, limit=limit, limits=[n for _, n in buckets]
+            )
             if refusal is not None:
                 # Raised inside the transaction: it rolls back, nothing is written.
                 raise refusal
             conn.executemany(
                 "INSERT INTO code_sends (contact_hash, sent_at, keep_until) VALUES (?, ?, ?)",
-                [(h, now, now + window) for h in hashes],
+                [(key, now, now + window) for key, _ in buckets],
             )
             conn.execute(
                 "DELETE FROM code_sends WHERE rowid IN"
