@@ -13,8 +13,12 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+import grpc
+
+from rossby.status import status_code
 from rossby.store import AttemptContended, Store
 from rossby.store.accounts import ContactChallenge, LinkOffer, account_store
+from rossby.store.cassandra.attempts import ROUNDS, reserve
 from tests.store.conftest import Clock, new_id
 from tests.store.test_contract import make_registration
 
@@ -102,3 +106,24 @@ async def test_a_burst_of_contact_attempts_grants_exactly_the_limit(
     resent = replace(challenge, code_hash=os.urandom(32), sent_at=clock.now + 30, attempts=0)
     await stores[0].put_contact_challenge(resent)
     assert await stores[2].reserve_contact_attempt(box, h, sent_at=resent.sent_at, limit=LIMIT) == 1
+
+
+async def test_a_reservation_that_keeps_losing_is_refused_not_granted() -> None:
+    """The bounded loop on Cassandra: every round lost to another process
+    (whose attempts stay below the limit) ends in AttemptContended, a
+    retryable UNAVAILABLE, never in a grant the store did not record."""
+    rounds = 0
+
+    async def always_loses(attempts: int, version: object) -> dict[str, object]:
+        nonlocal rounds
+        rounds += 1
+        return {"[applied]": False, "attempts": 0, "v": version}
+
+    try:
+        await reserve(0, 1.0, always_loses, limit=LIMIT, version_column="v", what="test")
+    except AttemptContended as err:
+        assert err.reason == "ATTEMPT_CONTENDED"
+        assert status_code(err) is grpc.StatusCode.UNAVAILABLE
+    else:
+        raise AssertionError("a lost reservation was granted")
+    assert rounds == ROUNDS
