@@ -105,6 +105,11 @@ def test_invalid_setting_names_it(flags: dict[str, str], named: str) -> None:
         ({"register_contact_limit": "-1"}, "register_contact_limit: must be 0 (off) to 1000"),
         ({"register_contact_limit": "1001"}, "register_contact_limit: must be 0 (off) to 1000"),
         ({"register_contact_limit": "5.5"}, "register_contact_limit: '5.5' is not an integer"),
+        ({"register_contact_ceiling": "-1"}, "register_contact_ceiling: must be 0 (off) to"),
+        (
+            {"register_contact_limit": "5", "register_contact_ceiling": "4"},
+            "register_contact_ceiling: below register_contact_limit",
+        ),
         ({"register_contact_window": "0"}, "register_contact_window: must be positive"),
         ({"register_contact_window": "4e7"}, "register_contact_window: must be positive"),
         ({"register_rate_per_address": "lots"}, "register_rate_per_address: 'lots' is not a"),
@@ -123,7 +128,10 @@ def test_invalid_abuse_limits_are_one_line_errors(flags: dict[str, str], message
 def test_abuse_limits_default_on_and_zero_is_off() -> None:
     s = load_settings({}, environ={})
     assert (s.register_contact_limit, s.register_contact_window) == (5, 3600.0)
-    assert s.register_rate_per_address == s.authorize_failures_per_address == "30/hour"
+    assert s.register_contact_ceiling == 20
+    assert s.register_rate_per_address == "30/hour"
+    # Per registration attempts are exact; the address one is a NAT-sized ceiling.
+    assert s.authorize_failures_per_address == "300/hour"
     off = {
         "register_contact_limit": "0",
         "register_rate_per_address": "0",
