@@ -224,6 +224,7 @@ def test_reasons_are_in_the_api_reason_table() -> None:
     table = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
     for name in ("CONTACT_RATE_LIMITED", "ADDRESS_RATE_LIMITED"):
         assert f"| RESOURCE_EXHAUSTED | `{name}` |" in table
+    assert "| UNAVAILABLE | `ATTEMPT_CONTENDED` |" in table
 
 
 # -- off -------------------------------------------------------------------------------
