@@ -104,3 +104,14 @@ async def test_wrong_codes_behind_one_nat_address_do_not_block_the_owner(
     await owner.authorize()
     profile = await owner.call("GetProfile", pb.GetProfileRequest(), pb.GetProfileResponse)
     assert profile.contact_count == 1
+
+
+async def test_the_requester_share_holds_with_the_ceiling_off(dual: Callable[..., Any]) -> None:
+    abuser_api, owner_api = await dual(register_contact_limit=2, register_contact_ceiling=0)
+    victim = email("victim")
+    for _ in range(2):
+        await Device(abuser_api, victim).register()
+    await refused_with(Device(abuser_api, victim).register(), "CONTACT_RATE_LIMITED")
+    for _ in range(2):
+        await Device(owner_api, victim).register()
+    await refused_with(Device(owner_api, victim).register(), "CONTACT_RATE_LIMITED")
