@@ -264,9 +264,14 @@ class Registrar:
         if registration.completed:
             # A retry after success: only the device's own key signs, and
             # nothing is left to guess, so it costs no attempt.
-            if not signed or not self._codes_match(registration, codes):
+            if not signed:
                 raise errors.PermissionDenied(
-                    "signature or codes do not match this registration", reason="BAD_SIGNATURE"
+                    "signature does not prove the device key", reason="BAD_SIGNATURE"
+                )
+            if not self._codes_match(registration, codes):
+                left = max(self.code_attempts - registration.attempts, 0)
+                raise errors.PermissionDenied(
+                    "wrong code", reason="CODE_INVALID", metadata={"attempts_left": str(left)}
                 )
         else:
             # Reserve, then compare: a burst of guesses cannot all pass a

@@ -122,6 +122,16 @@ async def test_the_right_code_as_the_last_attempt_still_succeeds(
     box = dev.box_id
     await dev.authorize([right])
     assert dev.box_id == box
+    # On the completed registration a wrong code or a bad signature is
+    # refused as before, and neither completes anything anew.
+    with pytest.raises(grpc.aio.AioRpcError) as miss:
+        await dev.authorize([wrong])
+    assert reason(miss.value) == "CODE_INVALID"
+    unsigned = dev.authorize_request([right])
+    unsigned.signature = bytes(64)
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await dev.public("Authorize", unsigned, pb.AuthorizeResponse)
+    assert reason(bad.value) == "BAD_SIGNATURE"
 
 
 async def test_a_burst_of_wrong_contact_codes_compares_at_most_the_limit(
