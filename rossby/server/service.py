@@ -42,7 +42,7 @@ from rossby.server.hawkkeys import HawkKeyUnavailable
 from rossby.server.inbox import Caller, Inbox
 from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
-from rossby.server.ratelimit import RateLimit
+from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.realtime import Realtime
 from rossby.server.registration import ContactCodeLimit, Registrar
 from rossby.server.replay import ReplayGuard
@@ -323,7 +323,7 @@ class RossbyService:
                 if info is not None:
                     info.box = box_tag(self._log_key, identity.box_id)
                 if limit is not None:
-                    await limit.hit(identity.device_id)
+                    await limit.hit(device_key(identity.box_id, identity.device_id))
                 return await fn(request, _caller(identity))
 
             if method == "Send":

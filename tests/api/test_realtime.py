@@ -20,6 +20,7 @@ from rossby.client.hawk import stream_signed
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import SERVICE, Device, email, reason
+from tests.api.test_accounts import approve, complete, create_offer, join
 
 SLOW_POLL = 600  # seconds: never within a test
 WAIT = 20.0  # seconds to wait for an event that must come
@@ -367,3 +368,35 @@ async def test_stopping_server_ends_streams_with_ok(
     while isinstance(end, pb.SubscribeEvent):
         end = await sub.next()
     assert end is None  # the iterator finished: status OK
+
+
+def ephemeral_to(box_id: uuid.UUID | None, body: bytes) -> pb.SendRequest:
+    return pb.SendRequest(
+        ephemeral=True,
+        messages=[
+            pb.OutgoingMessage(
+                recipient_box_id=str(box_id), message_id=str(uuid.uuid4()), ciphertext=body
+            )
+        ],
+    )
+
+
+async def test_an_ephemeral_from_a_device_id_clone_in_another_box_is_delivered(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    """A stream skips ephemerals its own device sent, and "its own" is the
+    (box, device) pair: a device of another box that happens to carry (or
+    copied) the same device id is someone else, whose messages arrive."""
+    api = await make_api(stream_poll=SLOW_POLL)
+    alice, bob = await pair(api)
+    clone = Device(api, name="clone")
+    clone.device_id = bob.device_id
+    offer = await create_offer(alice)
+    await join(clone, offer)
+    await approve(alice, offer, clone.device_id)
+    await complete(clone, offer)
+    sub = subs(bob)
+    await sub.until("live")
+    await clone.call("Send", ephemeral_to(bob.box_id, b"from the clone"), pb.SendResponse)
+    event = (await sub.until("ephemeral"))[-1].ephemeral
+    assert (event.sender_box_id, event.ciphertext) == (str(alice.box_id), b"from the clone")

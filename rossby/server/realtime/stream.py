@@ -138,8 +138,11 @@ class Stream:
     def offer_ephemeral(self, message: pb.QueuedMessage) -> bool:
         if self._done or self._fell_behind or self._stopping:
             return False
-        if message.sender_device_id == str(self.device_id):
-            return False  # the sending device itself
+        if (message.sender_box_id, message.sender_device_id) == (
+            str(self.box_id),
+            str(self.device_id),
+        ):
+            return False  # the sending device itself (device ids are per box)
         if len(self._queue) >= self.bound:
             self.metrics.ephemeral_dropped.inc()
             return False
