@@ -47,6 +47,7 @@ from rossby.server.realtime import Realtime
 from rossby.server.registration import ContactCodeLimit, Registrar
 from rossby.server.replay import ReplayGuard
 from rossby.server.secrets import load_hawk_keyring, load_secret
+from rossby.server.sizes import limit_size, request_limits
 from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
 from rossby.store import DeviceState
 from rossby.v1 import rossby_pb2 as pb
@@ -195,6 +196,7 @@ class RossbyService:
 
     def __init__(self, app: RossbyServer, notifier: Notifier | None = None) -> None:
         settings = app.settings
+        self.settings = settings
         self.store = app.store
         self.metrics = app.metrics
         self.notifier: Notifier = MeteredNotifier(
@@ -368,10 +370,22 @@ class RossbyService:
             handlers[name] = signed(name, fn, req, resp)
         for name, (fn, req, resp) in self.account_rpcs.public().items():
             handlers[name] = public(name, fn, req, resp)
-        observed = {name: _observed(name, h, self.metrics) for name, h in handlers.items()}
+        # Inside the log wrapper, so a refused oversized call is logged and
+        # counted with its reason like any other.
+        limits = request_limits(self.settings)
+
+        def sized(name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+            return limit_size(handler, limits[f"/rossby.v1.Rossby/{name}"], abort_with_error)
+
+        observed = {
+            name: _observed(name, sized(name, h), self.metrics) for name, h in handlers.items()
+        }
         # A stream logs and counts itself (rossby.server.realtime).
-        observed["Subscribe"] = self.realtime.subscribe_handler(
-            auth, abort_with_error, lambda box_id: box_tag(self._log_key, box_id)
+        observed["Subscribe"] = sized(
+            "Subscribe",
+            self.realtime.subscribe_handler(
+                auth, abort_with_error, lambda box_id: box_tag(self._log_key, box_id)
+            ),
         )
         return observed
 

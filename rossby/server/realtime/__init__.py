@@ -40,6 +40,8 @@ from rossby.server.realtime.metrics import RealtimeMetrics
 from rossby.server.realtime.peer import SERVICE as PEER_SERVICE
 from rossby.server.realtime.peer import PeerClient, PeerService, peer_key
 from rossby.server.realtime.stream import Stream
+from rossby.server.sizes import SMALL, limit_size, request_limits
+from rossby.status import INTERNAL_STATUS, to_grpc_status
 from rossby.v1 import rossby_pb2 as pb
 
 if TYPE_CHECKING:
@@ -158,12 +160,16 @@ class Realtime:
                 "invalid setting peer_address/peer_listen: with several workers give only a "
                 "host; each worker binds a Peer port of its own"
             )
-        from rossby.server.app import max_request_bytes, server_credentials
+        from rossby.server.app import server_credentials
 
+        limits = request_limits(s)
+        notify_limit = limits[f"/{PEER_SERVICE}/Notify"]
         server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", max_request_bytes(s)),
+                # Notify's own limit, plus room so a request a little over it
+                # still gets the typed answer (rossby.server.sizes).
+                ("grpc.max_receive_message_length", notify_limit + SMALL),
             ]
         )
         address = _format(listen_host or "::", listen_port or 0)
@@ -175,8 +181,12 @@ class Realtime:
                 bound = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot bind a peer port on {address}: {exc}") from None
+        handlers = {
+            name: limit_size(handler, limits[f"/{PEER_SERVICE}/{name}"], _abort)
+            for name, handler in self.peer_service.handlers().items()
+        }
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(PEER_SERVICE, self.peer_service.handlers()),)
+            (grpc.method_handlers_generic_handler(PEER_SERVICE, handlers),)
         )
         self._server = server
         if not host:
@@ -313,6 +323,13 @@ def _parse(raw: bytes) -> pb.SubscribeRequest:
         return pb.SubscribeRequest.FromString(raw)
     except DecodeError:
         raise errors.InvalidArgument("request is not a valid rossby.v1.SubscribeRequest") from None
+
+
+async def _abort(exc: Exception, context: Any) -> None:
+    """The peer service's error hook: the typed status, nothing logged."""
+    if isinstance(exc, errors.RossbyError):
+        await context.abort_with_status(to_grpc_status(exc))
+    await context.abort_with_status(INTERNAL_STATUS)
 
 
 def _code(context: Any) -> str:
