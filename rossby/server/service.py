@@ -264,6 +264,10 @@ class RossbyService:
         )
         self.realtime = Realtime(app, server_secret)
         self.inbox.realtime = self.realtime
+        # Open streams re-check their device like every call does (within
+        # auth_cache_ttl), and at once when this process changes it.
+        self.realtime.device_check = self._active_since
+        self.auth_cache.device_listeners.append(self.realtime.device_changed)
         self.verifier = HawkVerifier(
             identity_lookup(self._hawk_key),
             host=settings.hawk_host,
@@ -284,7 +288,12 @@ class RossbyService:
         operator; refusals are not cached.
         """
         box_id, device_id = uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
+        key, _ = await self._hawk_key_entry(box_id, device_id)
+        return key
 
+    async def _hawk_key_entry(
+        self, box_id: uuid.UUID, device_id: uuid.UUID
+    ) -> tuple[bytes | None, float]:
         async def load() -> bytes | None:
             device = await self.store.get_device(box_id, device_id)
             if device is None or device.state is not DeviceState.ACTIVE:
@@ -300,9 +309,15 @@ class RossbyService:
                 )
                 return None
 
-        return await self.auth_cache.hawk_keys.get(
+        return await self.auth_cache.hawk_keys.get_entry(
             (box_id, device_id), load, lambda key: key is not None
         )
+
+    async def _active_since(self, box_id: uuid.UUID, device_id: uuid.UUID) -> float | None:
+        """For open streams: when "this device is active" was read (monotonic,
+        as the auth cache keeps it), or None once it is not."""
+        key, read_at = await self._hawk_key_entry(box_id, device_id)
+        return None if key is None else read_at
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         auth = HawkAuth(

@@ -57,6 +57,7 @@ FETCH_MAX = 500
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 ErrorHook = Callable[[Exception, Any], Awaitable[object]]
+DeviceCheck = Callable[[uuid.UUID, uuid.UUID], Awaitable[float | None]]
 
 
 def split_peer_address(value: str) -> tuple[str, int | None]:
@@ -133,6 +134,9 @@ class Realtime:
             clock=app.clock,
         )
         self.address = ""
+        #: When "this device is active" was read, None once it is not (set
+        #: by the service: the Hawk key lookup through the auth cache).
+        self.device_check: DeviceCheck | None = None
         self._streams: set[Stream] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._server: grpc.aio.Server | None = None
@@ -229,7 +233,12 @@ class Realtime:
             await self._server.stop(PEER_GRACE)
             self._server = None
 
-    # -- hooks for Send ------------------------------------------------------
+    # -- hooks for Send and account changes -----------------------------------
+
+    def device_changed(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        """This process revoked or re-keyed the device: its streams here
+        check it again now (a revoked one ends before its next event)."""
+        self.hub.recheck(box_id, device_id)
 
     def queued(self, box_id: uuid.UUID, position: int) -> None:
         self.hub.queued(box_id, position)
@@ -300,12 +309,18 @@ class Realtime:
                 metadata={"field": "limit", "max": str(FETCH_MAX)},
             )
         s = self.settings
+        box, device = uuid.UUID(box_id), uuid.UUID(device_id)
+        check = self.device_check
+
+        async def authorized() -> float | None:
+            return None if check is None else await check(box, device)
+
         return Stream(
             store=self.store,
             hub=self.hub,
             metrics=self.metrics,
-            box_id=uuid.UUID(box_id),
-            device_id=uuid.UUID(device_id),
+            box_id=box,
+            device_id=device,
             after=request.after,
             limit=limit,
             bound=s.stream_buffer,
@@ -315,6 +330,8 @@ class Realtime:
             write_timeout=s.stream_write_timeout,
             max_age=s.stream_max_age,
             clock=self.clock,
+            authorized=authorized if check is not None else None,
+            recheck=s.auth_cache_ttl,
         )
 
 
