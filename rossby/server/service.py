@@ -9,7 +9,8 @@ The per-RPC line and the RPC metrics come from one wrapper around each
 method handler (``_observed``), outside Hawk, so rejected calls are counted
 and logged too. The line carries the method, the gRPC status, the error
 reason, the duration and, for signed calls, a *box tag*: the first 12 hex
-digits of an HMAC of the box id under a key derived from ``server_secret``.
+digits of an HMAC of the box id under a key derived from ``server_secret``
+(``rossby.server.logtags``; no raw box or device id is ever logged).
 Tags are stable across workers, restarts and regions (which share the
 secret), so one box's calls can be followed, but a log reader cannot test
 a known box id against them. Payloads, keys, codes and contacts are never
@@ -19,8 +20,6 @@ logged.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,6 +39,7 @@ from rossby.server.auth import HawkAuth, Identity, identity_lookup
 from rossby.server.authcache import AuthCache
 from rossby.server.hawkkeys import HawkKeyUnavailable
 from rossby.server.inbox import Caller, Inbox
+from rossby.server.logtags import box_tag, log_key
 from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
 from rossby.server.ratelimit import RateLimit, device_key
@@ -60,8 +60,6 @@ log = get_logger("rossby.rpc")
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
-
-LOG_TAG_CONTEXT = b"rossby/v1 log box tag"
 
 #: Signed calls under ``account_rate_per_device``, counted per call before
 #: it runs: each sends a code to a contact (AddContact: SMS cost, and the
@@ -182,11 +180,6 @@ def _observed(
     )
 
 
-def box_tag(key: bytes, box_id: str) -> str:
-    """The box id as it appears in logs (see the module doc)."""
-    return hmac.new(key, box_id.encode(), hashlib.sha256).hexdigest()[:12]
-
-
 def _caller(identity: Identity) -> Caller:
     return Caller(uuid.UUID(identity.box_id), uuid.UUID(identity.device_id))
 
@@ -204,7 +197,7 @@ class RossbyService:
         )
         hasher = ContactHasher(load_secret(settings, "contact_hash_key"))
         server_secret = load_secret(settings, "server_secret")
-        self._log_key = hmac.new(server_secret, LOG_TAG_CONTEXT, hashlib.sha256).digest()
+        self._log_key = log_key(server_secret)
         self.auth_cache = AuthCache(settings.auth_cache_ttl)
         self.hawk_keys = load_hawk_keyring(settings)
         self.registrar = Registrar(
@@ -213,6 +206,7 @@ class RossbyService:
             hasher,
             server_secret,
             self.hawk_keys,
+            log_key=self._log_key,
             home_region=settings.region or "dc1",
             code_ttl=settings.code_ttl,
             code_attempts=settings.code_attempts,
@@ -304,7 +298,7 @@ class RossbyService:
                 log.error(
                     "hawk_key_unavailable",
                     key_id=exc.key_id,
-                    box=box_tag(self._log_key, identity.box_id),
+                    box=box_tag(self._log_key, str(box_id)),
                     hint="the master key that wrapped it is not in hawk_keys",
                 )
                 return None
