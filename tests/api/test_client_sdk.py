@@ -39,6 +39,7 @@ from rossby.crypto import (
     RecipientDevice,
     SenderIdentity,
     read_keyfile,
+    scrypt_n_of,
     seal_envelope,
 )
 from rossby.server.notify import read_outbox_code
@@ -50,7 +51,7 @@ from tests.api.conftest import Api
 from tests.api.device import email
 
 PASS = "correct horse battery staple"
-FAST = 2**10  # scrypt cost for test keyfiles; production uses 2**15
+FAST = 2**10  # scrypt cost for test keyfiles; production uses 2**17
 
 Join = Callable[..., Awaitable[RossbyClient]]
 
@@ -429,3 +430,21 @@ async def test_a_device_key_signature_that_fails_is_not_trusted(api: Api, people
     with pytest.raises(UntrustedKeys):
         await alice.send([contact_of(bob)], "to whom?")
     assert alice.pinned_devices(bob.box_id) == pinned.devices  # the pin did not move
+
+
+async def test_a_keyfile_rewrite_upgrades_an_older_cheaper_cost(api: Api, tmp_path: Path) -> None:
+    """A keyfile written at a lower cost (as every file was before the
+    default went from 2^15 to 2^17) is raised to the current default the
+    next time the client writes it (one 2^17 derivation, once)."""
+    contact = email("carol")
+    home = tmp_path / "carol"
+    async with RossbyClient.create(
+        home, PASS, server=api.target, contacts=[contact], device_name="phone", scrypt_n=FAST
+    ) as carol:
+        await carol.register()
+    assert scrypt_n_of((home / "device.key").read_bytes()) == FAST
+    code = read_outbox_code(api.outbox, normalize("email", contact))
+    assert code is not None
+    async with RossbyClient.open(home, PASS) as carol:
+        await carol.authorize([code])  # keeps the credentials: a rewrite
+    assert scrypt_n_of((home / "device.key").read_bytes()) == 2**17
