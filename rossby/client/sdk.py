@@ -923,7 +923,13 @@ class RossbyClient(AccountsMixin, LiveMixin):
             self._state.rejected.add(rejected_key)
             self.stats.rejected += 1
             return [*events, reject]
-        self._state.seen.add(str(mid))
+        origin = f"{sender[0]}.{sender[1]}"
+        if self._state.seen.replayed(origin, message.sent_at_ms):
+            # Older than what already fell out of the id window: a replay by
+            # the server of a message processed long ago (state.SeenSet).
+            self.stats.duplicates += 1
+            return events
+        self._state.seen.add(str(mid), origin, message.sent_at_ms)
         if message.kind == SYNC_KIND:
             if message.sender_box == self.box_id:  # from another device of ours
                 self._apply_sync(message.body)
