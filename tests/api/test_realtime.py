@@ -455,3 +455,37 @@ async def test_a_revocation_elsewhere_stops_the_stream_within_the_cache_bound(
     await bob.call("Send", ephemeral_to(phone.box_id, b"after"), pb.SendResponse)
     err = await stream_end(sub)
     assert (err.code(), reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "HAWK_UNKNOWN_ID")
+
+
+async def test_a_burst_of_large_ephemerals_crosses_to_another_server_whole(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    """A peer batches ephemeral messages by bytes, so a burst larger than
+    what one Notify may carry (rossby.server.sizes) goes in several calls
+    instead of one the receiver refuses."""
+    settings = {"stream_poll": SLOW_POLL, "max_recipients": 16, "max_message_bytes": 65536}
+    here = await make_api(**settings)
+    there = await make_api(**settings)
+    bob = await Device(here, email("bob")).join()
+    alice = await Device(there, email("alice")).join()
+    sub = subs(bob)
+    await sub.until("live")
+    bodies = [bytes([i]) * 65536 for i in range(16)]
+    reply = await alice.call(
+        "Send",
+        pb.SendRequest(
+            ephemeral=True,
+            messages=[
+                pb.OutgoingMessage(
+                    recipient_box_id=str(bob.box_id), message_id=str(uuid.uuid4()), ciphertext=b
+                )
+                for b in bodies
+            ],
+        ),
+        pb.SendResponse,
+    )
+    assert {r.outcome for r in reply.results} == {pb.SEND_OUTCOME_EPHEMERAL}
+    got = []
+    for _ in bodies:
+        got.append((await sub.until("ephemeral"))[-1].ephemeral.ciphertext)
+    assert got == bodies
