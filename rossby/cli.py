@@ -124,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(command(settings))
     except KeyboardInterrupt:
         return 0
+    except ConfigError as exc:  # found once serving starts (a damaged key file)
+        print(f"rossby: {exc}", file=sys.stderr)
+        return 2
     except (RossbyError, OSError) as exc:
         reason = f" ({exc.reason})" if isinstance(exc, RossbyError) else ""
         print(f"rossby: {args.command} failed{reason}: {exc}", file=sys.stderr)

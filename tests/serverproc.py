@@ -121,3 +121,7 @@ class ServerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+#: Environment for ``rossby client`` in tests: cheap keyfiles (rossby.client.keycost).
+FAST_KEYFILE = {"ROSSBY_KEYFILE_SCRYPT_N": str(2**10)}

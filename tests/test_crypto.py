@@ -46,6 +46,7 @@ from rossby.crypto import (
     open_envelope,
     peek_header,
     read_keyfile,
+    rewrite_cost,
     safety_number,
     scrypt_n_of,
     seal,
@@ -56,11 +57,12 @@ from rossby.crypto import (
     write_keyfile,
 )
 from rossby.crypto.envelope import SIGN_LABEL
+from rossby.crypto.keyfile import DEFAULT_SCRYPT_N
 from rossby.v1 import rossby_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "envelope_v1.json").read_text())
-TEST_N = 2**10  # scrypt cost for tests; the default (2**15) is exercised once
+TEST_N = 2**10  # scrypt cost for tests; the default (2**17) is exercised once
 
 
 class ScriptedRng:
@@ -674,8 +676,17 @@ def test_keyfile_parameters_live_in_the_header() -> None:
 def test_keyfile_default_cost() -> None:
     kf = _keyfile(full=False)
     data = encode_keyfile(kf, "pw")
-    assert scrypt_n_of(data) == 2**15
+    assert scrypt_n_of(data) == 2**17
+    assert data[5:8] == bytes([17, 8, 1])
     _same(decode_keyfile(data, "pw"), kf)
+
+
+def test_a_rewrite_raises_a_cheaper_file_to_the_minimum_and_never_lowers_one() -> None:
+    kf = _keyfile(full=False)
+    old = encode_keyfile(kf, "pw", scrypt_n=2**10)
+    assert rewrite_cost(old, 2**11) == 2**11
+    assert rewrite_cost(encode_keyfile(kf, "pw", scrypt_n=2**12), 2**11) == 2**12
+    assert rewrite_cost(old) == DEFAULT_SCRYPT_N == 2**17
 
 
 def test_keyfile_passphrase_is_normalised() -> None:

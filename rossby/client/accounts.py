@@ -58,7 +58,7 @@ from rossby.crypto import (
     seal_envelope,
     verify_key_signature,
 )
-from rossby.crypto.keyfile import scrypt_n_of, write_keyfile
+from rossby.crypto.keyfile import rewrite_cost, write_keyfile
 from rossby.crypto.keylog import (
     ChainState,
     ChangeKind,
@@ -158,6 +158,7 @@ class AccountsMixin:
     if TYPE_CHECKING:
         home: Path
         _passphrase: str
+        _scrypt_n: int
         _keyfile: DeviceKeyfile
         _state: ClientState
         _state_key: bytes
@@ -591,7 +592,7 @@ class AccountsMixin:
                 nxt,
                 staged,
                 self._passphrase,
-                scrypt_n=scrypt_n_of(path.read_bytes()),
+                scrypt_n=rewrite_cost(path.read_bytes(), self._scrypt_n),
             )
         pub = new.public()
         await self._call(

@@ -27,6 +27,7 @@ from typing import Any
 from rossby.client import cli_accounts, cli_live
 from rossby.client.channel import add_tls_arguments, tls_config_from_args
 from rossby.client.errors import ClientError
+from rossby.client.keycost import keyfile_cost
 from rossby.client.live import receipt_of
 from rossby.client.models import (
     DeviceInfo,
@@ -143,6 +144,7 @@ async def _init(args: argparse.Namespace, out: Output) -> int:
         device_name=args.device,
         hawk_address=args.hawk_address,
         tls=tls_config_from_args(args),
+        scrypt_n=keyfile_cost(),
     ) as c:
         started = await c.register()
         who = c.whoami()
@@ -164,7 +166,7 @@ async def _init(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _verify(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         who = await c.authorize(args.codes)
     out.doc = {"identity": _identity_doc(who)}
     out.line(f"Verified: box {who.box_id}, device {who.device_name!r} ({who.device_id}).")
@@ -172,7 +174,7 @@ async def _verify(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _send(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         report = await c.send(args.contacts, args.text)
     for change in report.key_changes:
         out.key_change(change)
@@ -212,7 +214,7 @@ async def _fetch(args: argparse.Namespace, out: Output) -> int:
     messages: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         async for event in c.fetch_messages():
             if isinstance(event, KeyChange):
                 out.key_change(event)
@@ -304,7 +306,7 @@ def _message_doc(c: RossbyClient, m: ReceivedMessage) -> dict[str, Any]:
 
 
 async def _safety_number(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         number = await c.safety_number(args.contact)
     contact = parse_contact(args.contact).value
     out.doc = {
@@ -357,7 +359,7 @@ def _terminal_qr(payload: bytes) -> str | None:
 
 
 async def _devices(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         devices = await c.devices()
     out.doc = {"devices": [_device_doc(d) for d in devices]}
     for d in devices:
@@ -367,7 +369,7 @@ async def _devices(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _resolve(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         info = await c.resolve(args.contact)
     out.doc = {
         "contact": info.contact,
@@ -381,7 +383,7 @@ async def _resolve(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _whoami(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         who = c.whoami()
     out.doc = {"identity": _identity_doc(who)}
     out.line(f"device:   {who.device_name} ({who.device_id})")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from rossby.client.channel import add_tls_arguments, tls_config_from_args
 from rossby.client.errors import ClientError
+from rossby.client.keycost import keyfile_cost
 from rossby.client.models import KeyLogRecord, LinkRequest, ProfileInfo
 from rossby.client.sdk import RossbyClient, parse_contact
 
@@ -113,7 +114,7 @@ def _confirm(args: argparse.Namespace, request: LinkRequest) -> None:
 async def _link(args: argparse.Namespace, out: Output) -> int:
     if args.join:
         return await _join(args, out)
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         invite = await c.create_link_offer()
         if args.code_file:
             await asyncio.to_thread(
@@ -151,6 +152,7 @@ async def _join(args: argparse.Namespace, out: Output) -> int:
         server=args.server,
         hawk_address=args.hawk_address,
         tls=tls_config_from_args(args),
+        scrypt_n=keyfile_cost(),
     ) as c:
         out.line("Joined the link offer; waiting for the other device to approve...")
         await c.complete_link(wait=args.timeout)
@@ -169,7 +171,7 @@ async def _revoke(args: argparse.Namespace, out: Output) -> int:
         device_id = uuid.UUID(args.device_id)
     except ValueError:
         raise ClientError(f"{args.device_id!r} is not a device id (see `devices`)") from None
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         await c.revoke(device_id)
         own = device_id == c.device_id
     out.doc = {"revoked": str(device_id), "this_device": own}
@@ -178,7 +180,7 @@ async def _revoke(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _rotate(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         device = await c.rotate_keys()
     out.doc = {"device": _device_doc(device)}
     out.line(f"New keys for this device: {device.fingerprint}.")
@@ -206,7 +208,7 @@ async def _profile(args: argparse.Namespace, out: Output) -> int:
         "discoverable": _yes_no(args.discoverable),
         "accept_from": args.accept_from,
     }
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         if args.contact:
             if any(v is not None for v in changes.values()):
                 raise ClientError("only your own profile can be changed")
@@ -224,7 +226,7 @@ async def _profile(args: argparse.Namespace, out: Output) -> int:
 
 async def _rule(args: argparse.Namespace, out: Output) -> int:
     action = args.client_command
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         fn = {
             "block": c.block,
             "unblock": c.unblock,
@@ -244,7 +246,7 @@ async def _rule(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _listed(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         boxes = await (c.blocked() if args.client_command == "blocked" else c.accepted())
         labels = [(b, c.contact_of(b)) for b in boxes]
     out.doc = {"boxes": [{"box_id": str(b), "contact": label} for b, label in labels]}
@@ -260,7 +262,7 @@ async def _listed(args: argparse.Namespace, out: Output) -> int:
 
 async def _contacts(args: argparse.Namespace, out: Output) -> int:
     action = args.contacts_command
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         if action == "add":
             ttl = await c.add_contact(args.contact)
             out.doc = {"code_sent_to": parse_contact(args.contact).value, "code_ttl_seconds": ttl}
@@ -287,7 +289,7 @@ async def _contacts(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _keylog(args: argparse.Namespace, out: Output) -> int:
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         view = await c.key_log(_target(args.contact) if args.contact else None)
     out.doc = {
         "box_id": str(view.box_id),

@@ -16,6 +16,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from rossby.client.keycost import keyfile_cost
 from rossby.client.live import ReadReceipt, Reconnecting, Typing, UpToDate
 from rossby.client.models import HeldMessage, KeyChange, ReceivedMessage, RejectedMessage
 from rossby.client.sdk import RossbyClient, parse_contact
@@ -45,7 +46,7 @@ async def listen(args: argparse.Namespace, out: Output) -> int:
 
     received = 0
     as_json = out.as_json
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
 
         async def run() -> None:
             nonlocal received
@@ -122,7 +123,7 @@ async def listen(args: argparse.Namespace, out: Output) -> int:
 async def typing(args: argparse.Namespace, out: Output) -> int:
     from rossby.client.cli import passphrase
 
-    async with RossbyClient.open(args.home, passphrase()) as c:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         report = await c.typing(args.contact, active=not args.stop)
     contact = parse_contact(args.contact).value
     for change in report.key_changes:

@@ -111,12 +111,11 @@ from rossby.crypto import (
     open_envelope,
     peek_header,
     safety_number,
-    scrypt_n_of,
     seal_envelope,
     unseal,
     verify_key_signature,
 )
-from rossby.crypto.keyfile import DEFAULT_SCRYPT_N, write_keyfile
+from rossby.crypto.keyfile import DEFAULT_SCRYPT_N, rewrite_cost, write_keyfile
 from rossby.crypto.link import LinkCode, parse_link_code
 from rossby.status import from_rpc_error
 from rossby.v1 import rossby_pb2 as pb
@@ -201,9 +200,12 @@ class RossbyClient(AccountsMixin, LiveMixin):
         lock: HomeLock,
         *,
         rpc_timeout: float = DEFAULT_TIMEOUT,
+        scrypt_n: int = DEFAULT_SCRYPT_N,
     ) -> None:
         self.home = home
         self._passphrase = passphrase
+        #: The least keyfile cost: new files get it, rewrites are raised to it.
+        self._scrypt_n = scrypt_n
         self._keyfile = keyfile
         self._state = state
         self._state_key = state_key(keyfile.keys, keyfile.device_id)
@@ -227,13 +229,20 @@ class RossbyClient(AccountsMixin, LiveMixin):
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, home: Home, passphrase: str, *, rpc_timeout: float = DEFAULT_TIMEOUT
+        cls,
+        home: Home,
+        passphrase: str,
+        *,
+        rpc_timeout: float = DEFAULT_TIMEOUT,
+        scrypt_n: int = DEFAULT_SCRYPT_N,
     ) -> AsyncIterator[RossbyClient]:
         """Unlock an existing device (``WrongPassphrase``, ``NotInitialized``).
 
-        ``rpc_timeout`` is each call's deadline in seconds.
+        ``rpc_timeout`` is each call's deadline in seconds. ``scrypt_n`` is
+        the least cost a rewritten keyfile gets (an older, cheaper file is
+        upgraded when next written); tests lower it for speed.
         """
-        client = await cls._load(_home(home), passphrase, rpc_timeout)
+        client = await cls._load(_home(home), passphrase, rpc_timeout, scrypt_n)
         try:
             yield client
         finally:
@@ -272,7 +281,7 @@ class RossbyClient(AccountsMixin, LiveMixin):
         hawk = hawk_address or server
         split_address(hawk)
         if await asyncio.to_thread(_has_device, home):
-            client = await cls._load(home, passphrase, rpc_timeout)
+            client = await cls._load(home, passphrase, rpc_timeout, scrypt_n)
             same = (
                 client._state.server == server
                 and client._state.own_contacts == wanted
@@ -333,7 +342,7 @@ class RossbyClient(AccountsMixin, LiveMixin):
         hawk = hawk_address or link.server
         split_address(hawk)
         if await asyncio.to_thread(_has_device, home):
-            client = await cls._load(home, passphrase, rpc_timeout)
+            client = await cls._load(home, passphrase, rpc_timeout, scrypt_n)
             pending = client._state.pending_link
             if client.authorized or pending is None or pending.offer_id != link.offer_id:
                 await client.close()
@@ -405,12 +414,18 @@ class RossbyClient(AccountsMixin, LiveMixin):
         rpc_timeout: float,
     ) -> RossbyClient:
         lock = await asyncio.to_thread(_initialize_home, home, passphrase, keyfile, state, scrypt_n)
-        return cls(home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout)
+        return cls(
+            home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n
+        )
 
     @classmethod
-    async def _load(cls, home: Path, passphrase: str, rpc_timeout: float) -> RossbyClient:
+    async def _load(
+        cls, home: Path, passphrase: str, rpc_timeout: float, scrypt_n: int
+    ) -> RossbyClient:
         keyfile, state, lock = await asyncio.to_thread(_load_home, home, passphrase)
-        return cls(home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout)
+        return cls(
+            home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n
+        )
 
     async def close(self) -> None:
         """Persist state, close the channel, release the home. Safe to call twice."""
@@ -540,7 +555,9 @@ class RossbyClient(AccountsMixin, LiveMixin):
             hawk=HawkCredentials(creds.id, bytes(creds.key), creds.algorithm),
             home_region=home_region or None,
         )
-        await asyncio.to_thread(_rewrite_keyfile, self.home, keyfile, self._passphrase)
+        await asyncio.to_thread(
+            _rewrite_keyfile, self.home, keyfile, self._passphrase, self._scrypt_n
+        )
         self._keyfile = keyfile
         self._signer = self._make_signer()
 
@@ -906,7 +923,13 @@ class RossbyClient(AccountsMixin, LiveMixin):
             self._state.rejected.add(rejected_key)
             self.stats.rejected += 1
             return [*events, reject]
-        self._state.seen.add(str(mid))
+        origin = f"{sender[0]}.{sender[1]}"
+        if self._state.seen.replayed(origin, message.sent_at_ms):
+            # Older than what already fell out of the id window: a replay by
+            # the server of a message processed long ago (state.SeenSet).
+            self.stats.duplicates += 1
+            return events
+        self._state.seen.add(str(mid), origin, message.sent_at_ms)
         if message.kind == SYNC_KIND:
             if message.sender_box == self.box_id:  # from another device of ours
                 self._apply_sync(message.body)
@@ -1174,10 +1197,10 @@ def _finish_rotation(
     return staged, state
 
 
-def _rewrite_keyfile(home: Path, keyfile: DeviceKeyfile, passphrase: str) -> None:
-    """Replace the keyfile at the cost it was written with."""
+def _rewrite_keyfile(home: Path, keyfile: DeviceKeyfile, passphrase: str, minimum: int) -> None:
+    """Replace the keyfile at its own cost raised to ``minimum`` (``rewrite_cost``)."""
     path = home / KEYFILE
-    write_keyfile(path, keyfile, passphrase, scrypt_n=scrypt_n_of(path.read_bytes()))
+    write_keyfile(path, keyfile, passphrase, scrypt_n=rewrite_cost(path.read_bytes(), minimum))
 
 
 def _keys(device: PinnedDevice) -> tuple[bytes, bytes]:

@@ -30,7 +30,7 @@ import json
 import os
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,12 @@ LOCK = "lock"
 MAX_SEEN = 10_000
 """Message ids remembered for dedupe. Repeats come from just below the cursor
 (the settle window) or from a run that stopped before its ack, so the ids of
-the last few thousand messages are all that can ever come back."""
+the last few thousand messages are all that can ever come back honestly.
+A server that replays an *older* message (its id long forgotten) is caught
+by the per-sender floors instead (``SeenSet``)."""
+MAX_FLOORS = 10_000
+"""Senders (box.device) with a floor of their own; beyond it the lowest
+floor is folded into the floor every other sender shares."""
 MAX_HELD = 256
 """Messages kept for senders we cannot look up yet; bounded so a stranger
 cannot fill the disk."""
@@ -65,21 +70,77 @@ _NONCE = 12
 
 
 class SeenSet:
-    """A bounded, insertion-ordered set: the oldest ids fall out first."""
+    """Which messages were processed: a bounded window of ids, and below it
+    per-sender floors of the *signed* send time.
 
-    def __init__(self, items: Iterable[str] = (), maxlen: int = MAX_SEEN) -> None:
-        self._order: deque[str] = deque(maxlen=maxlen)
+    The ids alone are not enough: once an id falls out of the window, a
+    malicious server could deliver that message again and it would look
+    new. So when an id falls out, its sender's floor rises to the message's
+    ``sent_at_ms`` (signed by the sender, so the server cannot change it),
+    and a verified message whose id is unknown but whose send time is at or
+    below its sender's floor is a replay. A sender's messages are processed
+    roughly in its own clock's order, so a genuine message only falls below
+    the floor if it took longer to arrive than 10,000 newer messages from the
+    same sender took to be processed. Ids added without a sender (our own
+    sends, states written before the floors existed) fall out without
+    raising anything.
+    """
+
+    def __init__(
+        self,
+        items: Iterable[str] = (),
+        maxlen: int = MAX_SEEN,
+        *,
+        origins: Mapping[str, tuple[str, int]] | None = None,
+        floors: Mapping[str, int] | None = None,
+        floor_all: int = -1,
+        max_floors: int = MAX_FLOORS,
+    ) -> None:
+        self._maxlen = maxlen
+        self._max_floors = max_floors
+        self._order: deque[str] = deque()
         self._set: set[str] = set()
+        #: id -> (sender "box.device", signed sent_at_ms), for the floors.
+        self._origin: dict[str, tuple[str, int]] = {}
+        self.floors: dict[str, int] = dict(floors or {})
+        #: The floor of every sender without one of its own.
+        self.floor_all = floor_all
+        origins = origins or {}
         for item in items:
-            self.add(item)
+            origin = origins.get(item)
+            self.add(item, *(origin if origin is not None else (None, 0)))
 
-    def add(self, item: str) -> None:
+    def add(self, item: str, sender: str | None = None, sent_at_ms: int = 0) -> None:
         if item in self._set:
             return
-        if len(self._order) == self._order.maxlen:
-            self._set.discard(self._order[0])
+        if len(self._order) >= self._maxlen:
+            old = self._order.popleft()
+            self._set.discard(old)
+            origin = self._origin.pop(old, None)
+            if origin is not None:
+                self._raise_floor(*origin)
         self._order.append(item)
         self._set.add(item)
+        if sender is not None:
+            self._origin[item] = (sender, sent_at_ms)
+
+    def _raise_floor(self, sender: str, sent_at_ms: int) -> None:
+        if sent_at_ms <= self.floor_of(sender):
+            return
+        if sender not in self.floors and len(self.floors) >= self._max_floors:
+            lowest = min(self.floors, key=self.floors.__getitem__)
+            self.floor_all = max(self.floor_all, self.floors.pop(lowest))
+        self.floors[sender] = sent_at_ms
+
+    def floor_of(self, sender: str) -> int:
+        return max(self.floors.get(sender, -1), self.floor_all)
+
+    def replayed(self, sender: str, sent_at_ms: int) -> bool:
+        """A verified message not in the window: at or below its sender's floor?"""
+        return sent_at_ms <= self.floor_of(sender)
+
+    def origins(self) -> dict[str, tuple[str, int]]:
+        return dict(self._origin)
 
     def __contains__(self, item: object) -> bool:
         return item in self._set
@@ -229,6 +290,9 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
             for box, pin in state.pins.items()
         },
         "seen": list(state.seen),
+        "seen_origin": {k: [o[0], o[1]] for k, o in state.seen.origins().items()},
+        "seen_floors": state.seen.floors,
+        "seen_floor_all": state.seen.floor_all,
         "rejected": list(state.rejected),
         "held": [
             {
@@ -305,7 +369,12 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
         own_contacts=[parse_contact_key(c) for c in doc["own_contacts"]],
         book={parse_contact_key(c): uuid.UUID(b) for c, b in doc["book"].items()},
         pins=pins,
-        seen=SeenSet(doc["seen"]),
+        seen=SeenSet(
+            doc["seen"],
+            origins={str(k): (str(v[0]), int(v[1])) for k, v in doc.get("seen_origin", {}).items()},
+            floors={str(k): int(v) for k, v in doc.get("seen_floors", {}).items()},
+            floor_all=int(doc.get("seen_floor_all", -1)),
+        ),
         rejected=SeenSet(doc["rejected"]),
         held=[
             HeldEnvelope(
@@ -396,6 +465,7 @@ class HomeLock:
 
 __all__ = [
     "KEYFILE",
+    "MAX_FLOORS",
     "MAX_HELD",
     "MAX_SEEN",
     "STATE",

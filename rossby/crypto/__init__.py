@@ -35,6 +35,7 @@ from rossby.crypto.keyfile import (
     decode_keyfile,
     encode_keyfile,
     read_keyfile,
+    rewrite_cost,
     scrypt_n_of,
     write_keyfile,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "open_envelope",
     "peek_header",
     "read_keyfile",
+    "rewrite_cost",
     "safety_number",
     "scrypt_n_of",
     "seal",

@@ -28,6 +28,7 @@ from rossby.server.metrics import MeteredStore, Metrics, start_exporter
 from rossby.server.notify import Notifier
 from rossby.server.registration import EXPIRED_GRACE
 from rossby.server.service import RossbyService, add_rossby_service
+from rossby.server.sizes import max_receive_bytes
 from rossby.store import Connection, Store, StoreOptions, open_store
 from rossby.v1 import rossby_pb2
 
@@ -51,16 +52,6 @@ def store_options(settings: Settings, clock: Callable[[], float] = time.time) ->
             tls_check_hostname=settings.cassandra_tls_check_hostname,
         ),
     )
-
-
-def max_request_bytes(settings: Settings) -> int:
-    """The largest request the documented limits allow: a full group Send.
-
-    gRPC's default (4 MiB) would otherwise refuse a valid Send of
-    ``max_recipients`` messages of ``max_message_bytes`` at the transport,
-    without an ErrorInfo. Per-message framing costs well under 256 bytes.
-    """
-    return settings.max_recipients * (settings.max_message_bytes + 256) + 65_536
 
 
 #: Seconds past ``stream_max_age`` a connection past its age gets before
@@ -170,7 +161,9 @@ class RossbyServer:
         server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", reuse),
-                ("grpc.max_receive_message_length", max_request_bytes(self.settings)),
+                # The largest method's need (a full group Send); each method
+                # refuses more than its own share (rossby.server.sizes).
+                ("grpc.max_receive_message_length", max_receive_bytes(self.settings)),
                 *connection_options(self.settings),
             ]
         )

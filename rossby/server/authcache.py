@@ -71,13 +71,22 @@ class ExpiringCache(Generic[K, V]):
         self.misses = 0
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]], grants: Callable[[V], bool]) -> V:
+        value, _ = await self.get_entry(key, load, grants)
+        return value
+
+    async def get_entry(
+        self, key: K, load: Callable[[], Awaitable[V]], grants: Callable[[V], bool]
+    ) -> tuple[V, float]:
+        """``get``, and when the answer's read began (``clock`` time): who
+        keeps acting on the answer (an open stream) may do so until
+        ``read_at + ttl`` and no longer, the bound the cache itself keeps."""
         now = self.clock()
         entry = self._entries.get(key)
         if entry is not None:
             fresh = entry.read_at + self.ttl > now
             if fresh and (self.changed_at is None or self.changed_at(key) < entry.read_at):
                 self.hits += 1
-                return entry.value
+                return entry.value, entry.read_at
             del self._entries[key]
         self.misses += 1
         value = await load()
@@ -85,7 +94,7 @@ class ExpiringCache(Generic[K, V]):
             if len(self._entries) >= self.max_entries:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[key] = _Entry(value, now)
-        return value
+        return value, now
 
     def forget(self, key: K) -> None:
         self._entries.pop(key, None)
@@ -110,6 +119,9 @@ class AuthCache:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
+        #: Told (box id, device id) when this process revokes or re-keys a
+        #: device, so state outside the caches (open streams) follows at once.
+        self.device_listeners: list[Callable[[uuid.UUID, uuid.UUID], None]] = []
         #: Devices and boxes this process changed, and when (see ``_mark``).
         self._devices_changed: dict[DeviceKey, float] = {}
         self._rules_changed: dict[uuid.UUID, float] = {}
@@ -144,6 +156,8 @@ class AuthCache:
     def device_changed(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
         """A device was revoked or its keys rotated."""
         self._mark(self._devices_changed, (box_id, device_id))
+        for listener in self.device_listeners:
+            listener(box_id, device_id)
 
     def box_rules_changed(self, box_id: uuid.UUID) -> None:
         """The box's profile (accept_from) or one of its sender rules changed."""

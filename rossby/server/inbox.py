@@ -16,6 +16,7 @@ from rossby import errors
 from rossby.contacts import ContactHasher, normalize
 from rossby.logging import get_logger
 from rossby.server import validate
+from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.visibility import sees
 from rossby.status import rpc_code_value
 from rossby.store import NewMessage, Store, StoredMessage
@@ -25,7 +26,6 @@ from rossby.v1 import rossby_pb2
 if TYPE_CHECKING:
     from rossby.server.accounts import Accounts
     from rossby.server.authcache import AuthCache
-    from rossby.server.ratelimit import RateLimit
     from rossby.server.realtime import Realtime
 
 log = get_logger(__name__)
@@ -185,7 +185,7 @@ class Inbox:
             # After validation, so the cost is the real recipient count; before
             # the first store call, so a refused Send has written (and read)
             # nothing. Ephemeral Sends count too: each one fans out.
-            await self.send_limit.hit(str(caller.device_id), cost=len(parsed))
+            await self.send_limit.hit(device_key(caller.box_id, caller.device_id), cost=len(parsed))
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
         boxes: dict[uuid.UUID, asyncio.Task[bool]] = {}
 

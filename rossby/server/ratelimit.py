@@ -61,7 +61,7 @@ def parse_limit(name: str, spec: str) -> RateLimitItem | None:
 
 
 class RateLimit:
-    """One named limit over keys (a device, an address); refuses with a stable reason.
+    """One named limit over keys (``device_key``, an address); refuses with a stable reason.
 
     A refused call counts nothing, so a client that backs off as told by
     ``retry_after_seconds`` gets through.
@@ -134,6 +134,17 @@ class RateLimit:
         )
 
 
+def device_key(box_id: object, device_id: object) -> str:
+    """The key a device is limited under: ``<box id>.<device id>``, its Hawk id.
+
+    Device ids are unique only within a box: anyone may link a device with
+    another box's device id (RequestKey shows them) into a box of their own,
+    so a limit keyed by the device id alone would let that clone spend the
+    victim's budget (docs/security.md, "Device ids are per box").
+    """
+    return f"{box_id}.{device_id}"
+
+
 def client_address(peer: str) -> str:
     """The key a gRPC peer (``context.peer()``) is limited under: its IP
     without the port, an IPv6 one as its /64.
@@ -159,4 +170,4 @@ def client_address(peer: str) -> str:
     return str(ip)
 
 
-__all__ = ["RateLimit", "client_address", "parse_limit"]
+__all__ = ["RateLimit", "client_address", "device_key", "parse_limit"]

@@ -25,6 +25,7 @@ from rossby.crypto.sealed import credentials_aad, seal
 from rossby.logging import get_logger
 from rossby.server import validate
 from rossby.server.hawkkeys import HawkKeyring
+from rossby.server.logtags import box_tag
 from rossby.server.notify import Notifier
 from rossby.server.ratelimit import RateLimit, client_address
 from rossby.store import Box, Device, DeviceState, Registration, Store
@@ -114,6 +115,7 @@ class Registrar:
         code_key: bytes,
         hawk_keys: HawkKeyring,
         *,
+        log_key: bytes,
         home_region: str,
         code_ttl: int,
         code_attempts: int,
@@ -132,6 +134,7 @@ class Registrar:
         #: Wraps each new device's Hawk key before it is stored; the clear
         #: key only ever leaves sealed to the device (rossby.server.hawkkeys).
         self.hawk_keys = hawk_keys
+        self.log_key = log_key
         self.home_region = home_region
         self.code_ttl = code_ttl
         self.code_attempts = code_attempts
@@ -229,7 +232,11 @@ class Registrar:
                 replace(registration, sent_at=now - self.resend_interval)
             )
             raise
-        log.info("registration_started", device=str(device_id), contacts=len(contacts))
+        log.info(
+            "registration_started",
+            box=box_tag(self.log_key, str(box_id)),
+            contacts=len(contacts),
+        )
         return rossby_pb2.RegisterResponse(code_ttl_seconds=self.code_ttl)
 
     async def authorize(
@@ -312,7 +319,7 @@ class Registrar:
             credentials.SerializeToString(),
             aad=credentials_aad(device_id),
         )
-        log.info("device_authorized", device=str(device_id))
+        log.info("device_authorized", box=box_tag(self.log_key, str(device.box_id)))
         return rossby_pb2.AuthorizeResponse(
             box_id=str(device.box_id), sealed_credentials=sealed, home_region=self.home_region
         )

@@ -9,7 +9,8 @@ The per-RPC line and the RPC metrics come from one wrapper around each
 method handler (``_observed``), outside Hawk, so rejected calls are counted
 and logged too. The line carries the method, the gRPC status, the error
 reason, the duration and, for signed calls, a *box tag*: the first 12 hex
-digits of an HMAC of the box id under a key derived from ``server_secret``.
+digits of an HMAC of the box id under a key derived from ``server_secret``
+(``rossby.server.logtags``; no raw box or device id is ever logged).
 Tags are stable across workers, restarts and regions (which share the
 secret), so one box's calls can be followed, but a log reader cannot test
 a known box id against them. Payloads, keys, codes and contacts are never
@@ -19,8 +20,6 @@ logged.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,13 +39,15 @@ from rossby.server.auth import HawkAuth, Identity, identity_lookup
 from rossby.server.authcache import AuthCache
 from rossby.server.hawkkeys import HawkKeyUnavailable
 from rossby.server.inbox import Caller, Inbox
+from rossby.server.logtags import box_tag, log_key
 from rossby.server.metrics import MeteredNotifier, Metrics
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
-from rossby.server.ratelimit import RateLimit
+from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.realtime import Realtime
 from rossby.server.registration import ContactCodeLimit, Registrar
 from rossby.server.replay import ReplayGuard
 from rossby.server.secrets import load_hawk_keyring, load_secret
+from rossby.server.sizes import limit_size, request_limits
 from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
 from rossby.store import DeviceState
 from rossby.v1 import rossby_pb2 as pb
@@ -59,8 +60,6 @@ log = get_logger("rossby.rpc")
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
-
-LOG_TAG_CONTEXT = b"rossby/v1 log box tag"
 
 #: Signed calls under ``account_rate_per_device``, counted per call before
 #: it runs: each sends a code to a contact (AddContact: SMS cost, and the
@@ -181,11 +180,6 @@ def _observed(
     )
 
 
-def box_tag(key: bytes, box_id: str) -> str:
-    """The box id as it appears in logs (see the module doc)."""
-    return hmac.new(key, box_id.encode(), hashlib.sha256).hexdigest()[:12]
-
-
 def _caller(identity: Identity) -> Caller:
     return Caller(uuid.UUID(identity.box_id), uuid.UUID(identity.device_id))
 
@@ -195,6 +189,7 @@ class RossbyService:
 
     def __init__(self, app: RossbyServer, notifier: Notifier | None = None) -> None:
         settings = app.settings
+        self.settings = settings
         self.store = app.store
         self.metrics = app.metrics
         self.notifier: Notifier = MeteredNotifier(
@@ -202,7 +197,7 @@ class RossbyService:
         )
         hasher = ContactHasher(load_secret(settings, "contact_hash_key"))
         server_secret = load_secret(settings, "server_secret")
-        self._log_key = hmac.new(server_secret, LOG_TAG_CONTEXT, hashlib.sha256).digest()
+        self._log_key = log_key(server_secret)
         self.auth_cache = AuthCache(settings.auth_cache_ttl)
         self.hawk_keys = load_hawk_keyring(settings)
         self.registrar = Registrar(
@@ -211,6 +206,7 @@ class RossbyService:
             hasher,
             server_secret,
             self.hawk_keys,
+            log_key=self._log_key,
             home_region=settings.region or "dc1",
             code_ttl=settings.code_ttl,
             code_attempts=settings.code_attempts,
@@ -265,6 +261,10 @@ class RossbyService:
         )
         self.realtime = Realtime(app, server_secret)
         self.inbox.realtime = self.realtime
+        # Open streams re-check their device like every call does (within
+        # auth_cache_ttl), and at once when this process changes it.
+        self.realtime.device_check = self._active_since
+        self.auth_cache.device_listeners.append(self.realtime.device_changed)
         self.verifier = HawkVerifier(
             identity_lookup(self._hawk_key),
             host=settings.hawk_host,
@@ -285,7 +285,12 @@ class RossbyService:
         operator; refusals are not cached.
         """
         box_id, device_id = uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
+        key, _ = await self._hawk_key_entry(box_id, device_id)
+        return key
 
+    async def _hawk_key_entry(
+        self, box_id: uuid.UUID, device_id: uuid.UUID
+    ) -> tuple[bytes | None, float]:
         async def load() -> bytes | None:
             device = await self.store.get_device(box_id, device_id)
             if device is None or device.state is not DeviceState.ACTIVE:
@@ -296,14 +301,20 @@ class RossbyService:
                 log.error(
                     "hawk_key_unavailable",
                     key_id=exc.key_id,
-                    box=box_tag(self._log_key, identity.box_id),
+                    box=box_tag(self._log_key, str(box_id)),
                     hint="the master key that wrapped it is not in hawk_keys",
                 )
                 return None
 
-        return await self.auth_cache.hawk_keys.get(
+        return await self.auth_cache.hawk_keys.get_entry(
             (box_id, device_id), load, lambda key: key is not None
         )
+
+    async def _active_since(self, box_id: uuid.UUID, device_id: uuid.UUID) -> float | None:
+        """For open streams: when "this device is active" was read (monotonic,
+        as the auth cache keeps it), or None once it is not."""
+        key, read_at = await self._hawk_key_entry(box_id, device_id)
+        return None if key is None else read_at
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         auth = HawkAuth(
@@ -326,7 +337,7 @@ class RossbyService:
                 if info is not None:
                     info.box = box_tag(self._log_key, identity.box_id)
                 if limit is not None:
-                    await limit.hit(identity.device_id)
+                    await limit.hit(device_key(identity.box_id, identity.device_id))
                 return await fn(request, _caller(identity))
 
             if method == "Send":
@@ -371,10 +382,22 @@ class RossbyService:
             handlers[name] = signed(name, fn, req, resp)
         for name, (fn, req, resp) in self.account_rpcs.public().items():
             handlers[name] = public(name, fn, req, resp)
-        observed = {name: _observed(name, h, self.metrics) for name, h in handlers.items()}
+        # Inside the log wrapper, so a refused oversized call is logged and
+        # counted with its reason like any other.
+        limits = request_limits(self.settings)
+
+        def sized(name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+            return limit_size(handler, limits[f"/rossby.v1.Rossby/{name}"], abort_with_error)
+
+        observed = {
+            name: _observed(name, sized(name, h), self.metrics) for name, h in handlers.items()
+        }
         # A stream logs and counts itself (rossby.server.realtime).
-        observed["Subscribe"] = self.realtime.subscribe_handler(
-            auth, abort_with_error, lambda box_id: box_tag(self._log_key, box_id)
+        observed["Subscribe"] = sized(
+            "Subscribe",
+            self.realtime.subscribe_handler(
+                auth, abort_with_error, lambda box_id: box_tag(self._log_key, box_id)
+            ),
         )
         return observed
 

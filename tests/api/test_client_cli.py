@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.serverproc import ServerProcess, rossby
+from tests.serverproc import FAST_KEYFILE, ServerProcess, rossby
 
 PASS = "correct horse battery staple"
 
@@ -31,7 +31,12 @@ def client(
     home: Path, *args: str, passphrase: str = PASS, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     done = rossby(
-        "client", "--home", str(home), *args, "--json", env={"ROSSBY_PASSPHRASE": passphrase}
+        "client",
+        "--home",
+        str(home),
+        *args,
+        "--json",
+        env={"ROSSBY_PASSPHRASE": passphrase, **FAST_KEYFILE},
     )
     if check:
         assert done.returncode == 0, (args, done.stdout, done.stderr)
@@ -109,7 +114,13 @@ def test_two_people_register_talk_and_compare_safety_numbers(
 
     # Human-readable output, as a person sees it.
     client(homes["alice"], "send", contacts["bob"], "plain text please")
-    human = rossby("client", "--home", str(homes["bob"]), "fetch", env={"ROSSBY_PASSPHRASE": PASS})
+    human = rossby(
+        "client",
+        "--home",
+        str(homes["bob"]),
+        "fetch",
+        env={"ROSSBY_PASSPHRASE": PASS, **FAST_KEYFILE},
+    )
     assert human.returncode == 0, human.stderr
     assert f"{contacts['alice']}: plain text please" in human.stdout
 

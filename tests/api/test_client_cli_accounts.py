@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.api.test_client_cli import PASS, client, doc, server  # noqa: F401 - fixture
-from tests.serverproc import ServerProcess, rossby
+from tests.serverproc import FAST_KEYFILE, ServerProcess, rossby
 
 
 def code_for(tmp_path: Path, contact: str) -> str:
@@ -44,7 +44,7 @@ def test_link_keylog_profile_rules_contacts_revoke(
 
     # Link: the laptop shows a code and waits; the tablet joins with it.
     code_file = tmp_path / "link-code"
-    env = {**os.environ, "ROSSBY_PASSPHRASE": PASS}
+    env = {**os.environ, "ROSSBY_PASSPHRASE": PASS, **FAST_KEYFILE}
     linking = subprocess.Popen(
         [
             sys.executable,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_client_cli import PASS, client, doc
-from tests.serverproc import ServerProcess, rossby
+from tests.serverproc import FAST_KEYFILE, ServerProcess, rossby
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ class Lines:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "ROSSBY_PASSPHRASE": PASS},
+            env={**os.environ, "ROSSBY_PASSPHRASE": PASS, **FAST_KEYFILE},
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -33,16 +33,19 @@ from rossby.client import (
 from rossby.client.hawk import HawkSigner, call_signed
 from rossby.client.models import Event
 from rossby.client.sdk import encode_text
+from rossby.client.state import ClientState, SeenSet, decode_state, encode_state
 from rossby.contacts import normalize
 from rossby.crypto import (
     DeviceKeyPair,
     RecipientDevice,
     SenderIdentity,
     read_keyfile,
+    scrypt_n_of,
     seal_envelope,
 )
 from rossby.server.notify import read_outbox_code
 from rossby.store import DeviceKeys as StoreDeviceKeys
+from rossby.store import NewMessage as StoreNewMessage
 from rossby.store import parse_store_url
 from rossby.store.cassandra.positions import bucket_of
 from rossby.v1 import rossby_pb2 as pb
@@ -50,7 +53,7 @@ from tests.api.conftest import Api
 from tests.api.device import email
 
 PASS = "correct horse battery staple"
-FAST = 2**10  # scrypt cost for test keyfiles; production uses 2**15
+FAST = 2**10  # scrypt cost for test keyfiles; production uses 2**17
 
 Join = Callable[..., Awaitable[RossbyClient]]
 
@@ -429,3 +432,70 @@ async def test_a_device_key_signature_that_fails_is_not_trusted(api: Api, people
     with pytest.raises(UntrustedKeys):
         await alice.send([contact_of(bob)], "to whom?")
     assert alice.pinned_devices(bob.box_id) == pinned.devices  # the pin did not move
+
+
+async def test_a_keyfile_rewrite_upgrades_an_older_cheaper_cost(api: Api, tmp_path: Path) -> None:
+    """A keyfile written at a lower cost (as every file was before the
+    default went from 2^15 to 2^17) is raised to the current default the
+    next time the client writes it (one 2^17 derivation, once)."""
+    contact = email("carol")
+    home = tmp_path / "carol"
+    async with RossbyClient.create(
+        home, PASS, server=api.target, contacts=[contact], device_name="phone", scrypt_n=FAST
+    ) as carol:
+        await carol.register()
+    assert scrypt_n_of((home / "device.key").read_bytes()) == FAST
+    code = read_outbox_code(api.outbox, normalize("email", contact))
+    assert code is not None
+    async with RossbyClient.open(home, PASS) as carol:
+        await carol.authorize([code])  # keeps the credentials: a rewrite
+    assert scrypt_n_of((home / "device.key").read_bytes()) == 2**17
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_message_replayed_after_its_id_left_the_window_is_dropped(
+    api: Api, people: Join
+) -> None:
+    """A malicious server re-queues a genuine message whose id the client
+    no longer remembers (the window is 10,000 ids; 2 here). Its signed send
+    time is below its sender's floor, so it is dropped as a replay, and
+    newer messages from the same sender still arrive."""
+    alice, bob = await people("alice"), await people("bob")
+    await bob.resolve(contact_of(alice))
+    bob._state.seen = SeenSet(maxlen=2)
+    old = await alice.send([contact_of(bob)], "old")
+    assert bob.box_id is not None
+    queued = (await api.store.fetch(bob.box_id, bob.device_id, after=0, limit=10)).messages
+    original = next(m for m in queued if str(m.message_id) == str(old.message_id))
+    assert [m.text for m in received(await drain(bob))] == ["old"]
+    for text in ("one", "two", "three"):
+        await alice.send([contact_of(bob)], text)
+    assert [m.text for m in received(await drain(bob))] == ["one", "two", "three"]
+    assert str(old.message_id) not in bob._state.seen  # out of the window
+
+    # The server replays it: forget the id behind its own dedupe, queue it again.
+    with sqlite3.connect(parse_store_url(api.server.settings.store).path) as db:
+        db.execute("DELETE FROM message_ids WHERE message_id = ?", (original.message_id.bytes,))
+    await api.store.enqueue(
+        bob.box_id,
+        StoreNewMessage(
+            original.message_id, original.sender_box, original.sender_device, original.ciphertext
+        ),
+    )
+    duplicates = bob.stats.duplicates
+    assert received(await drain(bob)) == []
+    assert bob.stats.duplicates == duplicates + 1
+    await alice.send([contact_of(bob)], "four")
+    assert [m.text for m in received(await drain(bob))] == ["four"]
+
+
+def test_the_replay_floors_survive_a_restart() -> None:
+    seen = SeenSet(maxlen=1)
+    seen.add("a", "box.dev", 100)
+    seen.add("b", "box.dev", 200)  # "a" falls out: the floor is 100
+    state = ClientState(server="s", hawk_address="s", device_name="d", own_contacts=[], seen=seen)
+    key = bytes(32)
+    back = decode_state(encode_state(state, key), key).seen
+    assert back.replayed("box.dev", 100) and not back.replayed("box.dev", 101)
+    assert not back.replayed("other.dev", 100)
+    assert back.origins() == {"b": ("box.dev", 200)}  # so "b" raises the floor in turn

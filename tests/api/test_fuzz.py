@@ -63,6 +63,7 @@ from rossby.crypto.keys import key_signature
 from rossby.errors import DOMAIN
 from rossby.hawk import verify_server_authorization
 from rossby.server.notify import read_outbox_code
+from rossby.server.sizes import request_limits
 from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
@@ -353,6 +354,7 @@ class Fuzzer:
         )
         self.boxes = (str(sender.box_id), str(recipient.box_id))
         self.reasons = documented_reasons()
+        self.size_limits = request_limits(api.server.settings)
         self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
@@ -459,6 +461,10 @@ class Fuzzer:
         if answer.code is C.UNAVAILABLE:
             assert answer.reason == "STORE_UNAVAILABLE", f"{where}: {answer.reason}"
             counts["store_unavailable"] += 1
+            return
+        if answer.reason == "REQUEST_TOO_LARGE":  # any method, only when it is
+            limit = self.size_limits[f"/rossby.v1.Rossby/{method}"]
+            assert answer.code is C.RESOURCE_EXHAUSTED and len(case.payload) > limit, where
             return
         if method in ALLOWED:
             assert answer.code in ALLOWED[method], f"{where}: {answer.code.name} {answer.reason}"

@@ -20,6 +20,7 @@ from rossby.client.hawk import stream_signed
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import SERVICE, Device, email, reason
+from tests.api.test_accounts import approve, complete, create_offer, join, revoke_request
 
 SLOW_POLL = 600  # seconds: never within a test
 WAIT = 20.0  # seconds to wait for an event that must come
@@ -367,3 +368,124 @@ async def test_stopping_server_ends_streams_with_ok(
     while isinstance(end, pb.SubscribeEvent):
         end = await sub.next()
     assert end is None  # the iterator finished: status OK
+
+
+def ephemeral_to(box_id: uuid.UUID | None, body: bytes) -> pb.SendRequest:
+    return pb.SendRequest(
+        ephemeral=True,
+        messages=[
+            pb.OutgoingMessage(
+                recipient_box_id=str(box_id), message_id=str(uuid.uuid4()), ciphertext=body
+            )
+        ],
+    )
+
+
+async def test_an_ephemeral_from_a_device_id_clone_in_another_box_is_delivered(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    """A stream skips ephemerals its own device sent, and "its own" is the
+    (box, device) pair: a device of another box that happens to carry (or
+    copied) the same device id is someone else, whose messages arrive."""
+    api = await make_api(stream_poll=SLOW_POLL)
+    alice, bob = await pair(api)
+    clone = Device(api, name="clone")
+    clone.device_id = bob.device_id
+    offer = await create_offer(alice)
+    await join(clone, offer)
+    await approve(alice, offer, clone.device_id)
+    await complete(clone, offer)
+    sub = subs(bob)
+    await sub.until("live")
+    await clone.call("Send", ephemeral_to(bob.box_id, b"from the clone"), pb.SendResponse)
+    event = (await sub.until("ephemeral"))[-1].ephemeral
+    assert (event.sender_box_id, event.ciphertext) == (str(alice.box_id), b"from the clone")
+
+
+async def stream_end(sub: Subscription) -> grpc.aio.AioRpcError:
+    """The next thing the stream yields other than heartbeats: must be its error."""
+    while True:
+        event = await sub.next()
+        if isinstance(event, pb.SubscribeEvent) and event.WhichOneof("event") == "heartbeat":
+            continue
+        assert isinstance(event, grpc.aio.AioRpcError), f"got {event!r}, not the stream's end"
+        return event
+
+
+async def linked_on(api: Api, owner: Device) -> Device:
+    """A second device of ``owner``'s box whose calls go to ``api``."""
+    offer = await create_offer(owner)
+    new = Device(api, name="tablet")
+    await join(new, offer)
+    await approve(owner, offer, new.device_id)
+    await complete(new, offer)
+    return new
+
+
+async def test_revoking_a_device_ends_its_stream_at_once(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    api = await make_api(stream_poll=SLOW_POLL)
+    phone, bob = await pair(api)
+    tablet = await linked_on(api, phone)
+    sub = subs(tablet)
+    await sub.until("live")
+    await phone.call("RevokeDevice", revoke_request(phone, tablet), pb.RevokeDeviceResponse)
+    await bob.call("Send", ephemeral_to(phone.box_id, b"after the revocation"), pb.SendResponse)
+    err = await stream_end(sub)
+    assert (err.code(), reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "HAWK_UNKNOWN_ID")
+
+
+async def test_a_revocation_elsewhere_stops_the_stream_within_the_cache_bound(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    """The stream lives on another process than the revocation: once
+    ``auth_cache_ttl`` has passed, nothing more reaches it."""
+    here = await make_api(stream_poll=SLOW_POLL)
+    there = await make_api(stream_poll=SLOW_POLL, auth_cache_ttl=1)
+    phone = await Device(here, email("alice")).join()
+    bob = await Device(there, email("bob")).join()
+    tablet = await linked_on(there, phone)
+    sub = subs(tablet)
+    await sub.until("live")
+    await bob.call("Send", ephemeral_to(phone.box_id, b"before"), pb.SendResponse)
+    assert (await sub.until("ephemeral"))[-1].ephemeral.ciphertext == b"before"
+    await phone.call("RevokeDevice", revoke_request(phone, tablet), pb.RevokeDeviceResponse)
+    await asyncio.sleep(1.1)  # the bound: auth_cache_ttl on the stream's server
+    await bob.call("Send", ephemeral_to(phone.box_id, b"after"), pb.SendResponse)
+    err = await stream_end(sub)
+    assert (err.code(), reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "HAWK_UNKNOWN_ID")
+
+
+async def test_a_burst_of_large_ephemerals_crosses_to_another_server_whole(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    """A peer batches ephemeral messages by bytes, so a burst larger than
+    what one Notify may carry (rossby.server.sizes) goes in several calls
+    instead of one the receiver refuses."""
+    settings = {"stream_poll": SLOW_POLL, "max_recipients": 16, "max_message_bytes": 65536}
+    here = await make_api(**settings)
+    there = await make_api(**settings)
+    bob = await Device(here, email("bob")).join()
+    alice = await Device(there, email("alice")).join()
+    sub = subs(bob)
+    await sub.until("live")
+    bodies = [bytes([i]) * 65536 for i in range(16)]
+    reply = await alice.call(
+        "Send",
+        pb.SendRequest(
+            ephemeral=True,
+            messages=[
+                pb.OutgoingMessage(
+                    recipient_box_id=str(bob.box_id), message_id=str(uuid.uuid4()), ciphertext=b
+                )
+                for b in bodies
+            ],
+        ),
+        pb.SendResponse,
+    )
+    assert {r.outcome for r in reply.results} == {pb.SEND_OUTCOME_EPHEMERAL}
+    got = []
+    for _ in bodies:
+        got.append((await sub.until("ephemeral"))[-1].ephemeral.ciphertext)
+    assert got == bodies

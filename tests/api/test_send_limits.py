@@ -17,6 +17,7 @@ from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import Device, contact, email, reason
+from tests.api.test_accounts import approve, complete, create_offer, join, link, revoke_request
 
 
 async def refused(call: Any, want: str) -> dict[str, str]:
@@ -133,3 +134,53 @@ async def test_account_changes_are_limited_per_device(make_api: Callable[..., An
     )
     assert profile.profile.display_name == "Alice"
     await add_contact(bob, email("bob-2"))
+
+
+async def test_a_device_id_clone_in_another_box_cannot_spend_the_victims_budgets(
+    make_api: Callable[..., Any],
+) -> None:
+    """Device ids are unique only within a box (docs/security.md, "Device ids
+    and per-device keys"): an attacker links into its own box a device with a
+    victim's device id, read from RequestKey, and exhausts that device's send
+    and account budgets. The victim's calls must still go through."""
+    api: Api = await make_api(
+        send_rate_per_device="3/minute", max_recipients=3, account_rate_per_device="2/hour"
+    )
+    victim, attacker, friend = await people(api, "victim", "attacker", "friend")
+    victim_tablet = await link(api, victim)  # 1 of the victim's 2 account calls
+    seen = await attacker.request_key(victim.contacts[0])
+    assert str(victim.device_id) in {d.device_id for d in seen.devices}
+
+    clone = Device(api, name="clone")
+    clone.device_id = victim.device_id
+    offer = await create_offer(attacker)
+    await join(clone, offer)
+    await approve(attacker, offer, clone.device_id)
+    await complete(clone, offer)
+    assert clone.box_id == attacker.box_id != victim.box_id
+
+    # The clone spends "its" budgets to the last unit.
+    for i in range(2):
+        await clone.call(
+            "AddContact",
+            pb.AddContactRequest(contact=contact(email(f"clone-{i}"))),
+            pb.AddContactResponse,
+        )
+    await refused(
+        clone.call(
+            "AddContact",
+            pb.AddContactRequest(contact=contact(email("clone-x"))),
+            pb.AddContactResponse,
+        ),
+        "ACCOUNT_RATE_LIMITED",
+    )
+    await clone.send(*((friend.box_id, b"m", None) for _ in range(3)))
+    await refused(clone.send((friend.box_id, b"m", None)), "SEND_RATE_LIMITED")
+
+    # The victim's own budgets are untouched.
+    reply = await victim.send((friend.box_id, b"hi", None), (friend.box_id, b"again", None))
+    assert {r.outcome for r in reply.results} == {pb.SEND_OUTCOME_QUEUED}
+    revoked = await victim.call(
+        "RevokeDevice", revoke_request(victim, victim_tablet), pb.RevokeDeviceResponse
+    )
+    assert revoked.entry.kind == pb.KEY_CHANGE_KIND_REVOKE

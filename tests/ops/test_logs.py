@@ -23,7 +23,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from rossby.v1 import rossby_pb2 as pb
 from tests.api.device import Device, email
+from tests.api.test_accounts import link, revoke_request
 from tests.ops.helpers import ProcessApi, log_events, migrated_sqlite
 from tests.serverproc import ServerProcess, free_port
 
@@ -87,6 +89,9 @@ async def test_rpc_lines_carry_a_box_tag_and_nothing_private(tmp_path: Path) -> 
             page = await bob.fetch()
             assert page.messages[0].ciphertext == secret_text
             await bob.ack(page.messages[0].position)
+            # Linking and revoking: the account changes log events of their own.
+            tablet = await link(api, alice)  # type: ignore[arg-type]
+            await alice.call("RevokeDevice", revoke_request(alice, tablet), pb.RevokeDeviceResponse)
         finally:
             await api.close()
             assert server.stop(signal.SIGTERM) == 0
@@ -94,11 +99,14 @@ async def test_rpc_lines_carry_a_box_tag_and_nothing_private(tmp_path: Path) -> 
     events = log_events(server.log)
     rpcs = [e for e in events if e["event"] == "rpc"]
     methods = {e["method"] for e in rpcs}
-    assert {"Register", "Authorize", "RequestKey", "Send", "Fetch", "Ack"} <= methods
+    assert {"Register", "Authorize", "RequestKey", "Send", "Fetch", "Ack", "ApproveLink"} <= methods
+    assert {"registration_started", "device_authorized", "device_linked"} <= {
+        e["event"] for e in events
+    }
     for e in rpcs:
         assert set(e) <= {"event", "level", "timestamp", "method", "status", "reason", "ms", "box"}
         assert isinstance(e["ms"], float | int)
-        if e["method"] in ("Register", "Authorize"):
+        if e["method"] in ("Register", "Authorize", "JoinLink", "CompleteLink"):
             assert "box" not in e
         else:
             assert re.fullmatch(r"[0-9a-f]{12}", e["box"])
@@ -110,8 +118,9 @@ async def test_rpc_lines_carry_a_box_tag_and_nothing_private(tmp_path: Path) -> 
 
     text = server.log.read_text()
     never: list[str] = [*codes.values(), PHONE, PHONE[1:]]
-    for device in (alice, bob):
-        never += [*device.contacts, str(device.box_id)]
+    for device in (alice, bob, tablet):
+        never += [*device.contacts, str(device.box_id), str(device.device_id)]
+        never += [device.device_id.hex, *_forms(device.device_id.bytes)]
         never += _forms(device.hawk_key)
     never += _forms(secret_text)
     leaked = [value for value in never if value in text]

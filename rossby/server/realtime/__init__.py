@@ -40,6 +40,8 @@ from rossby.server.realtime.metrics import RealtimeMetrics
 from rossby.server.realtime.peer import SERVICE as PEER_SERVICE
 from rossby.server.realtime.peer import PeerClient, PeerService, peer_key
 from rossby.server.realtime.stream import Stream
+from rossby.server.sizes import SMALL, limit_size, request_limits
+from rossby.status import INTERNAL_STATUS, to_grpc_status
 from rossby.v1 import rossby_pb2 as pb
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ FETCH_MAX = 500
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 ErrorHook = Callable[[Exception, Any], Awaitable[object]]
+DeviceCheck = Callable[[uuid.UUID, uuid.UUID], Awaitable[float | None]]
 
 
 def split_peer_address(value: str) -> tuple[str, int | None]:
@@ -131,6 +134,9 @@ class Realtime:
             clock=app.clock,
         )
         self.address = ""
+        #: When "this device is active" was read, None once it is not (set
+        #: by the service: the Hawk key lookup through the auth cache).
+        self.device_check: DeviceCheck | None = None
         self._streams: set[Stream] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._server: grpc.aio.Server | None = None
@@ -158,12 +164,16 @@ class Realtime:
                 "invalid setting peer_address/peer_listen: with several workers give only a "
                 "host; each worker binds a Peer port of its own"
             )
-        from rossby.server.app import max_request_bytes, server_credentials
+        from rossby.server.app import server_credentials
 
+        limits = request_limits(s)
+        notify_limit = limits[f"/{PEER_SERVICE}/Notify"]
         server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", max_request_bytes(s)),
+                # Notify's own limit, plus room so a request a little over it
+                # still gets the typed answer (rossby.server.sizes).
+                ("grpc.max_receive_message_length", notify_limit + SMALL),
             ]
         )
         address = _format(listen_host or "::", listen_port or 0)
@@ -175,8 +185,12 @@ class Realtime:
                 bound = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot bind a peer port on {address}: {exc}") from None
+        handlers = {
+            name: limit_size(handler, limits[f"/{PEER_SERVICE}/{name}"], _abort)
+            for name, handler in self.peer_service.handlers().items()
+        }
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(PEER_SERVICE, self.peer_service.handlers()),)
+            (grpc.method_handlers_generic_handler(PEER_SERVICE, handlers),)
         )
         self._server = server
         if not host:
@@ -219,7 +233,12 @@ class Realtime:
             await self._server.stop(PEER_GRACE)
             self._server = None
 
-    # -- hooks for Send ------------------------------------------------------
+    # -- hooks for Send and account changes -----------------------------------
+
+    def device_changed(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        """This process revoked or re-keyed the device: its streams here
+        check it again now (a revoked one ends before its next event)."""
+        self.hub.recheck(box_id, device_id)
 
     def queued(self, box_id: uuid.UUID, position: int) -> None:
         self.hub.queued(box_id, position)
@@ -290,12 +309,18 @@ class Realtime:
                 metadata={"field": "limit", "max": str(FETCH_MAX)},
             )
         s = self.settings
+        box, device = uuid.UUID(box_id), uuid.UUID(device_id)
+        check = self.device_check
+
+        async def authorized() -> float | None:
+            return None if check is None else await check(box, device)
+
         return Stream(
             store=self.store,
             hub=self.hub,
             metrics=self.metrics,
-            box_id=uuid.UUID(box_id),
-            device_id=uuid.UUID(device_id),
+            box_id=box,
+            device_id=device,
             after=request.after,
             limit=limit,
             bound=s.stream_buffer,
@@ -305,6 +330,8 @@ class Realtime:
             write_timeout=s.stream_write_timeout,
             max_age=s.stream_max_age,
             clock=self.clock,
+            authorized=authorized if check is not None else None,
+            recheck=s.auth_cache_ttl,
         )
 
 
@@ -313,6 +340,13 @@ def _parse(raw: bytes) -> pb.SubscribeRequest:
         return pb.SubscribeRequest.FromString(raw)
     except DecodeError:
         raise errors.InvalidArgument("request is not a valid rossby.v1.SubscribeRequest") from None
+
+
+async def _abort(exc: Exception, context: Any) -> None:
+    """The peer service's error hook: the typed status, nothing logged."""
+    if isinstance(exc, errors.RossbyError):
+        await context.abort_with_status(to_grpc_status(exc))
+    await context.abort_with_status(INTERNAL_STATUS)
 
 
 def _code(context: Any) -> str:

@@ -128,6 +128,14 @@ class Hub(Receiver):
             self._since[key] = self.clock()
         await self._put_presence(key)
 
+    def recheck(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        """The device changed (revoked, re-keyed): its streams check it now."""
+        if (box_id, device_id) not in self._devices:
+            return
+        for stream in self._boxes.get(box_id, ()):
+            if stream.device_id == device_id:
+                stream.recheck_now()
+
     def detach(self, stream: Stream) -> None:
         key = (stream.box_id, stream.device_id)
         streams = self._boxes.get(stream.box_id)

@@ -37,6 +37,7 @@ from rossby import errors
 from rossby.hawk import NonceCache
 from rossby.logging import get_logger
 from rossby.server.realtime.metrics import RealtimeMetrics
+from rossby.server.sizes import PEER_EPHEMERAL_BUDGET, PEER_MAX_WAKES
 from rossby.status import to_grpc_status
 from rossby.v1 import peer_pb2
 from rossby.v1 import rossby_pb2 as pb
@@ -53,9 +54,12 @@ MAC_CONTEXT: Final = b"rossby/v1/peer-notify\x00"
 CALL_TIMEOUT = 2.0
 #: Seconds a target that failed a call is skipped.
 DOWN_FOR = 5.0
-#: Per call at most this many boxes and ephemeral messages; the rest goes next.
-MAX_WAKES = 2000
+#: Per call at most this many boxes and ephemeral messages, and ephemeral
+#: messages up to MAX_EPHEMERAL_BYTES (at least one); the rest goes next. The
+#: receiver refuses a larger Notify (rossby.server.sizes).
+MAX_WAKES = PEER_MAX_WAKES
 MAX_EPHEMERAL = 200
+MAX_EPHEMERAL_BYTES = PEER_EPHEMERAL_BUDGET
 #: Per target at most this many ephemeral messages wait; older ones are dropped.
 MAX_PENDING_EPHEMERAL = 1000
 #: Targets remembered before idle ones are swept.
@@ -148,6 +152,22 @@ class PeerService:
             if box is not None:
                 streams += self._receiver.ephemeral_local(box, item.message)
         return peer_pb2.NotifyResponse(streams=streams)
+
+
+def _take_ephemeral(
+    waiting: list[peer_pb2.EphemeralDelivery],
+) -> list[peer_pb2.EphemeralDelivery]:
+    """Remove and answer the ephemeral messages for one call: at most
+    ``MAX_EPHEMERAL`` and ``MAX_EPHEMERAL_BYTES``, but always the first."""
+    taken, size = 0, 0
+    for item in waiting[:MAX_EPHEMERAL]:
+        size += item.ByteSize()
+        if taken and size > MAX_EPHEMERAL_BYTES:
+            break
+        taken += 1
+    out = waiting[:taken]
+    del waiting[:taken]
+    return out
 
 
 def _mac_header(context: Any) -> str | None:
@@ -245,8 +265,7 @@ class PeerClient:
                 wakes = list(box.wakes.items())[:MAX_WAKES]
                 for key, _ in wakes:
                     del box.wakes[key]
-                ephemeral = box.ephemeral[:MAX_EPHEMERAL]
-                del box.ephemeral[:MAX_EPHEMERAL]
+                ephemeral = _take_ephemeral(box.ephemeral)
                 request = peer_pb2.NotifyRequest(
                     from_server=self._server_id,
                     to_server=target[0],

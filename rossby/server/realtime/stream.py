@@ -46,10 +46,11 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rossby import errors
+from rossby.hawk import HAWK_UNKNOWN_ID
 from rossby.server.inbox import queued_message
 from rossby.server.realtime.metrics import RealtimeMetrics
 from rossby.store.base import Store
@@ -68,6 +69,13 @@ RETRY_MAX = 1.6
 
 class _FellBehind(Exception):
     pass
+
+
+#: What ``_next`` answers when the device must be checked before anything else.
+_RECHECK = pb.SubscribeEvent()
+#: Events that carry something for the device: written only while it is
+#: known to be active (heartbeats, ``live`` and ``catch_up`` reveal nothing).
+_GUARDED = frozenset({"message", "ephemeral"})
 
 
 class Stream:
@@ -90,6 +98,8 @@ class Stream:
         write_timeout: float,
         max_age: float,
         clock: Callable[[], float] = time.time,
+        authorized: Callable[[], Awaitable[float | None]] | None = None,
+        recheck: float = 1.0,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -104,6 +114,14 @@ class Stream:
         self.write_timeout = write_timeout
         self.max_age = max_age * (1.0 - MAX_AGE_JITTER * random.random())
         self.clock = clock
+        #: When "the device is active" was read (monotonic), None once it is
+        #: not; asked before a message or ephemeral is written once the last
+        #: answer is ``recheck`` (auth_cache_ttl) old, so a revocation
+        #: elsewhere stops the stream within the bound every call keeps.
+        self.authorized = authorized
+        self.recheck = recheck
+        self._valid_until = -1.0
+        self._recheck_now = False
         self.settle = store.settle_window
         self.start_after = after
         #: Highest position handed to the queue (or the client's resume point).
@@ -138,13 +156,33 @@ class Stream:
     def offer_ephemeral(self, message: pb.QueuedMessage) -> bool:
         if self._done or self._fell_behind or self._stopping:
             return False
-        if message.sender_device_id == str(self.device_id):
-            return False  # the sending device itself
+        if (message.sender_box_id, message.sender_device_id) == (
+            str(self.box_id),
+            str(self.device_id),
+        ):
+            return False  # the sending device itself (device ids are per box)
         if len(self._queue) >= self.bound:
             self.metrics.ephemeral_dropped.inc()
             return False
         self._enqueue(pb.SubscribeEvent(ephemeral=message))
         return True
+
+    def recheck_now(self) -> None:
+        """The device changed on this process: check it before anything else."""
+        self._recheck_now = True
+        self._ready.set()
+
+    async def _check_device(self) -> None:
+        if self.authorized is None:
+            return
+        if not self._recheck_now and time.monotonic() < self._valid_until:
+            return
+        self._recheck_now = False
+        read_at = await self.authorized()
+        if read_at is None:
+            self._queue.clear()
+            raise errors.Unauthenticated("this device was revoked", reason=HAWK_UNKNOWN_ID)
+        self._valid_until = read_at + self.recheck
 
     def stop(self, why: str = "stopping") -> None:
         """End the stream (status OK) promptly: the server is stopping, or
@@ -186,6 +224,11 @@ class Stream:
             event = await self._next()
             if event is None:
                 return
+            kind = event.WhichOneof("event") or "unknown"
+            if event is _RECHECK or kind in _GUARDED:
+                await self._check_device()
+            if event is _RECHECK:
+                continue
             try:
                 async with asyncio.timeout(self.write_timeout):
                     await context.write(event.SerializeToString())
@@ -198,7 +241,6 @@ class Stream:
             if len(self._queue) < self.bound:
                 self._room.set()
             self.events_sent += 1
-            kind = event.WhichOneof("event") or "unknown"
             self.metrics.stream_events.labels(kind).inc()
             if kind == "message":
                 self.sent_high = max(self.sent_high, event.message.position)
@@ -215,6 +257,8 @@ class Stream:
         while True:
             if self._stopping:
                 return None
+            if self._recheck_now:
+                return _RECHECK
             if self._queue:
                 event = self._queue.popleft()
                 return event
