@@ -22,6 +22,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import secrets
 import sqlite3
 import uuid
@@ -31,6 +32,7 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from cassandra.cluster import Cluster
 from cassandra.query import dict_factory
 
@@ -186,9 +188,19 @@ async def rotate_keys(api: Api, keys: str, *extra: str) -> tuple[int, dict[str, 
     out: list[str] = []
 
     def run() -> int:
+        # The CLI configures logging for the whole process (level error
+        # here); put it back, or later tests' info events vanish.
+        saved = structlog.get_config()
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
         buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            code = rossby_main(argv)
+        try:
+            with contextlib.redirect_stdout(buffer):
+                code = rossby_main(argv)
+        finally:
+            structlog.configure(**saved)
+            root.handlers[:] = handlers
+            root.setLevel(level)
         out.append(buffer.getvalue())
         return code
 
