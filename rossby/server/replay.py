@@ -14,7 +14,7 @@ What it costs: one store write per signed call (SQLite: grouped into the
 writer's shared commit; Cassandra: two statements, in the local DC only).
 Read-only and idempotent calls run their handler while the claim is in
 flight (``HawkAuth.unary``'s ``overlap``), so on those the claim adds no
-latency, only the store's work; docs/security.md has the figures.
+latency, only the store's work; docs/benchmarks.md has the figures.
 
 Other regions: each region signs its own public host name, which the Hawk
 MAC covers, so a request captured in one region does not verify in another
