@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from rossby.store.sqlite.batches import delete_until_short
+
 T = TypeVar("T")
 
 #: Rows one ``purge_nonces`` transaction deletes at most.
@@ -57,12 +59,7 @@ class SqliteNonces:
                 (self._now(), PURGE_BATCH),
             ).rowcount
 
-        total = 0
-        while True:
-            removed = await self._write(batch)
-            total += removed
-            if removed < PURGE_BATCH:
-                return total
+        return await delete_until_short(lambda: self._write(batch), PURGE_BATCH)
 
 
 __all__ = ["SqliteNonces"]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rossby.store.base import Presence
+from rossby.store.sqlite.batches import delete_until_short
 
 T = TypeVar("T")
 
@@ -109,12 +110,7 @@ class SqlitePresence:
                 (self._now(), PURGE_BATCH),
             ).rowcount
 
-        total = 0
-        while True:
-            removed = await self._write(batch)
-            total += removed
-            if removed < PURGE_BATCH:
-                return total
+        return await delete_until_short(lambda: self._write(batch), PURGE_BATCH)
 
 
 __all__ = ["SqlitePresence"]
