@@ -229,6 +229,14 @@ class Settings:
     presence_ttl: float = field(
         default=30.0, metadata={"doc": "seconds a presence row lives unless refreshed"}
     )
+    presence_cache_ttl: float = field(
+        default=1.0,
+        metadata={
+            "doc": "seconds a process may fan stored messages out against a box's presence "
+            "read (one read per box per period instead of per message); a new stream "
+            "re-reads the store this long after it opens; same value on every process; 0: off"
+        },
+    )
     send_rate_per_device: str = field(
         default="1200/minute",
         metadata={
@@ -387,6 +395,11 @@ def _validate(s: Settings) -> Settings:
             raise ConfigError(f"invalid setting {name}: must be positive")
     if s.health_timeout <= 0:
         raise ConfigError("invalid setting health_timeout: must be positive")
+    if not 0 <= s.presence_cache_ttl <= 10 or s.presence_cache_ttl >= s.presence_ttl:
+        raise ConfigError(
+            "invalid setting presence_cache_ttl: must be 0 (off) to 10 seconds, "
+            "and below presence_ttl"
+        )
     if not 0 <= s.auth_cache_ttl <= 60:
         raise ConfigError("invalid setting auth_cache_ttl: must be 0 (off) to 60 seconds")
     if not 0 <= s.workers <= 1024:

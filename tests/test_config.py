@@ -92,6 +92,9 @@ def test_store_login_from_files_tls_settings_and_redaction(tmp_path: Path) -> No
             {"store": CASSANDRA, "cassandra_tls_check_hostname": "maybe"},
             "cassandra_tls_check_hostname",
         ),
+        ({"presence_cache_ttl": "-1"}, "presence_cache_ttl"),
+        ({"presence_cache_ttl": "11"}, "presence_cache_ttl"),
+        ({"presence_cache_ttl": "5", "presence_ttl": "5"}, "presence_cache_ttl"),
     ],
 )
 def test_invalid_setting_names_it(flags: dict[str, str], named: str) -> None:

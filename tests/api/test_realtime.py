@@ -356,6 +356,72 @@ async def test_two_servers_on_one_store_wake_each_other(
     assert await here.store.list_presence(bob.box_id) == []
 
 
+def _lookups(api: Api, source: str) -> float:
+    counter = api.server.service.realtime.metrics.presence_lookups
+    return float(counter.labels(source)._value.get())
+
+
+async def test_a_stream_opened_behind_a_cached_presence_read_still_gets_the_message(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    """The sending server fans a message out against the box's presence
+    read of a moment ago, taken before bob's stream existed, so it notifies
+    nobody; bob's stream re-reads the store ``presence_cache_ttl`` after it
+    opened (the resync) and gets the message. The poll is 600 s: nothing
+    else would deliver it within the wait."""
+    ttl = 3.0
+    here = await make_api(stream_poll=SLOW_POLL, presence_cache_ttl=ttl)
+    there = await make_api(stream_poll=SLOW_POLL, presence_cache_ttl=ttl)
+    bob = await Device(here, email("bob")).join()
+    alice = await Device(there, email("alice")).join()
+    before, after = uuid.uuid4(), uuid.uuid4()
+    await alice.send((bob.box_id, b"before", before))
+    for _ in range(200):
+        if _lookups(there, "store") == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert _lookups(there, "store") == 1  # the read that the next Send reuses
+    sub = subs(bob)
+    opening = await sub.until("live")
+    assert [e.message.message_id for e in opening if e.HasField("message")] == [str(before)]
+    await alice.send((bob.box_id, b"after", after))
+    assert ids(await sub.messages(1)) == [str(after)]
+    # The wake-up really went by on the cached read (no notify reached bob).
+    assert (_lookups(there, "cache"), _lookups(there, "store")) == (1, 1)
+
+
+async def test_an_ephemeral_reads_presence_afresh_past_the_cache(
+    make_api: Callable[..., Any], subs: Callable[..., Subscription]
+) -> None:
+    """An ephemeral cannot be re-read later, so its fan-out never trusts the
+    cache: a stream opened after the cached read still gets it at once."""
+    here = await make_api(stream_poll=SLOW_POLL, presence_cache_ttl=5)
+    there = await make_api(stream_poll=SLOW_POLL, presence_cache_ttl=5)
+    bob = await Device(here, email("bob")).join()
+    alice = await Device(there, email("alice")).join()
+    await alice.send((bob.box_id, b"before", uuid.uuid4()))
+    sub = subs(bob)
+    await sub.until("live")
+    reply = await alice.call(
+        "Send",
+        pb.SendRequest(
+            ephemeral=True,
+            messages=[
+                pb.OutgoingMessage(
+                    recipient_box_id=str(bob.box_id),
+                    message_id=str(uuid.uuid4()),
+                    ciphertext=b"typing",
+                )
+            ],
+        ),
+        pb.SendResponse,
+    )
+    assert reply.results[0].outcome == pb.SEND_OUTCOME_EPHEMERAL
+    # The resync reads only the store, so only a fresh presence read explains it.
+    assert (await sub.until("ephemeral"))[-1].ephemeral.ciphertext == b"typing"
+    assert _lookups(there, "cache") == 0
+
+
 async def test_stopping_server_ends_streams_with_ok(
     make_api: Callable[..., Any], subs: Callable[..., Subscription]
 ) -> None:

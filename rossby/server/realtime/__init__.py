@@ -52,6 +52,9 @@ log = get_logger("rossby.realtime")
 
 #: Seconds in-flight Notify calls get when the process stops.
 PEER_GRACE = 1.0
+#: Seconds past ``presence_cache_ttl`` a new stream waits for its resync
+#: read: room for scheduling and for clocks that tick at slightly other rates.
+RESYNC_MARGIN = 0.1
 FETCH_DEFAULT = 100
 FETCH_MAX = 500
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -119,6 +122,7 @@ class Realtime:
             server_id=self.server_id,
             region=settings.region or "",
             presence_ttl=settings.presence_ttl,
+            presence_cache_ttl=settings.presence_cache_ttl,
             clock=app.clock,
         )
         key = peer_key(server_secret)
@@ -332,6 +336,7 @@ class Realtime:
             clock=self.clock,
             authorized=authorized if check is not None else None,
             recheck=s.auth_cache_ttl,
+            resync_after=s.presence_cache_ttl + RESYNC_MARGIN if s.presence_cache_ttl else 0.0,
         )
 
 

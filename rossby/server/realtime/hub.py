@@ -17,6 +17,17 @@ Fan-out is per box and serial: while one presence read for a box is in
 flight, later wake-ups for that box wait and go out together after a fresh
 read, so every wake-up is matched against presence read *after* its
 message was queued.
+
+The presence cache (``presence_cache_ttl`` seconds, 0: off) lets the
+wake-ups of stored messages use a box's presence read up to that long
+after the read *began*, so a busy box costs one presence read per TTL
+instead of one per message. A stream that opened on another process after
+such a read is not named in it; every stream therefore re-reads the store
+once ``presence_cache_ttl`` (plus a margin) after its presence row was
+written (``Stream`` "resync"), which reads any message whose wake-up went
+by. Ephemeral messages cannot be re-read, so their fan-out always reads
+presence afresh (and refreshes the cache). docs/realtime.md has the whole
+argument.
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from cachetools import TTLCache
 
 from rossby import errors
 from rossby.logging import get_logger
@@ -51,6 +64,8 @@ MAX_PENDING_EPHEMERAL = 100
 CLOSE_TIMEOUT = 2.0
 #: Refresh rounds between purges of expired presence rows.
 PURGE_EVERY = 6
+#: Boxes whose presence one process caches at most (least recent go first).
+PRESENCE_CACHE_BOXES = 100_000
 
 
 @dataclass(slots=True)
@@ -78,6 +93,7 @@ class Hub(Receiver):
         server_id: str,
         region: str,
         presence_ttl: float,
+        presence_cache_ttl: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -85,6 +101,7 @@ class Hub(Receiver):
         self.server_id = server_id
         self.region = region
         self.presence_ttl = presence_ttl
+        self.presence_cache_ttl = presence_cache_ttl
         self.clock = clock
         #: Where peers reach this process; set by ``Realtime.bind``.
         self.address = ""
@@ -98,6 +115,10 @@ class Hub(Receiver):
         self._pending: dict[uuid.UUID, _Pending] = {}
         self._fanouts: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._fanout_slots = asyncio.Semaphore(FANOUT_CONCURRENCY)
+        #: box -> (monotonic time its presence read began, the rows read).
+        self._presence_cache: TTLCache[uuid.UUID, tuple[float, list[Presence]]] = TTLCache(
+            PRESENCE_CACHE_BOXES, max(presence_cache_ttl, 0.001), timer=time.monotonic
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._closed = False
@@ -289,8 +310,7 @@ class Hub(Receiver):
         try:
             while (pending := self._pending.pop(box_id, None)) is not None:
                 try:
-                    async with self._fanout_slots:
-                        rows = await self.store.list_presence(box_id)
+                    rows = await self._presence_of(box_id, fresh=bool(pending.ephemeral))
                 except NotImplementedError:
                     self._no_presence()
                     return
@@ -310,6 +330,22 @@ class Hub(Receiver):
                 self._fanouts[box_id] = asyncio.create_task(
                     self._fanout(box_id), name="rossby-fanout"
                 )
+
+    async def _presence_of(self, box_id: uuid.UUID, *, fresh: bool) -> list[Presence]:
+        """The box's presence rows: cached if read at most ``presence_cache_ttl``
+        ago (measured from the read's start) and ``fresh`` is not asked."""
+        if self.presence_cache_ttl > 0 and not fresh:
+            hit = self._presence_cache.get(box_id)
+            if hit is not None and time.monotonic() - hit[0] <= self.presence_cache_ttl:
+                self.metrics.presence_lookups.labels("cache").inc()
+                return hit[1]
+        began = time.monotonic()
+        async with self._fanout_slots:
+            rows = await self.store.list_presence(box_id)
+        self.metrics.presence_lookups.labels("store").inc()
+        if self.presence_cache_ttl > 0:
+            self._presence_cache[box_id] = (began, rows)
+        return rows
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -78,6 +78,13 @@ class RealtimeMetrics:
             ["operation"],
             registry=r,
         )
+        self.presence_lookups = Counter(
+            "rossby_presence_lookups",
+            "Presence lookups of a fan-out, by source: a store read, or this "
+            "process's presence cache (presence_cache_ttl).",
+            ["source"],
+            registry=r,
+        )
         #: This process's value of ``stream_buffer_peak``.
         self.buffer_peak = 0
 

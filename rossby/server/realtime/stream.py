@@ -29,6 +29,13 @@ Waits use ``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11
 fires, and a producer that missed its cancel would then sleep through a
 whole ``poll`` while the ended stream's RPC waited for it.
 
+Resync: ``resync_after`` seconds after its presence row was written, a
+stream re-reads the store once as if polled. Other processes may fan a
+message out against a cached presence read that began before the row
+existed (the hub's presence cache); that read began less than
+``presence_cache_ttl`` before the message's wake-up went by, so a read
+this much later sees the message (docs/realtime.md, "Why nothing is lost").
+
 Ordering: each read answers messages in position order, and reads start at
 the highest position already sent, so a stream sends positions in
 increasing order. A backend with a settle window (Cassandra) can make a
@@ -100,6 +107,7 @@ class Stream:
         clock: Callable[[], float] = time.time,
         authorized: Callable[[], Awaitable[float | None]] | None = None,
         recheck: float = 1.0,
+        resync_after: float = 0.0,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -120,6 +128,8 @@ class Stream:
         #: elsewhere stops the stream within the bound every call keeps.
         self.authorized = authorized
         self.recheck = recheck
+        self.resync_after = resync_after
+        self._resync = False
         self._valid_until = -1.0
         self._recheck_now = False
         self.settle = store.settle_window
@@ -151,6 +161,11 @@ class Stream:
         """Messages were queued at positions ``first``..``last``."""
         self._hint_first = first if self._hint_first is None else min(self._hint_first, first)
         self._expect = max(self._expect, last)
+        self._wake.set()
+
+    def resync(self) -> None:
+        """Re-read the store once, as the poll does (see the module's "Resync")."""
+        self._resync = True
         self._wake.set()
 
     def offer_ephemeral(self, message: pb.QueuedMessage) -> bool:
@@ -204,13 +219,19 @@ class Stream:
         """Attach to the hub, stream until done, detach. Raises the error the
         stream ended with (STREAM_LIMIT, SLOW_CONSUMER, a store error)."""
         producer: asyncio.Task[None] | None = None
-        expiry = asyncio.get_running_loop().call_later(self.max_age, self._expire)
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(self.max_age, self._expire)
+        resync: asyncio.TimerHandle | None = None
         try:
             await self.hub.attach(self, limit)
+            if self.resync_after > 0:
+                resync = loop.call_later(self.resync_after, self.resync)
             producer = asyncio.create_task(self._produce(), name="rossby-stream")
             await self._consume(context)
         finally:
             expiry.cancel()
+            if resync is not None:
+                resync.cancel()
             if producer is not None:
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -308,11 +329,12 @@ class Stream:
             while True:
                 woke = await self._wait_wake(self.poll if retry is None else retry)
                 hint, self._hint_first = self._hint_first, None
-                if woke and retry is None:
+                resync, self._resync = self._resync, False
+                if woke and retry is None and not resync:
                     after = self.high
                     if self.settle and hint is not None and hint <= self.high:
                         after = max(0, hint - 1)  # a late message below what was sent
-                else:  # the poll, or a retry: re-read the whole settle window
+                else:  # the poll, a retry or the resync: re-read the whole settle window
                     after = self.high - self.settle if self.high > self.settle else 0
                     if not self.settle:
                         after = self.high
@@ -351,9 +373,16 @@ class Stream:
     async def _drain(self, after: int) -> None:
         """Read every page after ``after`` and queue what was not sent yet."""
         while True:
-            page = await self.store.fetch(
-                self.box_id, self.device_id, after=after, limit=self.limit
-            )
+            try:
+                page = await self.store.fetch(
+                    self.box_id, self.device_id, after=after, limit=self.limit
+                )
+            except errors.NotFound:
+                # The device went away between checks (revoked elsewhere):
+                # end as every other check of a revoked device does.
+                self._recheck_now = True
+                await self._check_device()
+                raise
             for m in page.messages:
                 key = str(m.message_id)
                 if self.settle and key in self._recent:
