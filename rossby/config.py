@@ -229,6 +229,14 @@ class Settings:
     presence_ttl: float = field(
         default=30.0, metadata={"doc": "seconds a presence row lives unless refreshed"}
     )
+    compact_interval: float = field(
+        default=1.0,
+        metadata={
+            "doc": "seconds between compactions of one box by one process: the first Ack "
+            "compacts before answering, later ones within the interval leave it to one "
+            "trailing compaction; 0: every Ack compacts"
+        },
+    )
     presence_cache_ttl: float = field(
         default=1.0,
         metadata={
@@ -400,6 +408,8 @@ def _validate(s: Settings) -> Settings:
             "invalid setting presence_cache_ttl: must be 0 (off) to 10 seconds, "
             "and below presence_ttl"
         )
+    if not 0 <= s.compact_interval <= 60:
+        raise ConfigError("invalid setting compact_interval: must be 0 (every Ack) to 60 seconds")
     if not 0 <= s.auth_cache_ttl <= 60:
         raise ConfigError("invalid setting auth_cache_ttl: must be 0 (off) to 60 seconds")
     if not 0 <= s.workers <= 1024:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from rossby import errors
 from rossby.contacts import ContactHasher, normalize
-from rossby.logging import get_logger
 from rossby.server import validate
+from rossby.server.compaction import Compactor
 from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.visibility import sees
 from rossby.status import rpc_code_value
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from rossby.server.authcache import AuthCache
     from rossby.server.realtime import Realtime
 
-log = get_logger(__name__)
 
 FETCH_DEFAULT = 100
 FETCH_MAX = 500
@@ -73,6 +72,7 @@ class Inbox:
         clock: Callable[[], float],
         auth_cache: AuthCache,
         send_limit: RateLimit | None = None,
+        compactor: Compactor | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -84,6 +84,8 @@ class Inbox:
         self.auth_cache = auth_cache
         #: ``send_rate_per_device``: messages (not calls) per sending device.
         self.send_limit = send_limit
+        #: When an Ack compacts its box (rossby.server.compaction).
+        self.compactor = compactor or Compactor(store, 0.0)
         #: Sender rules, profile and key-log head (rossby.server.accounts);
         #: set by the service.
         self.accounts: Accounts | None = None
@@ -278,9 +280,5 @@ class Inbox:
 
     async def ack(self, request: rossby_pb2.AckRequest, caller: Caller) -> rossby_pb2.AckResponse:
         cursor = await self.store.ack(caller.box_id, caller.device_id, request.through)
-        try:
-            await self.store.compact(caller.box_id)
-        except errors.Unavailable as exc:
-            # The ack itself is durable; compaction simply runs on a later ack.
-            log.warning("compaction_failed", error=exc.reason)
+        await self.compactor.acked(caller.box_id)
         return rossby_pb2.AckResponse(cursor=cursor)

@@ -37,6 +37,7 @@ from rossby.logging import get_logger
 from rossby.server.account_rpcs import AccountRpcs
 from rossby.server.auth import HawkAuth, Identity, identity_lookup
 from rossby.server.authcache import AuthCache
+from rossby.server.compaction import Compactor
 from rossby.server.hawkkeys import HawkKeyUnavailable
 from rossby.server.inbox import Caller, Inbox
 from rossby.server.logtags import box_tag, log_key
@@ -231,6 +232,7 @@ class RossbyService:
                 reason="ADDRESS_RATE_LIMITED",
             ),
         )
+        self.compactor = Compactor(app.store, settings.compact_interval)
         self.inbox = Inbox(
             app.store,
             hasher,
@@ -242,6 +244,7 @@ class RossbyService:
             send_limit=RateLimit(
                 "send_rate_per_device", settings.send_rate_per_device, reason="SEND_RATE_LIMITED"
             ),
+            compactor=self.compactor,
         )
         self.account_limit = RateLimit(
             "account_rate_per_device",
@@ -406,6 +409,7 @@ class RossbyService:
 
     async def close(self) -> None:
         await self.realtime.close()
+        await self.compactor.close()
         await self.notifier.close()
 
 
