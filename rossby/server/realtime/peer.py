@@ -15,12 +15,21 @@ The sending side batches: each target process has at most
 call that fails is dropped (the streams' poll recovers it) and the target
 is skipped for ``DOWN_FOR`` seconds, so a dead process whose presence rows
 have not expired yet costs one failed connect, not one per Send.
+
+A call that only ran out of time (DEADLINE_EXCEEDED) is not a dead process:
+under load the target, or this process, is slow. Its wake-ups go back into
+the outbox (merged with what came meanwhile) for the next call, and the
+target stays up, so a busy moment delays wake-ups instead of dropping
+``DOWN_FOR`` seconds of them to the poll. Its ephemeral messages are
+dropped (the call may have delivered them; they are best effort), and
+wake-ups are hints, so one delivered twice costs a read, never a repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import hmac
 import os
@@ -203,6 +212,12 @@ class _Outbox:
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 
 
+class _Outcome(enum.Enum):
+    OK = "ok"
+    SLOW = "slow"  # out of time: retry its wake-ups, keep the target
+    DOWN = "down"  # refused or broken: skip the target for DOWN_FOR
+
+
 class PeerClient:
     """The sending side: one batching sender per target process."""
 
@@ -214,12 +229,14 @@ class PeerClient:
         channel_factory: ChannelFactory,
         *,
         clock: Callable[[], float] = time.time,
+        call_timeout: float = CALL_TIMEOUT,
     ) -> None:
         self._key = key
         self._server_id = server_id
         self._metrics = metrics
         self._channel_factory = channel_factory
         self._clock = clock
+        self._call_timeout = call_timeout
         self._outboxes: dict[Target, _Outbox] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -277,7 +294,14 @@ class PeerClient:
                     ],
                     ephemeral=ephemeral,
                 )
-                if not await self._call(target, request):
+                outcome = await self._call(target, request)
+                if outcome is _Outcome.SLOW:
+                    for key, (first, last) in wakes:
+                        old = box.wakes.get(key)
+                        if old is not None:
+                            first, last = min(old[0], first), max(old[1], last)
+                        box.wakes[key] = (first, last)
+                elif outcome is _Outcome.DOWN:
                     box.down_until = time.monotonic() + DOWN_FOR
                     box.wakes.clear()
                     box.ephemeral.clear()
@@ -294,7 +318,7 @@ class PeerClient:
             if not box.senders and box.empty() and box.down_until <= now:
                 del self._outboxes[target]
 
-    async def _call(self, target: Target, request: peer_pb2.NotifyRequest) -> bool:
+    async def _call(self, target: Target, request: peer_pb2.NotifyRequest) -> _Outcome:
         raw = request.SerializeToString()
         channel = self._channels.get(target[1])
         if channel is None:
@@ -304,17 +328,19 @@ class PeerClient:
         )
         try:
             mac = peer_mac(self._key, raw)
-            await invoke(raw, metadata=((MAC_HEADER, mac),), timeout=CALL_TIMEOUT)
+            await invoke(raw, metadata=((MAC_HEADER, mac),), timeout=self._call_timeout)
         except grpc.aio.AioRpcError as exc:
             self._metrics.peer_notifies.labels("sent", exc.code().name).inc()
             log.info("peer_notify_failed", peer=target[1], code=exc.code().name)
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return _Outcome.SLOW
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 stale = self._channels.pop(target[1], None)
                 if stale is not None:
                     await stale.close()
-            return False
+            return _Outcome.DOWN
         self._metrics.peer_notifies.labels("sent", "ok").inc()
-        return True
+        return _Outcome.OK
 
     async def close(self) -> None:
         self._closed = True
