@@ -402,20 +402,7 @@ async def test_an_ephemeral_reads_presence_afresh_past_the_cache(
     await alice.send((bob.box_id, b"before", uuid.uuid4()))
     sub = subs(bob)
     await sub.until("live")
-    reply = await alice.call(
-        "Send",
-        pb.SendRequest(
-            ephemeral=True,
-            messages=[
-                pb.OutgoingMessage(
-                    recipient_box_id=str(bob.box_id),
-                    message_id=str(uuid.uuid4()),
-                    ciphertext=b"typing",
-                )
-            ],
-        ),
-        pb.SendResponse,
-    )
+    reply = await alice.call("Send", ephemeral_to(bob.box_id, b"typing"), pb.SendResponse)
     assert reply.results[0].outcome == pb.SEND_OUTCOME_EPHEMERAL
     # The resync reads only the store, so only a fresh presence read explains it.
     assert (await sub.until("ephemeral"))[-1].ephemeral.ciphertext == b"typing"
