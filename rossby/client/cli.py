@@ -41,6 +41,7 @@ from rossby.client.models import (
 )
 from rossby.client.sdk import RossbyClient, parse_contact
 from rossby.errors import RossbyError
+from rossby.outbox import read_outbox_code
 
 DEFAULT_HOME = "~/.config/rossby"
 PASSPHRASE_ENV = "ROSSBY_PASSPHRASE"
@@ -399,8 +400,6 @@ async def _whoami(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _dev_code(args: argparse.Namespace, out: Output) -> int:
-    from rossby.server.notify import read_outbox_code
-
     codes: list[str] = []
     for raw in args.contacts:
         code = read_outbox_code(args.outbox, parse_contact(raw))
