@@ -39,7 +39,7 @@ from rossby.client.contacts import ContactLike, parse_contact
 from rossby.client.devices import LINK_POLL, Devices
 from rossby.client.directory import Directory
 from rossby.client.errors import AlreadyInitialized, ClientError
-from rossby.client.home import has_device, initialize_home, load_home
+from rossby.client.home import has_device
 from rossby.client.keylogs import KeyLogs
 from rossby.client.live import Live, LiveEvent
 from rossby.client.messaging import FETCH_PAGE, Messaging
@@ -58,7 +58,7 @@ from rossby.client.models import (
     SendReport,
 )
 from rossby.client.session import DEFAULT_TIMEOUT, Session, split_address
-from rossby.client.state import ClientState, HomeLock, TlsConfig
+from rossby.client.state import ClientState, TlsConfig
 from rossby.crypto import DeviceKeyfile, DeviceKeyPair, SafetyNumber
 from rossby.crypto.keyfile import DEFAULT_SCRYPT_N
 from rossby.crypto.link import LinkCode, parse_link_code
@@ -75,20 +75,8 @@ class RossbyClient:
     client's lifetime so two processes cannot interleave either.
     """
 
-    def __init__(
-        self,
-        home: Path,
-        passphrase: str,
-        keyfile: DeviceKeyfile,
-        state: ClientState,
-        lock: HomeLock,
-        *,
-        rpc_timeout: float = DEFAULT_TIMEOUT,
-        scrypt_n: int = DEFAULT_SCRYPT_N,
-    ) -> None:
-        session = Session(
-            home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n
-        )
+    def __init__(self, session: Session) -> None:
+        """Wire the parts around an unlocked device (see the module doc)."""
         self._session = session
         self._directory = Directory(session, KeyLogs(session))
         self._account = Account(session, self._directory)
@@ -114,7 +102,9 @@ class RossbyClient:
         the least cost a rewritten keyfile gets (an older, cheaper file is
         upgraded when next written); tests lower it for speed.
         """
-        client = await cls._load(_home(home), passphrase, rpc_timeout, scrypt_n)
+        client = cls(
+            await Session.load(_home(home), passphrase, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n)
+        )
         try:
             yield client
         finally:
@@ -153,7 +143,9 @@ class RossbyClient:
         hawk = hawk_address or server
         split_address(hawk)
         if await asyncio.to_thread(has_device, home):
-            client = await cls._load(home, passphrase, rpc_timeout, scrypt_n)
+            client = cls(
+                await Session.load(home, passphrase, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n)
+            )
             state = client._session.state
             same = (
                 state.server == server
@@ -176,7 +168,11 @@ class RossbyClient:
                 own_contacts=wanted,
                 tls=tls,
             )
-            client = await cls._initialize(home, passphrase, keyfile, state, scrypt_n, rpc_timeout)
+            client = cls(
+                await Session.initialize(
+                    home, passphrase, keyfile, state, scrypt_n=scrypt_n, rpc_timeout=rpc_timeout
+                )
+            )
         try:
             yield client
         finally:
@@ -215,7 +211,9 @@ class RossbyClient:
         hawk = hawk_address or link.server
         split_address(hawk)
         if await asyncio.to_thread(has_device, home):
-            client = await cls._load(home, passphrase, rpc_timeout, scrypt_n)
+            client = cls(
+                await Session.load(home, passphrase, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n)
+            )
             pending = client._session.state.pending_link
             if client.authorized or pending is None or pending.offer_id != link.offer_id:
                 await client.close()
@@ -231,7 +229,11 @@ class RossbyClient:
                 own_contacts=[],
                 tls=tls,
             )
-            client = await cls._initialize(home, passphrase, keyfile, state, scrypt_n, rpc_timeout)
+            client = cls(
+                await Session.initialize(
+                    home, passphrase, keyfile, state, scrypt_n=scrypt_n, rpc_timeout=rpc_timeout
+                )
+            )
         try:
             await client._devices.join_link(link)
             yield client
@@ -268,37 +270,17 @@ class RossbyClient:
             device_name=device_name,
             own_contacts=[parse_contact(c) for c in contacts],
         )
-        client = await cls._initialize(home, passphrase, keyfile, state, scrypt_n, rpc_timeout)
+        client = cls(
+            await Session.initialize(
+                home, passphrase, keyfile, state, scrypt_n=scrypt_n, rpc_timeout=rpc_timeout
+            )
+        )
         try:
             await client._directory.lookup_own()
             client._session.save()
             yield client
         finally:
             await client.close()
-
-    @classmethod
-    async def _initialize(
-        cls,
-        home: Path,
-        passphrase: str,
-        keyfile: DeviceKeyfile,
-        state: ClientState,
-        scrypt_n: int,
-        rpc_timeout: float,
-    ) -> RossbyClient:
-        lock = await asyncio.to_thread(initialize_home, home, passphrase, keyfile, state, scrypt_n)
-        return cls(
-            home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n
-        )
-
-    @classmethod
-    async def _load(
-        cls, home: Path, passphrase: str, rpc_timeout: float, scrypt_n: int
-    ) -> RossbyClient:
-        keyfile, state, lock = await asyncio.to_thread(load_home, home, passphrase)
-        return cls(
-            home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n
-        )
 
     async def close(self) -> None:
         """Persist state, close the channel, release the home. Safe to call twice."""

@@ -23,7 +23,13 @@ from google.protobuf.message import DecodeError, Message
 from rossby.client.channel import make_channel
 from rossby.client.errors import ClientError, NotAuthorized, UntrustedKeys
 from rossby.client.hawk import HawkSigner, call_signed, stream_signed
-from rossby.client.home import promote_staged, read_staged, rewrite_keyfile
+from rossby.client.home import (
+    initialize_home,
+    load_home,
+    promote_staged,
+    read_staged,
+    rewrite_keyfile,
+)
 from rossby.client.models import Identity
 from rossby.client.state import (
     MAX_PREVIOUS_KEYS,
@@ -68,8 +74,8 @@ def now_ms() -> int:
 class Session:
     """The device's keys, state, lock and channel; see the module doc.
 
-    It takes over a home already unlocked and locked (rossby.client.home)
-    and releases the lock on ``close``.
+    Build it with ``initialize`` (a new home) or ``load`` (an existing
+    one); it holds the home's lock until ``close``.
     """
 
     def __init__(
@@ -103,6 +109,33 @@ class Session:
         )
         self._signer = self._make_signer()
         self._closed = False
+
+    @classmethod
+    async def initialize(
+        cls,
+        home: Path,
+        passphrase: str,
+        keyfile: DeviceKeyfile,
+        state: ClientState,
+        *,
+        scrypt_n: int,
+        rpc_timeout: float,
+    ) -> Session:
+        """A new device: its state, then its keyfile, written to ``home``."""
+        lock = await asyncio.to_thread(initialize_home, home, passphrase, keyfile, state, scrypt_n)
+        return cls(
+            home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n
+        )
+
+    @classmethod
+    async def load(
+        cls, home: Path, passphrase: str, *, rpc_timeout: float, scrypt_n: int
+    ) -> Session:
+        """Unlock the device in ``home`` (finishing an interrupted key rotation)."""
+        keyfile, state, lock = await asyncio.to_thread(load_home, home, passphrase)
+        return cls(
+            home, passphrase, keyfile, state, lock, rpc_timeout=rpc_timeout, scrypt_n=scrypt_n
+        )
 
     async def close(self) -> None:
         """Persist state, close the channel, release the home. Safe to call twice."""
