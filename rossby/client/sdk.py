@@ -565,4 +565,4 @@ def _home(home: Home) -> Path:
     return Path(home).expanduser()
 
 
-__all__ = ["DEFAULT_TIMEOUT", "RossbyClient", "parse_contact"]
+__all__ = ["RossbyClient"]
