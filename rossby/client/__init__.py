@@ -1,10 +1,12 @@
 """Client side of Rossby: the async SDK (``RossbyClient``) and its Hawk signing.
 
-``rossby.client.hawk`` signs gRPC calls; ``rossby.client.sdk`` is the device
-(keys, registration, pinning, envelopes, the fetch/ack loop);
+``rossby.client.sdk`` is the device's face (``RossbyClient``), built from
+the session, directory, messaging, live, devices and account parts (see
+its module doc); ``rossby.client.hawk`` signs gRPC calls;
 ``rossby.client.cli`` is ``rossby client``. Usage: docs/client.md.
 """
 
+from rossby.client.contacts import parse_contact
 from rossby.client.errors import (
     AlreadyInitialized,
     ClientError,
@@ -40,7 +42,7 @@ from rossby.client.models import (
     RejectedMessage,
     SendReport,
 )
-from rossby.client.sdk import RossbyClient, parse_contact
+from rossby.client.sdk import RossbyClient
 
 __all__ = [
     "AlreadyInitialized",

@@ -14,123 +14,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import getpass
-import json
-import os
 import sys
 import warnings
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rossby.client import cli_accounts, cli_live
 from rossby.client.channel import add_tls_arguments, tls_config_from_args
+from rossby.client.cli_common import (
+    Handler,
+    Output,
+    command_factory,
+    common_options,
+    device_doc,
+    identity_doc,
+    message_doc,
+    message_line,
+    passphrase,
+    terminal_qr,
+)
+from rossby.client.contacts import parse_contact
 from rossby.client.errors import ClientError
 from rossby.client.keycost import keyfile_cost
-from rossby.client.live import receipt_of
 from rossby.client.models import (
-    DeviceInfo,
     HeldMessage,
-    Identity,
     KeyChange,
     KeyChangeWarning,
     ReceivedMessage,
     RejectedMessage,
     SendReport,
 )
-from rossby.client.sdk import RossbyClient, parse_contact
+from rossby.client.sdk import RossbyClient
 from rossby.errors import RossbyError
-
-DEFAULT_HOME = "~/.config/rossby"
-PASSPHRASE_ENV = "ROSSBY_PASSPHRASE"
-
-Handler = Callable[[argparse.Namespace, "Output"], Coroutine[Any, Any, int]]
-
-
-class Output:
-    """Collects what a command says: prose for people, or one JSON document."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.doc: dict[str, Any] = {}
-        self.key_changes: list[KeyChange] = []
-
-    def line(self, text: str = "") -> None:
-        if not self.as_json:
-            print(text)
-
-    def warn(self, text: str) -> None:
-        if not self.as_json:
-            print(text, file=sys.stderr)
-
-    def key_change(self, change: KeyChange) -> None:
-        if change in self.key_changes:
-            return
-        self.key_changes.append(change)
-        self.warn(f"WARNING: {change.describe()}")
-
-    def finish(self) -> None:
-        if self.as_json:
-            if self.key_changes:
-                self.doc["key_changes"] = [_change_doc(c) for c in self.key_changes]
-            print(json.dumps(self.doc, indent=2, sort_keys=True))
-
-
-def _ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _change_doc(c: KeyChange) -> dict[str, Any]:
-    return {
-        "box_id": str(c.box_id),
-        "contact": c.contact,
-        "own_box": c.own_box,
-        "added": [str(d) for d in c.added],
-        "removed": [str(d) for d in c.removed],
-        "rekeyed": [str(d) for d in c.rekeyed],
-        "previous_box": str(c.previous_box) if c.previous_box else None,
-        "message": c.describe(),
-    }
-
-
-def _identity_doc(i: Identity) -> dict[str, Any]:
-    return {
-        "device_id": str(i.device_id),
-        "device_name": i.device_name,
-        "box_id": str(i.box_id) if i.box_id else None,
-        "contacts": list(i.contacts),
-        "server": i.server,
-        "hawk_address": i.hawk_address,
-        "home_region": i.home_region,
-        "verified": i.authorized,
-    }
-
-
-def _device_doc(d: DeviceInfo) -> dict[str, Any]:
-    return {
-        "device_id": str(d.device_id),
-        "name": d.name,
-        "this_device": d.this_device,
-        "encryption_key": d.encryption_key.hex(),
-        "signing_key": d.signing_key.hex(),
-        "fingerprint": d.fingerprint,
-    }
-
-
-def passphrase(confirm: bool = False) -> str:
-    """From ``ROSSBY_PASSPHRASE`` (scripts, tests) or typed without echo."""
-    value = os.environ.get(PASSPHRASE_ENV)
-    if value is not None:
-        return value
-    first = getpass.getpass("Passphrase: ")
-    if confirm:
-        if not first:
-            raise ClientError("the passphrase must not be empty")
-        if getpass.getpass("Passphrase (again): ") != first:
-            raise ClientError("the passphrases differ")
-    return first
-
+from rossby.outbox import read_outbox_code
 
 # -- subcommands ---------------------------------------------------------------
 
@@ -149,7 +66,7 @@ async def _init(args: argparse.Namespace, out: Output) -> int:
         started = await c.register()
         who = c.whoami()
     out.doc = {
-        "identity": _identity_doc(who),
+        "identity": identity_doc(who),
         "code_sent_to": list(started.contacts),
         "code_ttl_seconds": started.code_ttl_seconds,
     }
@@ -168,7 +85,7 @@ async def _init(args: argparse.Namespace, out: Output) -> int:
 async def _verify(args: argparse.Namespace, out: Output) -> int:
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         who = await c.authorize(args.codes)
-    out.doc = {"identity": _identity_doc(who)}
+    out.doc = {"identity": identity_doc(who)}
     out.line(f"Verified: box {who.box_id}, device {who.device_name!r} ({who.device_id}).")
     return 0
 
@@ -219,8 +136,8 @@ async def _fetch(args: argparse.Namespace, out: Output) -> int:
             if isinstance(event, KeyChange):
                 out.key_change(event)
             elif isinstance(event, ReceivedMessage):
-                messages.append(_message_doc(c, event))
-                out.line(_message_line(c, event))
+                messages.append(message_doc(c, event))
+                out.line(message_line(c, event))
             elif isinstance(event, RejectedMessage):
                 rejected.append(
                     {
@@ -267,44 +184,6 @@ async def _fetch(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _who(c: RossbyClient, box: Any) -> str:
-    return c.contact_of(box) or f"box {box}"
-
-
-def _message_line(c: RossbyClient, m: ReceivedMessage) -> str:
-    receipt = receipt_of(m)
-    if receipt is not None:
-        return cli_live.receipt_line(c, receipt)
-    content = m.text if m.text is not None else f"<{m.kind}, {len(m.body)} bytes>"
-    if m.outgoing:
-        to = ", ".join(_who(c, b) for b in m.recipients)
-        sender = f"you ({m.sender_device_name or m.sender_device}) -> {to}"
-    else:
-        sender = _who(c, m.sender_box)
-        others = [b for b in m.recipients if b != c.box_id]
-        if others:
-            sender += f" (group, also to {', '.join(_who(c, b) for b in others)})"
-    return f"[{_ms(m.sent_at_ms)}] {sender}: {content}"
-
-
-def _message_doc(c: RossbyClient, m: ReceivedMessage) -> dict[str, Any]:
-    return {
-        "message_id": str(m.message_id),
-        "position": m.position,
-        "outgoing": m.outgoing,
-        "sender_box": str(m.sender_box),
-        "sender_device": str(m.sender_device),
-        "sender_contact": m.sender_contact,
-        "sender_device_name": m.sender_device_name,
-        "recipients": [{"box_id": str(b), "contact": c.contact_of(b)} for b in m.recipients],
-        "sent_at_ms": m.sent_at_ms,
-        "received_at_ms": m.received_at_ms,
-        "kind": m.kind,
-        "text": m.text,
-        "body_base64": None if m.text is not None else base64.b64encode(m.body).decode(),
-    }
-
-
 async def _safety_number(args: argparse.Namespace, out: Output) -> int:
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         number = await c.safety_number(args.contact)
@@ -322,7 +201,7 @@ async def _safety_number(args: argparse.Namespace, out: Output) -> int:
         out.line("    " + " ".join(groups[row : row + 4]))
     out.line(f"QR payload (hex):    {number.qr_payload.hex()}")
     out.line(f"QR payload (base64): {base64.b64encode(number.qr_payload).decode()}")
-    qr = _terminal_qr(number.qr_payload) if args.qr else None
+    qr = terminal_qr(number.qr_payload) if args.qr else None
     if qr:
         out.line(qr)
     elif args.qr:
@@ -334,34 +213,10 @@ async def _safety_number(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _terminal_qr(payload: bytes) -> str | None:
-    """Render with ``segno`` or ``qrcode`` when one is installed; neither is a dependency."""
-    import importlib
-    import io
-
-    try:
-        segno = importlib.import_module("segno")
-    except ImportError:
-        segno = None
-    if segno is not None:
-        buf = io.StringIO()
-        segno.make(payload, error="m").terminal(out=buf, compact=True)
-        return buf.getvalue()
-    try:
-        qrcode = importlib.import_module("qrcode")
-    except ImportError:
-        return None
-    qr = qrcode.QRCode(border=1)
-    qr.add_data(payload)
-    buf = io.StringIO()
-    qr.print_ascii(out=buf)
-    return buf.getvalue()
-
-
 async def _devices(args: argparse.Namespace, out: Output) -> int:
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         devices = await c.devices()
-    out.doc = {"devices": [_device_doc(d) for d in devices]}
+    out.doc = {"devices": [device_doc(d) for d in devices]}
     for d in devices:
         mark = "*" if d.this_device else " "
         out.line(f"{mark} {d.device_id}  {d.fingerprint}  {d.name}")
@@ -374,7 +229,7 @@ async def _resolve(args: argparse.Namespace, out: Output) -> int:
     out.doc = {
         "contact": info.contact,
         "box_id": str(info.box_id),
-        "devices": [_device_doc(d) for d in info.devices],
+        "devices": [device_doc(d) for d in info.devices],
     }
     out.line(f"{info.contact}: box {info.box_id}, {len(info.devices)} device(s) pinned")
     for d in info.devices:
@@ -385,7 +240,7 @@ async def _resolve(args: argparse.Namespace, out: Output) -> int:
 async def _whoami(args: argparse.Namespace, out: Output) -> int:
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         who = c.whoami()
-    out.doc = {"identity": _identity_doc(who)}
+    out.doc = {"identity": identity_doc(who)}
     out.line(f"device:   {who.device_name} ({who.device_id})")
     out.line(f"box:      {who.box_id or '(not verified yet: run verify CODE)'}")
     out.line(f"contacts: {', '.join(who.contacts)}")
@@ -399,8 +254,6 @@ async def _whoami(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _dev_code(args: argparse.Namespace, out: Output) -> int:
-    from rossby.server.notify import read_outbox_code
-
     codes: list[str] = []
     for raw in args.contacts:
         code = read_outbox_code(args.outbox, parse_contact(raw))
@@ -440,23 +293,6 @@ COMMANDS: dict[str, Handler] = {
 }
 
 
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    # Accepted before and after the subcommand; the subcommand's copy only
-    # overrides when given (SUPPRESS), so `--json` works in either place.
-    default: Any = argparse.SUPPRESS
-    parser.add_argument(
-        "--home",
-        default=DEFAULT_HOME if top else default,
-        help=f"state directory (default {DEFAULT_HOME})",
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=False if top else default,
-        help="one JSON document on stdout",
-    )
-
-
 def add_parser(sub: Any) -> None:
     """Register ``rossby client`` on the top-level ``rossby`` subparsers."""
     client = sub.add_parser(
@@ -465,13 +301,8 @@ def add_parser(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(client, top=True)
-    cmds = client.add_subparsers(dest="client_command", required=True)
-
-    def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = cmds.add_parser(name, help=help_text)
-        _common(p, top=False)
-        return p
+    common_options(client, top=True)
+    cmd = command_factory(client.add_subparsers(dest="client_command", required=True))
 
     p = cmd("init", "generate this device's keys and register it")
     p.add_argument("--server", required=True, metavar="HOST:PORT")

@@ -13,50 +13,26 @@ import asyncio
 import base64
 import sys
 import uuid
-from collections.abc import Callable, Coroutine
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rossby.client.channel import add_tls_arguments, tls_config_from_args
+from rossby.client.cli_common import (
+    Cmd,
+    Handler,
+    Output,
+    command_factory,
+    device_doc,
+    identity_doc,
+    local_time,
+    passphrase,
+    terminal_qr,
+)
+from rossby.client.contacts import parse_contact
 from rossby.client.errors import ClientError
 from rossby.client.keycost import keyfile_cost
 from rossby.client.models import KeyLogRecord, LinkRequest, ProfileInfo
-from rossby.client.sdk import RossbyClient, parse_contact
-
-if TYPE_CHECKING:
-    from rossby.client.cli import Output
-
-Cmd = Callable[[str, str], argparse.ArgumentParser]
-Handler = Callable[[argparse.Namespace, "Output"], Coroutine[Any, Any, int]]
-
-
-def passphrase(confirm: bool = False) -> str:
-    from rossby.client.cli import passphrase as ask
-
-    return ask(confirm)
-
-
-def _device_doc(d: Any) -> dict[str, Any]:
-    from rossby.client.cli import _device_doc as doc
-
-    return doc(d)
-
-
-def _identity_doc(i: Any) -> dict[str, Any]:
-    from rossby.client.cli import _identity_doc as doc
-
-    return doc(i)
-
-
-def _terminal_qr(payload: bytes) -> str | None:
-    from rossby.client.cli import _terminal_qr as qr
-
-    return qr(payload)
-
-
-def _ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+from rossby.client.sdk import RossbyClient
 
 
 def _profile_doc(p: ProfileInfo) -> dict[str, Any]:
@@ -124,8 +100,8 @@ async def _link(args: argparse.Namespace, out: Output) -> int:
             print("On the new device run:", flush=True)
             print(f"    rossby client join --device NAME '{invite.uri}'", flush=True)
             print(f"or type:  offer {invite.offer_id}  passphrase {invite.passphrase}", flush=True)
-            print(f"(valid until {_ms(invite.expires_at_ms)}; waiting...)", flush=True)
-            qr = _terminal_qr(invite.uri.encode()) if args.qr else None
+            print(f"(valid until {local_time(invite.expires_at_ms)}; waiting...)", flush=True)
+            qr = terminal_qr(invite.uri.encode()) if args.qr else None
             if qr:
                 print(qr, flush=True)
         request = await c.wait_for_link(invite, wait=args.timeout)
@@ -134,7 +110,7 @@ async def _link(args: argparse.Namespace, out: Output) -> int:
     out.doc = {
         "offer_id": str(invite.offer_id),
         "code": invite.uri,
-        "linked_device": _device_doc(device),
+        "linked_device": device_doc(device),
     }
     out.line(f"Linked {device.name!r} ({device.device_id}, {device.fingerprint}) to your box.")
     return 0
@@ -157,7 +133,7 @@ async def _join(args: argparse.Namespace, out: Output) -> int:
         out.line("Joined the link offer; waiting for the other device to approve...")
         await c.complete_link(wait=args.timeout)
         who = c.whoami()
-    out.doc = {"identity": _identity_doc(who)}
+    out.doc = {"identity": identity_doc(who)}
     out.line(f"Linked: box {who.box_id}, device {who.device_name!r} ({who.device_id}).")
     out.line("Your contacts arrive from the other device with the next `fetch`.")
     return 0
@@ -182,7 +158,7 @@ async def _revoke(args: argparse.Namespace, out: Output) -> int:
 async def _rotate(args: argparse.Namespace, out: Output) -> int:
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         device = await c.rotate_keys()
-    out.doc = {"device": _device_doc(device)}
+    out.doc = {"device": device_doc(device)}
     out.line(f"New keys for this device: {device.fingerprint}.")
     return 0
 
@@ -305,7 +281,7 @@ async def _keylog(args: argparse.Namespace, out: Output) -> int:
     if not view.entries:
         out.line("  (this box has no key log)")
     for r in view.entries:
-        out.line(f"  #{r.seq:<3} {_ms(r.timestamp_ms)}  {r.describe()}")
+        out.line(f"  #{r.seq:<3} {local_time(r.timestamp_ms)}  {r.describe()}")
     if view.entries:
         out.line(f"head: {base64.b16encode(view.head).decode().lower()[:32]}...")
     return 0
@@ -373,14 +349,8 @@ def add_commands(cmd: Cmd) -> None:
     cmd("accepted", "list the boxes you accepted")
 
     p = cmd("contacts", "your box's phone numbers and e-mail addresses")
-    sub = p.add_subparsers(dest="contacts_command", required=True)
-
-    def subcmd(name: str, help_text: str) -> argparse.ArgumentParser:
-        from rossby.client.cli import _common
-
-        q: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        _common(q, top=False)  # --home and --json after the subcommand too
-        return q
+    # --home and --json after the subcommand too
+    subcmd = command_factory(p.add_subparsers(dest="contacts_command", required=True))
 
     subcmd("list", "the contacts this device knows for your box")
     subcmd("add", "send a code to a new contact").add_argument("contact", metavar="CONTACT")

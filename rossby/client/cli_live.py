@@ -14,26 +14,25 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rossby.client.cli_common import (
+    Cmd,
+    Output,
+    message_doc,
+    message_line,
+    passphrase,
+    receipt_line,
+)
+from rossby.client.contacts import parse_contact
 from rossby.client.keycost import keyfile_cost
 from rossby.client.live import ReadReceipt, Reconnecting, Typing, UpToDate
 from rossby.client.models import HeldMessage, KeyChange, ReceivedMessage, RejectedMessage
-from rossby.client.sdk import RossbyClient, parse_contact
-
-if TYPE_CHECKING:
-    from rossby.client.cli import Output
+from rossby.client.sdk import RossbyClient
 
 
 def _emit(out: Output, doc: dict[str, Any]) -> None:
     print(json.dumps(doc, sort_keys=True), flush=True)
-
-
-def receipt_line(c: RossbyClient, r: ReadReceipt) -> str:
-    from rossby.client.cli import _ms, _who
-
-    ids = ", ".join(str(m)[:8] for m in r.message_ids)
-    return f"[{_ms(r.read_at_ms)}] \u2713 {_who(c, r.reader_box)} read {ids}"
 
 
 def typing_line(c: RossbyClient, t: Typing) -> str:
@@ -42,8 +41,6 @@ def typing_line(c: RossbyClient, t: Typing) -> str:
 
 
 async def listen(args: argparse.Namespace, out: Output) -> int:
-    from rossby.client.cli import _message_doc, _message_line, passphrase
-
     received = 0
     as_json = out.as_json
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
@@ -58,9 +55,9 @@ async def listen(args: argparse.Namespace, out: Output) -> int:
                 elif isinstance(event, ReceivedMessage):
                     received += 1
                     if as_json:
-                        _emit(out, {"event": "message", **_message_doc(c, event)})
+                        _emit(out, {"event": "message", **message_doc(c, event)})
                     else:
-                        print(_message_line(c, event), flush=True)
+                        print(message_line(c, event), flush=True)
                 elif isinstance(event, ReadReceipt):
                     if as_json:
                         _emit(
@@ -121,8 +118,6 @@ async def listen(args: argparse.Namespace, out: Output) -> int:
 
 
 async def typing(args: argparse.Namespace, out: Output) -> int:
-    from rossby.client.cli import passphrase
-
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         report = await c.typing(args.contact, active=not args.stop)
     contact = parse_contact(args.contact).value
@@ -144,8 +139,8 @@ async def typing(args: argparse.Namespace, out: Output) -> int:
     return 0 if ok else 1
 
 
-def add_parsers(cmd: Any) -> None:
-    """``cmd(name, help)`` is rossby.client.cli's subcommand factory."""
+def add_parsers(cmd: Cmd) -> None:
+    """``cmd(name, help)`` is the subcommand factory (cli_common.command_factory)."""
     p = cmd("listen", "print messages as they arrive (and typing, receipts); acks them")
     p.add_argument(
         "--receipts", action="store_true", help="send a read receipt for each message shown"
@@ -164,4 +159,4 @@ def add_parsers(cmd: Any) -> None:
     p.add_argument("--stop", action="store_true", help="say you stopped typing instead")
 
 
-__all__ = ["add_parsers", "listen", "receipt_line", "typing", "typing_line"]
+__all__ = ["add_parsers", "listen", "typing", "typing_line"]

@@ -1,4 +1,4 @@
-"""The real-time half of ``RossbyClient`` (a mixin): listen, typing, receipts.
+"""Real time: listen to a Subscribe stream, send typing indicators and read receipts.
 
 ``listen()`` is an async iterator over a Subscribe stream::
 
@@ -29,46 +29,43 @@ import asyncio
 import contextlib
 import json
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
 
 from rossby import errors
+from rossby.client.bodies import (
+    RECEIPT_KIND,
+    TEXT_KIND,
+    TYPING_KIND,
+    decode_receipt,
+    encode_receipt,
+    encode_typing,
+)
+from rossby.client.contacts import ContactLike, parse_contact
+from rossby.client.directory import Directory
 from rossby.client.errors import ClientError, InvalidMessage, UnknownSender
-from rossby.client.hawk import stream_signed
+from rossby.client.messaging import Messaging
 from rossby.client.models import (
-    ContactInfo,
     Event,
-    FetchStats,
     KeyChange,
     Outcome,
     ReceivedMessage,
     RecipientResult,
     SendReport,
 )
-from rossby.client.state import ClientState, PinnedDevice
-from rossby.crypto import DeviceKeyfile, RecipientDevice, SenderIdentity, seal_envelope
+from rossby.client.session import Session, now_ms
+from rossby.client.state import PinnedDevice
+from rossby.crypto import RecipientDevice, SenderIdentity, seal_envelope
 from rossby.logging import get_logger
 from rossby.status import from_rpc_error
 from rossby.v1 import rossby_pb2 as pb
 
-if TYPE_CHECKING:
-    from rossby.client.hawk import HawkSigner
-    from rossby.contacts import NormalizedContact
-
 log = get_logger(__name__)
 
-Resp = TypeVar("Resp", bound=Message)
-
-SUBSCRIBE = "/rossby.v1.Rossby/Subscribe"
-TEXT_KIND = "text"  # as rossby.client.sdk.TEXT_KIND (which imports this module)
-TYPING_KIND = "typing"
-RECEIPT_KIND = "receipt"
+SUBSCRIBE = "Subscribe"
 
 #: Stream errors worth reconnecting after; anything else is raised.
 RETRYABLE = frozenset(
@@ -131,25 +128,6 @@ class Reconnecting:
 LiveEvent = Event | Typing | ReadReceipt | UpToDate | Reconnecting
 
 
-def encode_typing(active: bool) -> bytes:
-    return json.dumps({"typing": active}, separators=(",", ":")).encode()
-
-
-def encode_receipt(message_ids: Sequence[uuid.UUID], read_at_ms: int) -> bytes:
-    doc = {"read": [str(m) for m in message_ids], "at": read_at_ms}
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def decode_receipt(body: bytes) -> tuple[tuple[uuid.UUID, ...], int]:
-    doc = json.loads(body.decode("utf-8"))
-    if not isinstance(doc, dict) or not isinstance(doc.get("read"), list):
-        raise ValueError("not a receipt")
-    at = doc.get("at")
-    if not isinstance(at, int) or not all(isinstance(m, str) for m in doc["read"]):
-        raise ValueError("not a receipt")
-    return tuple(uuid.UUID(m) for m in doc["read"]), at
-
-
 def receipt_of(message: ReceivedMessage) -> ReadReceipt | None:
     """The receipt a ``receipt``-kind message carries, else None."""
     if message.kind != RECEIPT_KIND or message.outgoing:
@@ -175,65 +153,24 @@ class _End:
     error: BaseException | None
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class Live:
+    """Listening, typing and receipts, on top of the messaging paths."""
 
-
-class LiveMixin:
-    """Mixed into ``RossbyClient``; see the module doc."""
-
-    if TYPE_CHECKING:
-        _keyfile: DeviceKeyfile
-        _state: ClientState
-        _channel: grpc.aio.Channel
-        stats: FetchStats
-
-        @property
-        def box_id(self) -> uuid.UUID | None: ...
-
-        @property
-        def device_id(self) -> uuid.UUID: ...
-
-        async def _call(self, method: str, request: Message, response_type: type[Resp]) -> Resp: ...
-
-        async def _resolve(
-            self, contact: NormalizedContact | None, *, box_id: uuid.UUID | None = None
-        ) -> ContactInfo: ...
-
-        def _save(self) -> None: ...
-
-        def _require_authorized(self) -> HawkSigner: ...
-
-        def contact_of(self, box_id: uuid.UUID) -> str | None: ...
-
-        async def _process(
-            self, m: pb.QueuedMessage, refreshed: set[uuid.UUID], *, held: bool = False
-        ) -> list[Event] | None: ...
-
-        async def _open(
-            self,
-            m: pb.QueuedMessage,
-            mid: uuid.UUID,
-            sender_box: uuid.UUID,
-            sender_device: uuid.UUID,
-            refreshed: set[uuid.UUID],
-            events: list[Event],
-        ) -> ReceivedMessage: ...
+    def __init__(self, session: Session, directory: Directory, messaging: Messaging) -> None:
+        self._session = session
+        self._directory = directory
+        self._messaging = messaging
 
     # -- sending ephemeral and receipt messages ---------------------------------
 
-    async def typing(self, contact: Any, *, active: bool = True) -> SendReport:
-        """Tell a contact's devices that are online right now that we are
-        typing (or stopped: ``active=False``). Never stored; nothing is
-        queued for devices that are offline."""
-        from rossby.client.sdk import parse_contact
-
+    async def typing(self, contact: ContactLike, *, active: bool = True) -> SendReport:
         wanted = parse_contact(contact)
-        box_id = self._state.book.get(wanted)
-        pin = self._state.pins.get(box_id) if box_id is not None else None
+        state = self._session.state
+        box_id = state.book.get(wanted)
+        pin = state.pins.get(box_id) if box_id is not None else None
         changes: list[KeyChange] = []
         if box_id is None or pin is None:
-            info = await self._resolve(wanted)
+            info = await self._directory.lookup(wanted)
             box_id = info.box_id
             if info.key_change is not None:
                 changes.append(info.key_change)
@@ -242,11 +179,9 @@ class LiveMixin:
         )
 
     async def send_receipt(self, box_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> SendReport:
-        """Tell ``box_id`` that we read these messages (an ordinary, stored,
-        end-to-end-encrypted message of kind ``receipt``)."""
         if not message_ids:
             raise ClientError("no message ids to acknowledge")
-        body = encode_receipt(message_ids, _now_ms())
+        body = encode_receipt(message_ids, now_ms())
         return await self._send_kind(box_id, RECEIPT_KIND, body, ephemeral=False, changes=[])
 
     async def _send_kind(
@@ -258,28 +193,31 @@ class LiveMixin:
         ephemeral: bool,
         changes: list[KeyChange],
     ) -> SendReport:
-        self._require_authorized()
-        own_box = self.box_id
+        """Seal one message of ``kind`` to every other device of ``box_id``
+        (looked up first when not pinned) and send it."""
+        s = self._session
+        s.require_authorized()
+        own_box = s.box_id
         assert own_box is not None
-        pin = self._state.pins.get(box_id)
+        pin = s.state.pins.get(box_id)
         if pin is None:
-            contact = self._state.contact_of(box_id)
-            info = await self._resolve(contact, box_id=None if contact else box_id)
+            contact = s.state.contact_of(box_id)
+            info = await self._directory.lookup(contact, box_id=None if contact else box_id)
             if info.key_change is not None:
                 changes.append(info.key_change)
-            pin = self._state.pins.get(box_id)
+            pin = s.state.pins.get(box_id)
         if pin is None:
             raise ClientError(f"no keys known for box {box_id}")
         readers = [
             RecipientDevice(d.device_id, d.encryption_key)
             for d in _devices(pin.devices)
-            if d.device_id != self.device_id
+            if d.device_id != s.device_id
         ]
         if not readers:
             raise ClientError("no other device could read this message")
         mid = uuid.uuid4()
-        sent_at = _now_ms()
-        sender = SenderIdentity(own_box, self.device_id, self._keyfile.keys.signing_private)
+        sent_at = now_ms()
+        sender = SenderIdentity(own_box, s.device_id, s.keyfile.keys.signing_private)
         envelope = seal_envelope(sender, box_id, readers, mid, kind, body, now_ms=sent_at)
         request = pb.SendRequest(
             ephemeral=ephemeral,
@@ -289,7 +227,7 @@ class LiveMixin:
                 )
             ],
         )
-        reply = await self._call("Send", request, pb.SendResponse)
+        reply = await s.call("Send", request, pb.SendResponse)
         outcomes: dict[int, Outcome] = {
             pb.SEND_OUTCOME_QUEUED: "queued",
             pb.SEND_OUTCOME_DUPLICATE: "duplicate",
@@ -298,7 +236,7 @@ class LiveMixin:
         results = tuple(
             RecipientResult(
                 box_id=uuid.UUID(r.recipient_box_id),
-                contact=self.contact_of(uuid.UUID(r.recipient_box_id)),
+                contact=self._directory.contact_of(uuid.UUID(r.recipient_box_id)),
                 outcome=outcomes.get(r.outcome, "rejected"),
                 position=r.position,
                 code=r.code,
@@ -307,8 +245,8 @@ class LiveMixin:
             for r in reply.results
         )
         if not ephemeral:
-            self._state.seen.add(str(mid))
-            self._save()
+            s.state.seen.add(str(mid))
+            s.save()
         return SendReport(mid, sent_at, results, tuple(changes))
 
     # -- listening ---------------------------------------------------------------
@@ -325,26 +263,14 @@ class LiveMixin:
         page_size: int = 0,
         max_messages: int = 0,
     ) -> AsyncIterator[LiveEvent]:
-        """Stream events until the consumer stops (see the module doc).
-
-        ``receipts``: send a read receipt to the sender of every text
-        message processed (batched per sender box, with the acks).
-        ``idle_timeout``: reopen a stream that was silent this long (the
-        server sends heartbeats, so silence means a dead connection).
-        ``reconnect=False`` ends the iteration when the stream ends, and
-        raises on an error instead of retrying. Errors that retrying cannot
-        fix (revoked device, bad credentials) are always raised.
-        ``max_messages``: end (after acking) once that many
-        ``ReceivedMessage`` events were processed; 0 means never.
-        """
-        self._require_authorized()
+        self._session.require_authorized()
         state = _ListenState()
         backoff = min_backoff
         try:
             while True:
                 refreshed: set[uuid.UUID] = set()
-                async for event in self._held_events(refreshed):
-                    yield event
+                async for event in self._messaging.release_held(refreshed):
+                    yield _live(event)
                 queue: asyncio.Queue[pb.SubscribeEvent | _End] = asyncio.Queue()
                 pump = asyncio.create_task(self._pump(queue, state.resume, page_size))
                 reason = "SERVER_CLOSED"
@@ -366,7 +292,9 @@ class LiveMixin:
                         kind = item.WhichOneof("event")
                         if kind == "message":
                             try:
-                                events = await self._process(item.message, refreshed) or []
+                                events = (
+                                    await self._messaging.process(item.message, refreshed) or []
+                                )
                             except errors.RossbyError as exc:
                                 if not _retryable(exc):
                                     raise
@@ -379,7 +307,7 @@ class LiveMixin:
                                     state.messages += 1
                             state.processed(item.message.position)
                             if receipts:
-                                state.want_receipts(self.box_id, events)
+                                state.want_receipts(self._session.box_id, events)
                             if max_messages and state.messages >= max_messages:
                                 await self._flush(state, receipts)
                                 return
@@ -412,7 +340,7 @@ class LiveMixin:
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._flush(state, receipts), FLUSH_TIMEOUT)
-            self._save()
+            self._session.save()
 
     def _end_reason(self, end: _End, reconnect: bool) -> str:
         """The reason to report, or raise when the error is not retryable."""
@@ -428,13 +356,8 @@ class LiveMixin:
     async def _pump(
         self, queue: asyncio.Queue[pb.SubscribeEvent | _End], after: int, page_size: int
     ) -> None:
-        signer = self._require_authorized()
-        stream = stream_signed(
-            self._channel,
-            signer,
-            SUBSCRIBE,
-            pb.SubscribeRequest(after=after, limit=page_size),
-            pb.SubscribeEvent,
+        stream = self._session.stream(
+            SUBSCRIBE, pb.SubscribeRequest(after=after, limit=page_size), pb.SubscribeEvent
         )
         try:
             async for event in stream:
@@ -450,18 +373,6 @@ class LiveMixin:
                 await aclose()  # cancels the call at once
         await queue.put(_End(None))
 
-    async def _held_events(self, refreshed: set[uuid.UUID]) -> AsyncIterator[LiveEvent]:
-        """Held messages whose sender became known since (as fetch_messages)."""
-        from rossby.client.sdk import _queued_from
-
-        for held in list(self._state.held):
-            events = await self._process(_queued_from(held), refreshed, held=True)
-            if events is None:
-                continue
-            self._state.held.remove(held)
-            for event in events:
-                yield _live(event)
-
     async def _open_ephemeral(
         self, m: pb.QueuedMessage, refreshed: set[uuid.UUID]
     ) -> Typing | ReceivedMessage | None:
@@ -472,10 +383,10 @@ class LiveMixin:
             box, device = uuid.UUID(m.sender_box_id), uuid.UUID(m.sender_device_id)
         except ValueError:
             return None
-        if (box, device) == (self.box_id, self.device_id):
+        if (box, device) == (self._session.box_id, self._session.device_id):
             return None
         try:
-            message = await self._open(m, mid, box, device, refreshed, [])
+            message = await self._messaging.open(m, mid, box, device, refreshed, [])
         except (InvalidMessage, UnknownSender, errors.RossbyError):
             return None
         if message.kind != TYPING_KIND:
@@ -497,15 +408,17 @@ class LiveMixin:
     async def _flush(self, state: _ListenState, receipts: bool) -> None:
         """Ack what was processed (seen ids saved first), then send receipts."""
         if state.unacked:
-            self._save()  # a crash before the ack only repeats, and repeats are dropped
+            self._session.save()  # a crash before the ack only repeats, and repeats are dropped
             try:
-                reply = await self._call("Ack", pb.AckRequest(through=state.resume), pb.AckResponse)
+                reply = await self._session.call(
+                    "Ack", pb.AckRequest(through=state.resume), pb.AckResponse
+                )
             except errors.RossbyError as exc:
                 if not _retryable(exc):
                     raise
                 return  # the next flush tries again
             state.unacked = 0
-            self.stats.acked_through = reply.cursor
+            self._messaging.stats.acked_through = reply.cursor
         if receipts and state.receipts:
             pending, state.receipts = state.receipts, {}
             for box_id, ids in pending.items():
@@ -559,16 +472,11 @@ def _devices(devices: dict[uuid.UUID, PinnedDevice]) -> list[PinnedDevice]:
 
 
 __all__ = [
-    "RECEIPT_KIND",
-    "TYPING_KIND",
+    "Live",
     "LiveEvent",
-    "LiveMixin",
     "ReadReceipt",
     "Reconnecting",
     "Typing",
     "UpToDate",
-    "decode_receipt",
-    "encode_receipt",
-    "encode_typing",
     "receipt_of",
 ]

@@ -47,6 +47,8 @@ from rossby.crypto.keyfile import write_private_file
 from rossby.crypto.keylog import ChainState
 
 KEYFILE = "device.key"
+#: A key rotation stages the new keyfile here, then renames it over KEYFILE.
+NEXT_KEYFILE = "device.key.next"
 STATE = "state.bin"
 LOCK = "lock"
 
@@ -468,6 +470,7 @@ __all__ = [
     "MAX_FLOORS",
     "MAX_HELD",
     "MAX_SEEN",
+    "NEXT_KEYFILE",
     "STATE",
     "ClientState",
     "HeldEnvelope",

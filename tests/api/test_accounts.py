@@ -207,7 +207,7 @@ async def key_log(caller: Device, box_id: uuid.UUID | None) -> pb.KeyLogResponse
 
 def verified(box_id: uuid.UUID, entries: list[pb.KeyLogEntry]) -> ChainState:
     """Replay a chain the way a client does (raises InvalidKeyLog)."""
-    from rossby.client.accounts import log_entry
+    from rossby.client.wire import log_entry
 
     return replay(ChainState(box_id), [log_entry(box_id, e) for e in entries])
 

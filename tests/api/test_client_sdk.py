@@ -30,9 +30,9 @@ from rossby.client import (
     UntrustedKeys,
     WrongPassphrase,
 )
+from rossby.client.bodies import encode_text
 from rossby.client.hawk import HawkSigner, call_signed
 from rossby.client.models import Event
-from rossby.client.sdk import encode_text
 from rossby.client.state import ClientState, SeenSet, decode_state, encode_state
 from rossby.contacts import normalize
 from rossby.crypto import (

@@ -2,7 +2,8 @@
 
 ``make run`` and the integration tests need a code without a mail server
 or an SMS provider. Each contact has one file, overwritten on resend, so
-"the latest code for this contact" is a single read (``read_outbox_code``).
+"the latest code for this contact" is a single read (``read_outbox_code``,
+in rossby.outbox: the file layout both this notifier and the client use).
 
 DEV MODE ONLY: this notifier writes the code to disk and logs it in clear
 text — the one place Rossby does so. Never configure it on a server that
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -21,45 +21,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 from rossby.contacts import NormalizedContact, mask
 from rossby.logging import get_logger
+from rossby.outbox import outbox_path, read_outbox_code
 from rossby.server.notify.base import Notifier, clean_device_name, delivery_failed
 
 log = get_logger(__name__)
-
-# Leaves room under the usual 255-byte name limit for the temp-file suffix.
-_MAX_STEM = 200
-
-
-def outbox_path(directory: str | os.PathLike[str], contact: NormalizedContact) -> Path:
-    """The file holding the latest code for ``contact``.
-
-    Percent-encoding keeps the mapping one-to-one (no two contacts share a
-    file) and path-safe ('/' in a local part cannot escape the directory;
-    the kind prefix rules out "." and ".."). Names too long for a file
-    system fall back to a digest of the value.
-    """
-    stem = f"{contact.kind.value}-{quote(contact.value, safe='@.+-_')}"
-    if len(stem) > _MAX_STEM:
-        digest = hashlib.sha256(contact.value.encode("utf-8")).hexdigest()
-        stem = f"{contact.kind.value}-sha256-{digest}"
-    return Path(directory) / f"{stem}.json"
-
-
-def read_outbox_code(directory: str | os.PathLike[str], contact: NormalizedContact) -> str | None:
-    """The latest code sent to ``contact``, or None if none was sent.
-
-    Expiry is not checked: the server decides whether a code is still
-    good, and a test may want to prove that an expired one is refused.
-    """
-    try:
-        record = json.loads(outbox_path(directory, contact).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    code = record.get("code") if isinstance(record, dict) else None
-    return code if isinstance(code, str) else None
 
 
 def _iso(ts: float) -> str:
