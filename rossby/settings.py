@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-#: Seconds a code's row (a registration, a contact challenge, a link offer)
-#: outlives ``code_ttl``, so a late call hears CODE_EXPIRED rather than
-#: NOT_FOUND; the store keeps registrations that long (``registration_ttl``).
+#: Seconds a code's row (a registration, a contact challenge) outlives
+#: ``code_ttl``, so a late call hears CODE_EXPIRED rather than a not-found
+#: reason; the store keeps registrations that long (``registration_ttl``).
 EXPIRED_GRACE = 3600.0
 
 SECRET_KEYS = frozenset(

@@ -52,5 +52,4 @@ def _ms(seconds: float) -> int:
     return max(1, min(2**31 - 1, round(seconds * 1000)))
 
 
-
 __all__ = ["AGE_GRACE_MARGIN", "connection_options"]
