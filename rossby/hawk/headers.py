@@ -200,13 +200,3 @@ def parse_www_authenticate(header: str) -> tuple[str, str] | None:
     if ts is None or tsm is None:
         return None
     return ts, tsm
-
-
-__all__ = [
-    "clock_offset",
-    "parse_www_authenticate",
-    "server_authorization_header",
-    "sign_request",
-    "verify_server_authorization",
-    "www_authenticate_header",
-]

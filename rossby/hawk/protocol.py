@@ -187,29 +187,3 @@ def payload_hash(payload: bytes, content_type: str = CONTENT_TYPE) -> str:
 def timestamp_mac(ts: int | str, key: bytes) -> str:
     """The ``tsm`` that lets a client trust a server's stale-time answer."""
     return _mac(key, f"hawk.1.ts\n{ts}\n")
-
-
-__all__ = [
-    "CHALLENGE_ATTRIBUTES",
-    "CONTENT_TYPE",
-    "DEFAULT_SKEW_SECONDS",
-    "HAWK_BAD_MAC",
-    "HAWK_BAD_PAYLOAD_HASH",
-    "HAWK_MALFORMED",
-    "HAWK_MISSING",
-    "HAWK_REPLAY",
-    "HAWK_STALE",
-    "HAWK_UNKNOWN_ID",
-    "MAX_HEADER_LENGTH",
-    "REQUEST_ATTRIBUTES",
-    "RESPONSE_ATTRIBUTES",
-    "STALE_TIMESTAMP",
-    "HeaderSyntaxError",
-    "NotHawkScheme",
-    "ServerAuthenticationError",
-    "VerifiedRequest",
-    "normalized_string",
-    "parse_header",
-    "payload_hash",
-    "timestamp_mac",
-]

@@ -205,11 +205,3 @@ class HawkVerifier:
         if not self._nonces.check_and_add(id_, nonce, ts, now):
             raise _fail(HAWK_REPLAY, "Invalid nonce")
         return VerifiedRequest(id_, ts, nonce, ext, their_mac, ours, key, app, dlg)
-
-
-__all__ = [
-    "Clock",
-    "HawkVerifier",
-    "Lookup",
-    "NonceCache",
-]
