@@ -26,8 +26,6 @@ from rossby.store import NewMessage, Store
 from rossby.store.accounts import KeyLogEntry, SenderRule
 from rossby.v1 import rossby_pb2
 
-FETCH_DEFAULT = 100
-FETCH_MAX = 500
 FETCH_PAGE_BYTES = 2 * 1024 * 1024
 """A Fetch page stops growing here (but always carries one message): gRPC
 clients refuse replies over 4 MiB by default, and 100 messages of 64 KiB
@@ -212,13 +210,7 @@ class Inbox:
     async def fetch(
         self, request: rossby_pb2.FetchRequest, caller: Caller
     ) -> rossby_pb2.FetchResponse:
-        limit = request.limit or FETCH_DEFAULT
-        if limit > FETCH_MAX:
-            raise errors.InvalidArgument(
-                f"limit: at most {FETCH_MAX}",
-                reason="TOO_MANY",
-                metadata={"field": "limit", "max": str(FETCH_MAX)},
-            )
+        limit = validate.page_limit(request.limit)
         page = await self.store.fetch(
             caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )

@@ -35,6 +35,7 @@ from rossby.config import Settings
 from rossby.errors import ConfigError
 from rossby.hawk import HAWK_UNKNOWN_ID
 from rossby.logging import get_logger
+from rossby.server import validate
 from rossby.server.auth import HawkAuth, parse_hawk_id
 from rossby.server.metrics import Metrics
 from rossby.server.realtime.hub import Hub
@@ -55,8 +56,6 @@ PEER_GRACE = 1.0
 #: Seconds past ``presence_cache_ttl`` a new stream waits for its resync
 #: read: room for scheduling and for clocks that tick at slightly other rates.
 RESYNC_MARGIN = 0.1
-FETCH_DEFAULT = 100
-FETCH_MAX = 500
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 ErrorHook = Callable[[Exception, Any], Awaitable[object]]
@@ -291,13 +290,7 @@ class Realtime:
         return grpc.unary_stream_rpc_method_handler(behavior)
 
     def _stream(self, box_id: str, device_id: str, request: pb.SubscribeRequest) -> Stream:
-        limit = request.limit or FETCH_DEFAULT
-        if limit > FETCH_MAX:
-            raise errors.InvalidArgument(
-                f"limit: at most {FETCH_MAX}",
-                reason="TOO_MANY",
-                metadata={"field": "limit", "max": str(FETCH_MAX)},
-            )
+        limit = validate.page_limit(request.limit)
         s = self.settings
         box, device = uuid.UUID(box_id), uuid.UUID(device_id)
         check = self.device_check
