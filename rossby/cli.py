@@ -13,9 +13,18 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from rossby.client.cli import add_parser as add_client_parser
+from rossby.client.cli import run as run_client
 from rossby.config import Settings, add_flags, settings_from_args
 from rossby.errors import ConfigError, RossbyError
+from rossby.loadtest.cli import main as loadtest_main
 from rossby.logging import configure_logging, get_logger
+from rossby.replication import admin
+from rossby.server.rewrap import rewrap_all
+from rossby.server.secrets import load_hawk_keyring
+from rossby.server.workers import serve
+from rossby.store import open_store
+from rossby.store.from_settings import store_options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,12 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only count what would be re-wrapped"
     )
     add_flags(rotate)
-    from rossby.client.cli import add_parser as add_client_parser
-
     add_client_parser(sub)
-    from rossby.replication.admin import add_parser as add_admin_parser
-
-    add_admin_parser(sub, add_flags)
+    admin.add_parser(sub, add_flags)
     # Parsed by rossby.loadtest.cli (main() hands it the rest of argv); listed for --help.
     sub.add_parser(
         "loadtest", help="simulate users against servers; audit delivery", add_help=False
@@ -47,9 +52,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _migrate(settings: Settings) -> int:
-    from rossby.server.app import store_options
-    from rossby.store import open_store
-
     async with open_store(settings.store, store_options(settings)) as store:
         version = await store.migrate()
     get_logger("rossby.migrate").info(
@@ -60,11 +62,6 @@ async def _migrate(settings: Settings) -> int:
 
 def _rotate_keys(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any, int]]:
     async def rotate(settings: Settings) -> int:
-        from rossby.server.app import store_options
-        from rossby.server.rewrap import rewrap_all
-        from rossby.server.secrets import load_hawk_keyring
-        from rossby.store import open_store
-
         keyring = load_hawk_keyring(settings)
         async with open_store(settings.store, store_options(settings)) as store:
             await store.check_schema()
@@ -83,30 +80,22 @@ def _rotate_keys(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any
 
 
 async def _serve(settings: Settings) -> int:
-    from rossby.server.app import serve
-
     return await serve(settings)
 
 
 def _admin(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any, int]]:
-    from rossby.replication.admin import run
+    async def run_admin(settings: Settings) -> int:
+        return await admin.run(settings, args)
 
-    async def admin(settings: Settings) -> int:
-        return await run(settings, args)
-
-    return admin
+    return run_admin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["loadtest"]:
-        from rossby.loadtest.cli import main as loadtest_main
-
         return loadtest_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "client":
-        from rossby.client.cli import run as run_client
-
         return run_client(args)
     try:
         settings = settings_from_args(args)

@@ -70,9 +70,9 @@ def _show(dc: str, record: HomeRecord | None) -> str:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    from rossby.server.app import store_options
     from rossby.store import open_store
     from rossby.store.cassandra import CassandraStore
+    from rossby.store.from_settings import store_options
 
     store = open_store(settings.store, store_options(settings))
     try:

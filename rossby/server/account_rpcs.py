@@ -1,33 +1,22 @@
-"""Wiring of the account RPCs into the service.
+"""The account RPCs' method tables.
 
-``AccountRpcs`` builds the account handlers (``rossby.server.accounts``,
-``rossby.server.linking``), hooks them into registration (the key log's
-genesis entry) and the inbox (visibility, profile and key-log head in
-RequestKey), and hands the service two tables: Hawk-signed methods and
-public ones (JoinLink, CompleteLink: the new device has no credentials
-yet).
+``AccountRpcs`` takes the account handlers (``rossby.server.accounts``,
+``rossby.server.linking``; the process wiring in ``rossby.server.wiring``
+builds them and hooks them into registration and the inbox) and hands the
+service two tables: Hawk-signed methods and public ones (JoinLink,
+CompleteLink: the new device has no credentials yet).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf.message import Message
 
-from rossby.contacts import ContactHasher
 from rossby.server.accounts import Accounts
-from rossby.server.authcache import AuthCache
-from rossby.server.inbox import Inbox
 from rossby.server.linking import Linker
-from rossby.server.notify import Notifier
-from rossby.server.registration import Registrar
-from rossby.store import Store
-from rossby.store.accounts import account_store
 from rossby.v1 import rossby_pb2 as pb
-
-if TYPE_CHECKING:
-    from rossby.config import Settings
 
 Rpc = tuple[Callable[..., Awaitable[Any]], type[Message], type[Message]]
 
@@ -35,45 +24,9 @@ PUBLIC = frozenset({"JoinLink", "CompleteLink"})
 
 
 class AccountRpcs:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        registrar: Registrar,
-        inbox: Inbox,
-        notifier: Notifier,
-        hasher: ContactHasher,
-        code_key: bytes,
-        clock: Callable[[], float],
-        auth_cache: AuthCache,
-    ) -> None:
-        accounts = account_store(store)
-        self.accounts = Accounts(
-            store,
-            accounts,
-            notifier,
-            hasher,
-            code_key,
-            code_ttl=settings.code_ttl,
-            code_attempts=settings.code_attempts,
-            resend_interval=settings.resend_interval,
-            default_phone_region=settings.default_phone_region,
-            clock=clock,
-            contact_codes=registrar.contact_codes,  # one limit for Register and AddContact
-            auth_cache=auth_cache,
-        )
-        self.linker = Linker(
-            store,
-            accounts,
-            self.accounts.key_log,
-            registrar.hawk_keys,
-            home_region=settings.region or "dc1",
-            link_ttl=settings.code_ttl,
-            link_attempts=settings.code_attempts,
-            clock=clock,
-        )
-        registrar.on_box_created = self.accounts.box_created
-        inbox.accounts = self.accounts
+    def __init__(self, accounts: Accounts, linker: Linker) -> None:
+        self.accounts = accounts
+        self.linker = linker
 
     def signed(self) -> dict[str, Rpc]:
         a, link = self.accounts, self.linker

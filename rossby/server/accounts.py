@@ -23,12 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from rossby import errors
+from rossby.config import EXPIRED_GRACE
 from rossby.contacts import ContactHasher, NormalizedContact, normalize
 from rossby.crypto.keylog import ChangeKind, verify_change
 from rossby.logging import get_logger
 from rossby.server import validate
 from rossby.server.authcache import AuthCache, RecipientPolicy
-from rossby.server.inbox import Caller
+from rossby.server.caller import Caller
 from rossby.server.keylog import KeyLog, active_keys, head_pb, to_pb
 from rossby.server.notify import Notifier
 from rossby.server.registration import ContactCodeLimit, new_code
@@ -44,8 +45,6 @@ MAX_DESCRIPTION = 280
 MAX_AVATAR_REF = 512
 #: Contacts one box may hold.
 MAX_BOX_CONTACTS = 10
-#: How long a challenge row outlives its code (late calls hear CODE_EXPIRED).
-EXPIRED_GRACE = 3600.0
 KEY_LOG_PAGE = 500
 MAX_SEQ = 2**63 - 1
 
@@ -103,11 +102,16 @@ class Accounts:
         clock: Callable[[], float],
         contact_codes: ContactCodeLimit,
         auth_cache: AuthCache,
+        on_device_changed: Callable[[uuid.UUID, uuid.UUID], None],
     ) -> None:
         self.store = store
         self.accounts = accounts
         #: Told of every change this process makes to what it caches.
         self.auth_cache = auth_cache
+        #: Told (box id, device id) after the cache when this process revokes
+        #: or re-keys a device, so state outside the caches (open streams,
+        #: ``Realtime.device_changed``) follows at once.
+        self.on_device_changed = on_device_changed
         self.notifier = notifier
         self.hasher = hasher
         self.code_key = code_key
@@ -118,6 +122,11 @@ class Accounts:
         self.clock = clock
         self.contact_codes = contact_codes
         self.key_log = KeyLog(accounts, clock)
+
+    def _device_changed(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        """A device was revoked or re-keyed here: the caches first, then open streams."""
+        self.auth_cache.device_changed(box_id, device_id)
+        self.on_device_changed(box_id, device_id)
 
     # -- visibility (RequestKey, Send, KeyLog) -----------------------------
 
@@ -278,7 +287,7 @@ class Accounts:
             check=leaves_one,
         )
         await self.store.revoke_device(box_id, target_id)
-        self.auth_cache.device_changed(box_id, target_id)
+        self._device_changed(box_id, target_id)
         log.info("device_revoked", self_revoked=target_id == caller.device_id)
         return rossby_pb2.RevokeDeviceResponse(entry=to_pb(entry))
 
@@ -322,7 +331,7 @@ class Accounts:
             bytes(request.signature),
         )
         await self.store.rotate_device_keys(caller.box_id, caller.device_id, keys)
-        self.auth_cache.device_changed(caller.box_id, caller.device_id)
+        self._device_changed(caller.box_id, caller.device_id)
         log.info("device_keys_rotated")
         return rossby_pb2.RotateKeysResponse(entry=to_pb(entry))
 

@@ -2,11 +2,13 @@
 
 ``RossbyServer`` is used in-process by tests and by ``rossby serve``; the
 latter adds signal handling, the metrics endpoint and, with several
-workers, a supervisor (``rossby.server.workers``). Health and reflection are
+workers, a supervisor (``rossby.server.workers``, which also holds
+``serve``). Health and reflection are
 always registered so ``grpcurl -plaintext 127.0.0.1:1205 list`` works
 without .proto files; health follows a background ping of the store. The
 store every handler sees is a ``MeteredStore`` (``rossby.server.metrics``).
-TLS, optionally mutual, comes from the ``tls_*`` settings.
+TLS, optionally mutual, comes from the ``tls_*`` settings
+(``rossby.server.tls``); the handlers are built by ``rossby.server.wiring``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,97 +25,20 @@ from grpc_reflection.v1alpha import reflection
 
 from rossby.config import Settings
 from rossby.logging import get_logger
-from rossby.server.metrics import MeteredStore, Metrics, start_exporter
+from rossby.server.connection import connection_options
+from rossby.server.metrics import Metrics, start_exporter
 from rossby.server.notify import Notifier
-from rossby.server.registration import EXPIRED_GRACE
 from rossby.server.service import RossbyService, add_rossby_service
 from rossby.server.sizes import max_receive_bytes
-from rossby.store import Connection, Store, StoreOptions, open_store
+from rossby.server.tls import server_credentials
+from rossby.server.wiring import build_service, server_store
+from rossby.store import Store
+from rossby.store.from_settings import store_options
 from rossby.v1 import rossby_pb2
 
 log = get_logger(__name__)
 
 SERVICE_NAME = rossby_pb2.DESCRIPTOR.services_by_name["Rossby"].full_name
-
-
-def store_options(settings: Settings, clock: Callable[[], float] = time.time) -> StoreOptions:
-    return StoreOptions(
-        message_ttl=settings.message_ttl,
-        pending_cap=settings.pending_cap,
-        registration_ttl=float(settings.code_ttl) + EXPIRED_GRACE,
-        clock=clock,
-        connection=Connection(
-            username=settings.cassandra_username,
-            password=settings.cassandra_password,
-            tls_ca=settings.cassandra_tls_ca,
-            tls_cert=settings.cassandra_tls_cert,
-            tls_key=settings.cassandra_tls_key,
-            tls_check_hostname=settings.cassandra_tls_check_hostname,
-        ),
-    )
-
-
-#: Seconds past ``stream_max_age`` a connection past its age gets before
-#: the calls still on it are cut: room for a stream's last write.
-AGE_GRACE_MARGIN = 60.0
-
-
-def connection_options(settings: Settings) -> list[tuple[str, int]]:
-    """HTTP/2 keepalive and connection lifetimes (docs/realtime.md).
-
-    * Keepalive: the server pings every ``keepalive_time`` and closes a
-      connection whose ping goes unanswered for ``keepalive_timeout``, so a
-      client that vanished without FIN or RST releases its streams (and
-      their ``stream_limit`` slots) in about a minute, not after a TCP
-      timeout. It pings idle connections too (permit without calls), and
-      lets clients ping down to ``keepalive_min_interval`` even when idle;
-      faster pings are strikes, and the third is GOAWAY "too_many_pings".
-    * ``connection_idle``: a connection with no call that long gets GOAWAY;
-      the client reconnects when it next calls.
-    * Age: a connection gets GOAWAY after ``stream_max_age`` (gRPC adds
-      +-10%), so with SO_REUSEPORT or a TCP load balancer a resubscribing
-      client lands on a fresh connection and possibly another process. The
-      grace covers every stream still on it: each ends by its own max age.
-    """
-    s = settings
-    return [
-        ("grpc.keepalive_time_ms", _ms(s.keepalive_time)),
-        ("grpc.keepalive_timeout_ms", _ms(s.keepalive_timeout)),
-        # The wait that actually applies to an unanswered ping in gRPC core
-        # (1.85): without it a vanished client is noticed only after 60 s.
-        ("grpc.http2.ping_timeout_ms", _ms(s.keepalive_timeout)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS; gRPC ignores
-        # unknown names silently, so tests/api/test_stream_lifetime.py checks it bites.
-        ("grpc.http2.min_ping_interval_without_data_ms", _ms(s.keepalive_min_interval)),
-        ("grpc.max_connection_idle_ms", _ms(s.connection_idle)),
-        ("grpc.max_connection_age_ms", _ms(s.stream_max_age)),
-        ("grpc.max_connection_age_grace_ms", _ms(s.stream_max_age + AGE_GRACE_MARGIN)),
-    ]
-
-
-def _ms(seconds: float) -> int:
-    """Milliseconds as a gRPC channel argument: a C int, where INT_MAX is "never"."""
-    return max(1, min(2**31 - 1, round(seconds * 1000)))
-
-
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from ``tls_cert``/``tls_key`` (None: plaintext).
-
-    With ``tls_client_ca`` the server asks for a client certificate and
-    refuses a client without one signed by that CA (mutual TLS).
-    """
-    if not settings.tls_cert:
-        return None
-    try:
-        cert = Path(settings.tls_cert).read_bytes()
-        key = Path(settings.tls_key).read_bytes()
-        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
-    except OSError as exc:
-        raise OSError(f"cannot read TLS files: {exc}") from None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
 
 
 class RossbyServer:
@@ -138,8 +62,7 @@ class RossbyServer:
         self.settings = settings
         self.clock = clock
         self.metrics = metrics or Metrics()
-        raw = store or open_store(settings.store, store_options(settings, clock))
-        self.store: Store = MeteredStore(raw, self.metrics, clock)
+        self.store: Store = server_store(settings, store, self.metrics, clock)
         self.notifier = notifier
         self.reuse_port = reuse_port
         self.service: RossbyService | None = None
@@ -191,7 +114,17 @@ class RossbyServer:
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self.settings.listen}: {exc}") from None
         # Built after binding: Hawk signs the real port when listening on :0.
-        self.service = add_rossby_service(self.server, self)
+        self.service = build_service(
+            self.settings,
+            store=self.store,
+            metrics=self.metrics,
+            notifier=self.notifier,
+            clock=self.clock,
+            stopping=self.stopping,
+            port=self.port,
+        )
+        self.service.realtime.bind(reuse_port=self.reuse_port)
+        add_rossby_service(self.server, self.service)
         await self.service.start()
         await self.server.start()
         await self._set_health(True)
@@ -335,13 +268,4 @@ async def run(
             exporter.close()
 
 
-async def serve(settings: Settings) -> int:
-    """``rossby serve``: one process, or a supervisor of ``workers`` processes."""
-    from rossby.server.workers import supervise, worker_count
-
-    workers = worker_count(settings)
-    log.info("config", workers=workers, settings=settings.redacted())
-    if workers == 1:
-        await run(settings)
-        return 0
-    return await supervise(settings, workers)
+__all__ = ["SERVICE_NAME", "RossbyServer", "run", "store_options"]

@@ -119,9 +119,6 @@ class AuthCache:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
-        #: Told (box id, device id) when this process revokes or re-keys a
-        #: device, so state outside the caches (open streams) follows at once.
-        self.device_listeners: list[Callable[[uuid.UUID, uuid.UUID], None]] = []
         #: Devices and boxes this process changed, and when (see ``_mark``).
         self._devices_changed: dict[DeviceKey, float] = {}
         self._rules_changed: dict[uuid.UUID, float] = {}
@@ -154,10 +151,9 @@ class AuthCache:
         changed[key] = now
 
     def device_changed(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
-        """A device was revoked or its keys rotated."""
+        """A device was revoked or its keys rotated (``Accounts`` then tells
+        the open streams: the cache knows nothing beyond itself)."""
         self._mark(self._devices_changed, (box_id, device_id))
-        for listener in self.device_listeners:
-            listener(box_id, device_id)
 
     def box_rules_changed(self, box_id: uuid.UUID) -> None:
         """The box's profile (accept_from) or one of its sender rules changed."""

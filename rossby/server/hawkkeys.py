@@ -32,7 +32,6 @@ drop the old one (docs/operations.md, "Rotating the Hawk master key").
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -43,20 +42,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from rossby.errors import ConfigError
+from rossby.masterkeys import parse_keyring
 
 HAWK_KEY_BYTES = 32
 FORMAT_AES_GCM = 0x01
 NONCE_BYTES = 12
 HEADER_BYTES = 1 + 4
 WRAPPED_BYTES = HEADER_BYTES + NONCE_BYTES + HAWK_KEY_BYTES + 16
-MAX_KEY_ID = 2**32 - 1
-#: The shortest master key accepted, as for the other server secrets.
-MIN_MASTER_BYTES = 16
 KEK_INFO = b"rossby/v1 hawk key wrap"
 AAD_CONTEXT = b"rossby/v1 hawk key"
-
-_ENTRY = re.compile(r"^(\d+):([0-9a-fA-F]+)$")
 
 
 class HawkKeyUnavailable(Exception):
@@ -68,34 +62,6 @@ class HawkKeyUnavailable(Exception):
     def __init__(self, message: str, key_id: int | None) -> None:
         super().__init__(message)
         self.key_id = key_id
-
-
-def parse_keyring(text: str, *, setting: str = "hawk_keys") -> list[tuple[int, bytes]]:
-    """``"2:<hex>,1:<hex>"`` (commas, spaces or newlines between entries):
-    key id, master key; the first entry is the current one."""
-    entries: list[tuple[int, bytes]] = []
-    for raw in re.split(r"[\s,]+", text.strip()):
-        if not raw:
-            continue
-        match = _ENTRY.match(raw)
-        if match is None or len(match.group(2)) % 2:
-            raise ConfigError(
-                f"invalid setting {setting}: entries are <key id>:<hex key>, e.g. 1:{'ab' * 16}"
-            )
-        key_id, key = int(match.group(1)), bytes.fromhex(match.group(2))
-        if not 1 <= key_id <= MAX_KEY_ID:
-            raise ConfigError(f"invalid setting {setting}: key ids are 1 to {MAX_KEY_ID}")
-        if len(key) < MIN_MASTER_BYTES:
-            raise ConfigError(
-                f"invalid setting {setting}: key {key_id} needs at least "
-                f"{2 * MIN_MASTER_BYTES} hex digits"
-            )
-        if any(key_id == other for other, _ in entries):
-            raise ConfigError(f"invalid setting {setting}: key id {key_id} appears twice")
-        entries.append((key_id, key))
-    if not entries:
-        raise ConfigError(f"invalid setting {setting}: no key")
-    return entries
 
 
 def new_keyring_text(key_id: int = 1) -> str:

@@ -9,28 +9,23 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from rossby import errors
 from rossby.contacts import ContactHasher, normalize
 from rossby.server import validate
+from rossby.server.accounts import Accounts
+from rossby.server.authcache import AuthCache
+from rossby.server.caller import Caller
 from rossby.server.compaction import Compactor
+from rossby.server.messages import ephemeral_message, queued_message
 from rossby.server.ratelimit import RateLimit, device_key
+from rossby.server.realtime import Realtime
 from rossby.server.visibility import sees
 from rossby.status import rpc_code_value
-from rossby.store import NewMessage, Store, StoredMessage
+from rossby.store import NewMessage, Store
 from rossby.store.accounts import KeyLogEntry, SenderRule
 from rossby.v1 import rossby_pb2
 
-if TYPE_CHECKING:
-    from rossby.server.accounts import Accounts
-    from rossby.server.authcache import AuthCache
-    from rossby.server.realtime import Realtime
-
-
-FETCH_DEFAULT = 100
-FETCH_MAX = 500
 FETCH_PAGE_BYTES = 2 * 1024 * 1024
 """A Fetch page stops growing here (but always carries one message): gRPC
 clients refuse replies over 4 MiB by default, and 100 messages of 64 KiB
@@ -38,26 +33,6 @@ would be 6.4 MiB, so without a byte budget a box full of large messages
 could not be read with a default-sized page."""
 PER_MESSAGE_OVERHEAD = 8  # field tag and length prefix of each repeated entry
 SEND_CONCURRENCY = 32
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """The device a verified Hawk header speaks for."""
-
-    box_id: uuid.UUID
-    device_id: uuid.UUID
-
-
-def queued_message(m: StoredMessage) -> rossby_pb2.QueuedMessage:
-    """The wire form of a stored message (Fetch pages and Subscribe pushes)."""
-    return rossby_pb2.QueuedMessage(
-        position=m.position,
-        message_id=str(m.message_id),
-        sender_box_id=str(m.sender_box),
-        sender_device_id=str(m.sender_device),
-        received_at_ms=int(m.received_at * 1000),
-        ciphertext=m.ciphertext,
-    )
 
 
 class Inbox:
@@ -71,6 +46,8 @@ class Inbox:
         default_phone_region: str,
         clock: Callable[[], float],
         auth_cache: AuthCache,
+        accounts: Accounts,
+        realtime: Realtime,
         send_limit: RateLimit | None = None,
         compactor: Compactor | None = None,
     ) -> None:
@@ -86,13 +63,11 @@ class Inbox:
         self.send_limit = send_limit
         #: When an Ack compacts its box (rossby.server.compaction).
         self.compactor = compactor or Compactor(store, 0.0)
-        #: Sender rules, profile and key-log head (rossby.server.accounts);
-        #: set by the service.
-        self.accounts: Accounts | None = None
+        #: Sender rules, profile and key-log head (rossby.server.accounts).
+        self.accounts = accounts
         #: Real-time delivery (rossby.server.realtime): told about every
-        #: queued message, and the only path of ephemeral ones. Set by the
-        #: service.
-        self.realtime: Realtime | None = None
+        #: queued message, and the only path of ephemeral ones.
+        self.realtime = realtime
 
     async def request_key(
         self, request: rossby_pb2.RequestKeyRequest, caller: Caller
@@ -142,15 +117,12 @@ class Inbox:
                 for d in devices
             ],
         )
-        if self.accounts is not None:
-            self.accounts.annotate(reply, profile, head)
+        self.accounts.annotate(reply, profile, head)
         return reply
 
     async def _account_reads(
         self, box_id: uuid.UUID, caller: uuid.UUID
     ) -> tuple[SenderRule | None, KeyLogEntry | None]:
-        if self.accounts is None:
-            return None, None
         return await self.accounts.lookup_reads(box_id, caller)
 
     async def send(
@@ -192,9 +164,8 @@ class Inbox:
         boxes: dict[uuid.UUID, asyncio.Task[bool]] = {}
 
         async def load(box_id: uuid.UUID) -> bool:
-            if self.accounts is not None:  # exists, and has not blocked the sender
-                return await self.accounts.deliverable(box_id, caller.box_id)
-            return await self.store.get_box(box_id) is not None
+            # Exists, and has not blocked the sender.
+            return await self.accounts.deliverable(box_id, caller.box_id)
 
         async def box_exists(box_id: uuid.UUID) -> bool:
             return await self.auth_cache.deliverable.get(
@@ -227,38 +198,19 @@ class Inbox:
                 else rossby_pb2.SEND_OUTCOME_QUEUED
             )
             result.position = queued.position
-            if self.realtime is not None:
-                self.realtime.queued(recipient, queued.position)
+            self.realtime.queued(recipient, queued.position)
             return result
 
         results = await asyncio.gather(*(one(r, m) for r, m in parsed))
         return rossby_pb2.SendResponse(results=results)
 
     def _ephemeral(self, recipient: uuid.UUID, message: NewMessage) -> None:
-        if self.realtime is None:
-            return
-        self.realtime.ephemeral(
-            recipient,
-            rossby_pb2.QueuedMessage(
-                position=0,
-                message_id=str(message.message_id),
-                sender_box_id=str(message.sender_box),
-                sender_device_id=str(message.sender_device),
-                received_at_ms=int(self.clock() * 1000),
-                ciphertext=message.ciphertext,
-            ),
-        )
+        self.realtime.ephemeral(recipient, ephemeral_message(message, self.clock()))
 
     async def fetch(
         self, request: rossby_pb2.FetchRequest, caller: Caller
     ) -> rossby_pb2.FetchResponse:
-        limit = request.limit or FETCH_DEFAULT
-        if limit > FETCH_MAX:
-            raise errors.InvalidArgument(
-                f"limit: at most {FETCH_MAX}",
-                reason="TOO_MANY",
-                metadata={"field": "limit", "max": str(FETCH_MAX)},
-            )
+        limit = validate.page_limit(request.limit)
         page = await self.store.fetch(
             caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )

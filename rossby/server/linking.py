@@ -27,8 +27,8 @@ from rossby.crypto.link import join_transcript, mac_ok, verify_complete
 from rossby.crypto.sealed import credentials_aad, seal
 from rossby.logging import get_logger
 from rossby.server import validate
+from rossby.server.caller import Caller
 from rossby.server.hawkkeys import HawkKeyring
-from rossby.server.inbox import Caller
 from rossby.server.keylog import KeyLog, active_keys, ever_listed, to_pb
 from rossby.server.registration import hawk_id
 from rossby.store import Device, DeviceState, Store

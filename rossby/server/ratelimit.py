@@ -32,32 +32,16 @@ from urllib.parse import unquote
 
 from aiolimiter import AsyncLimiter
 from cachetools import TTLCache
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 
 from rossby import errors
-
-OFF: Final = frozenset({"", "0", "off", "none"})
+from rossby.ratespec import parse_limit
 
 #: Keys one limit tracks at once. Past it the least recently used key is
 #: dropped, which forgets that key's count: a bound on memory (about 70 MB)
 #: that only a client rotating through more keys than this within one
 #: period can exploit, and only for the keys it pushes out.
 MAX_KEYS: Final = 200_000
-
-
-def parse_limit(name: str, spec: str) -> RateLimitItem | None:
-    """The parsed limit, None when off; ConfigError names the setting otherwise."""
-    if spec.strip().lower() in OFF:
-        return None
-    try:
-        items = parse_many(spec)
-    except ValueError:
-        items = []
-    if len(items) != 1 or items[0].amount < 1:
-        raise errors.ConfigError(
-            f"invalid setting {name}: {spec!r} is not a rate like '20/hour' or '0' (off)"
-        )
-    return items[0]
 
 
 class RateLimit:

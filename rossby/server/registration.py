@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from rossby import errors
+from rossby.config import EXPIRED_GRACE
 from rossby.contacts import ContactHasher, NormalizedContact, normalize
 from rossby.crypto.keys import verify_authorize_signature
 from rossby.crypto.sealed import credentials_aad, seal
@@ -35,9 +36,6 @@ from rossby.v1 import rossby_pb2
 log = get_logger(__name__)
 
 CODE_DIGITS = 6
-#: How long a registration outlives its code, so a late Authorize hears
-#: CODE_EXPIRED rather than an unhelpful REGISTRATION_NOT_FOUND.
-EXPIRED_GRACE = 3600.0
 
 
 def new_code() -> str:
@@ -126,6 +124,7 @@ class Registrar:
         contact_codes: ContactCodeLimit,
         register_per_address: RateLimit,
         authorize_failures_per_address: RateLimit,
+        on_box_created: Callable[[Device, Sequence[bytes]], Awaitable[None]],
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -147,7 +146,7 @@ class Registrar:
         self.authorize_failures_per_address = authorize_failures_per_address
         #: Called once the box exists, before its contacts are claimed (the
         #: accounts module records the key log's genesis entry there).
-        self.on_box_created: Callable[[Device, Sequence[bytes]], Awaitable[None]] | None = None
+        self.on_box_created = on_box_created
 
     def _code_hash(self, device_id: uuid.UUID, contact_hash: bytes, code: str) -> bytes:
         msg = device_id.bytes + contact_hash + code.encode()
@@ -369,8 +368,7 @@ class Registrar:
         )
         await self.store.create_box(Box(box_id, self.home_region, now), device)
         device = await self.store.get_device(box_id, device_id) or device
-        if self.on_box_created is not None:
-            await self.on_box_created(device, registration.contact_hashes)
+        await self.on_box_created(device, registration.contact_hashes)
         won: list[bytes] = []
         for contact_hash in registration.contact_hashes:
             owner = await self.store.claim_contact(contact_hash, box_id)

@@ -1,7 +1,9 @@
 """The Rossby gRPC service: wiring of handlers, Hawk, errors and logs.
 
-Handlers live in ``registration`` (Register, Authorize) and ``inbox``
-(RequestKey, Send, Fetch, Ack). This module gives each one its Hawk wrapper,
+Handlers live in ``registration`` (Register, Authorize), ``inbox``
+(RequestKey, Send, Fetch, Ack), ``account_rpcs`` and ``realtime``
+(Subscribe); ``rossby.server.wiring`` builds them and hands them to
+``RossbyService``. This module gives each one its Hawk wrapper,
 the single error hook that maps ``RossbyError`` to a status (and anything
 else to a bare INTERNAL), and one structured log line per RPC.
 
@@ -25,37 +27,30 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from rossby import errors
-from rossby.contacts import ContactHasher
-from rossby.hawk import HawkVerifier, NonceCache
+from rossby.config import Settings
+from rossby.hawk import HawkVerifier
 from rossby.logging import get_logger
 from rossby.server.account_rpcs import AccountRpcs
-from rossby.server.auth import HawkAuth, Identity, identity_lookup
-from rossby.server.authcache import AuthCache
+from rossby.server.auth import HawkAuth, Identity
+from rossby.server.caller import Caller
 from rossby.server.compaction import Compactor
-from rossby.server.hawkkeys import HawkKeyUnavailable
-from rossby.server.inbox import Caller, Inbox
-from rossby.server.logtags import box_tag, log_key
-from rossby.server.metrics import MeteredNotifier, Metrics
-from rossby.server.notify import Notifier, NotifierConfig, build_notifier
+from rossby.server.inbox import Inbox
+from rossby.server.logtags import box_tag
+from rossby.server.metrics import Metrics
+from rossby.server.notify import Notifier
 from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.realtime import Realtime
-from rossby.server.registration import ContactCodeLimit, Registrar
+from rossby.server.registration import Registrar
 from rossby.server.replay import ReplayGuard
-from rossby.server.secrets import load_hawk_keyring, load_secret
 from rossby.server.sizes import limit_size, request_limits
 from rossby.status import INTERNAL_STATUS, status_code, to_grpc_status
-from rossby.store import DeviceState
 from rossby.v1 import rossby_pb2 as pb
-
-if TYPE_CHECKING:
-    from rossby.config import Settings
-    from rossby.server.app import RossbyServer
 
 log = get_logger("rossby.rpc")
 
@@ -115,23 +110,6 @@ async def abort_with_error(exc: Exception, context: Any) -> None:
     await context.abort_with_status(INTERNAL_STATUS)
 
 
-def notifier_config(settings: Settings) -> NotifierConfig:
-    return NotifierConfig(
-        kind=settings.notifier,  # type: ignore[arg-type]
-        outbox_dir=settings.outbox_dir,
-        smtp_host=settings.smtp_host or None,
-        smtp_port=settings.smtp_port or None,
-        smtp_security=settings.smtp_security,  # type: ignore[arg-type]
-        smtp_username=settings.smtp_username or None,
-        smtp_password=settings.smtp_password or None,
-        smtp_from=settings.smtp_from or None,
-        webhook_url=settings.webhook_url or None,
-        webhook_token=settings.webhook_token or None,
-        phone_via=settings.phone_via,  # type: ignore[arg-type]
-        timeout_seconds=settings.notifier_timeout,
-    )
-
-
 def _observed(
     method: str, handler: grpc.RpcMethodHandler, metrics: Metrics
 ) -> grpc.RpcMethodHandler:
@@ -186,138 +164,40 @@ def _caller(identity: Identity) -> Caller:
 
 
 class RossbyService:
-    """Owns the per-process parts: notifier, Hawk verifier, nonce cache."""
+    """The Rossby service of one process: its handlers, each wrapped once.
 
-    def __init__(self, app: RossbyServer, notifier: Notifier | None = None) -> None:
-        settings = app.settings
+    Receives every part built (``rossby.server.wiring``); owns only the
+    per-RPC concerns: Hawk, the error hook, the log line and metrics.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        notifier: Notifier,
+        log_key: bytes,
+        registrar: Registrar,
+        inbox: Inbox,
+        compactor: Compactor,
+        account_rpcs: AccountRpcs,
+        account_limit: RateLimit,
+        realtime: Realtime,
+        verifier: HawkVerifier,
+        replay_guard: ReplayGuard,
+    ) -> None:
         self.settings = settings
-        self.store = app.store
-        self.metrics = app.metrics
-        self.notifier: Notifier = MeteredNotifier(
-            notifier or build_notifier(notifier_config(settings)), app.metrics
-        )
-        hasher = ContactHasher(load_secret(settings, "contact_hash_key"))
-        server_secret = load_secret(settings, "server_secret")
-        self._log_key = log_key(server_secret)
-        self.auth_cache = AuthCache(settings.auth_cache_ttl)
-        self.hawk_keys = load_hawk_keyring(settings)
-        self.registrar = Registrar(
-            app.store,
-            self.notifier,
-            hasher,
-            server_secret,
-            self.hawk_keys,
-            log_key=self._log_key,
-            home_region=settings.region or "dc1",
-            code_ttl=settings.code_ttl,
-            code_attempts=settings.code_attempts,
-            resend_interval=settings.resend_interval,
-            max_contacts=settings.max_contacts,
-            default_phone_region=settings.default_phone_region,
-            clock=app.clock,
-            contact_codes=ContactCodeLimit(
-                settings.register_contact_limit,
-                settings.register_contact_window,
-                settings.register_contact_ceiling,
-                tag_key=server_secret,
-            ),
-            register_per_address=RateLimit(
-                "register_rate_per_address",
-                settings.register_rate_per_address,
-                reason="ADDRESS_RATE_LIMITED",
-            ),
-            authorize_failures_per_address=RateLimit(
-                "authorize_failures_per_address",
-                settings.authorize_failures_per_address,
-                reason="ADDRESS_RATE_LIMITED",
-            ),
-        )
-        self.compactor = Compactor(app.store, settings.compact_interval)
-        self.inbox = Inbox(
-            app.store,
-            hasher,
-            max_message_bytes=settings.max_message_bytes,
-            max_recipients=settings.max_recipients,
-            default_phone_region=settings.default_phone_region,
-            clock=app.clock,
-            auth_cache=self.auth_cache,
-            send_limit=RateLimit(
-                "send_rate_per_device", settings.send_rate_per_device, reason="SEND_RATE_LIMITED"
-            ),
-            compactor=self.compactor,
-        )
-        self.account_limit = RateLimit(
-            "account_rate_per_device",
-            settings.account_rate_per_device,
-            reason="ACCOUNT_RATE_LIMITED",
-        )
-        self.account_rpcs = AccountRpcs(
-            settings,
-            app.store,
-            self.registrar,
-            self.inbox,
-            self.notifier,
-            hasher,
-            server_secret,
-            app.clock,
-            self.auth_cache,
-        )
-        self.realtime = Realtime(app, server_secret)
-        self.inbox.realtime = self.realtime
-        # Open streams re-check their device like every call does (within
-        # auth_cache_ttl), and at once when this process changes it.
-        self.realtime.device_check = self._active_since
-        self.auth_cache.device_listeners.append(self.realtime.device_changed)
-        self.verifier = HawkVerifier(
-            identity_lookup(self._hawk_key),
-            host=settings.hawk_host,
-            port=settings.public_port or app.port,
-            nonce_cache=NonceCache(settings.hawk_skew),
-            skew_seconds=settings.hawk_skew,
-            clock=app.clock,
-        )
-        self.replay_guard = ReplayGuard(app.store, skew_seconds=settings.hawk_skew)
-
-    async def _hawk_key(self, identity: Identity) -> bytes | None:
-        """The caller's Hawk key, opened from its stored (wrapped) form.
-
-        Unwrapping happens inside the cache's loader, so it costs one
-        AES-GCM open per cache miss and nothing on a hit. A key that does
-        not open (its master key was retired, or the row was tampered with)
-        refuses the call like an unknown device, and is logged for the
-        operator; refusals are not cached.
-        """
-        box_id, device_id = uuid.UUID(identity.box_id), uuid.UUID(identity.device_id)
-        key, _ = await self._hawk_key_entry(box_id, device_id)
-        return key
-
-    async def _hawk_key_entry(
-        self, box_id: uuid.UUID, device_id: uuid.UUID
-    ) -> tuple[bytes | None, float]:
-        async def load() -> bytes | None:
-            device = await self.store.get_device(box_id, device_id)
-            if device is None or device.state is not DeviceState.ACTIVE:
-                return None
-            try:
-                return self.hawk_keys.unwrap(box_id, device_id, device.hawk_key)
-            except HawkKeyUnavailable as exc:
-                log.error(
-                    "hawk_key_unavailable",
-                    key_id=exc.key_id,
-                    box=box_tag(self._log_key, str(box_id)),
-                    hint="the master key that wrapped it is not in hawk_keys",
-                )
-                return None
-
-        return await self.auth_cache.hawk_keys.get_entry(
-            (box_id, device_id), load, lambda key: key is not None
-        )
-
-    async def _active_since(self, box_id: uuid.UUID, device_id: uuid.UUID) -> float | None:
-        """For open streams: when "this device is active" was read (monotonic,
-        as the auth cache keeps it), or None once it is not."""
-        key, read_at = await self._hawk_key_entry(box_id, device_id)
-        return None if key is None else read_at
+        self.metrics = metrics
+        self.notifier = notifier
+        self._log_key = log_key
+        self.registrar = registrar
+        self.inbox = inbox
+        self.compactor = compactor
+        self.account_rpcs = account_rpcs
+        self.account_limit = account_limit
+        self.realtime = realtime
+        self.verifier = verifier
+        self.replay_guard = replay_guard
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         auth = HawkAuth(
@@ -413,11 +293,8 @@ class RossbyService:
         await self.notifier.close()
 
 
-def add_rossby_service(server: grpc.aio.Server, app: RossbyServer) -> RossbyService:
+def add_rossby_service(server: grpc.aio.Server, service: RossbyService) -> None:
     """Register the Rossby service's handlers on ``server``."""
-    service = RossbyService(app, notifier=app.notifier)
-    service.realtime.bind(reuse_port=app.reuse_port)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("rossby.v1.Rossby", service.handlers()),)
     )
-    return service

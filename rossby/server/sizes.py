@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import grpc
 
 from rossby import errors
+from rossby.config import Settings
 from rossby.contacts import MAX_CONTACT_LENGTH
 from rossby.v1 import peer_pb2, rossby_pb2
-
-if TYPE_CHECKING:
-    from rossby.config import Settings
 
 ErrorHook = Callable[[Exception, Any], Awaitable[object]]
 

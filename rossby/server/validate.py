@@ -15,6 +15,23 @@ from rossby.store import DeviceKeys
 from rossby.v1 import rossby_pb2
 
 MAX_DEVICE_NAME = 64
+#: Messages per Fetch page or Subscribe read: the default and the most.
+FETCH_DEFAULT = 100
+FETCH_MAX = 500
+
+
+def page_limit(requested: int) -> int:
+    """A Fetch or Subscribe ``limit``: 0 is the default, more than
+    ``FETCH_MAX`` is INVALID_ARGUMENT ``TOO_MANY``. One check for both, so a
+    page and a stream's reads cannot disagree on what a client may ask."""
+    limit = requested or FETCH_DEFAULT
+    if limit > FETCH_MAX:
+        raise InvalidArgument(
+            f"limit: at most {FETCH_MAX}",
+            reason="TOO_MANY",
+            metadata={"field": "limit", "max": str(FETCH_MAX)},
+        )
+    return limit
 
 
 def parse_id(field: str, value: str) -> uuid.UUID:

@@ -61,15 +61,34 @@ from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import structlog
+from prometheus_client import multiprocess
+
 from rossby.config import Settings
 from rossby.errors import RossbyError
 from rossby.logging import configure_logging, get_logger
+from rossby.server.app import run
+from rossby.server.metrics import MULTIPROC_ENV, multiprocess_registry, start_exporter
+from rossby.server.secrets import load_secret
+from rossby.server.tls import server_credentials
+from rossby.store import open_store
+from rossby.store.from_settings import store_options
 
 log = get_logger(__name__)
 
 #: Seconds a worker may take beyond ``grace`` to stop before it is killed.
 STOP_MARGIN = 10.0
 POLL = 0.2
+
+
+async def serve(settings: Settings) -> int:
+    """``rossby serve``: one process, or a supervisor of ``workers`` processes."""
+    workers = worker_count(settings)
+    log.info("config", workers=workers, settings=settings.redacted())
+    if workers == 1:
+        await run(settings)
+        return 0
+    return await supervise(settings, workers)
 
 
 def worker_count(settings: Settings) -> int:
@@ -148,10 +167,6 @@ def worker_main(settings: Settings, index: int) -> None:
     # nothing is in flight, so just leave.
     signal.signal(signal.SIGTERM, _exit_now)
     _die_with_parent()
-    import structlog
-
-    from rossby.server.app import run
-
     configure_logging(settings.log_format, settings.log_level)
     structlog.contextvars.bind_contextvars(worker=index)
     try:
@@ -167,10 +182,6 @@ def worker_main(settings: Settings, index: int) -> None:
 
 async def _preflight(settings: Settings) -> None:
     """Fail once, in the supervisor, on what would fail in every worker."""
-    from rossby.server.app import server_credentials, store_options
-    from rossby.server.secrets import load_secret
-    from rossby.store import open_store
-
     server_credentials(settings)
     load_secret(settings, "contact_hash_key")
     load_secret(settings, "server_secret")
@@ -180,10 +191,6 @@ async def _preflight(settings: Settings) -> None:
 
 async def supervise(settings: Settings, workers: int) -> int:
     """Run ``workers`` serving processes until SIGTERM/SIGINT; answer the exit code."""
-    from prometheus_client import multiprocess
-
-    from rossby.server.metrics import MULTIPROC_ENV, multiprocess_registry, start_exporter
-
     await _preflight(settings)
     held, port = reserve_port(settings.listen)
     metrics_dir = tempfile.mkdtemp(prefix="rossby-metrics-")
@@ -266,4 +273,4 @@ async def _stop_all(processes: list[BaseProcess], patience: float) -> list[int |
     return [p.exitcode for p in processes]
 
 
-__all__ = ["reserve_port", "supervise", "worker_count", "worker_main"]
+__all__ = ["reserve_port", "serve", "supervise", "worker_count", "worker_main"]

@@ -2,10 +2,11 @@
 
 ``Realtime`` is the one object the rest of the server sees:
 
-* ``RossbyService`` builds it and hands ``queued``/``ephemeral`` to the
-  inbox (Send calls them after each enqueue) and its ``subscribe_handler``
-  to the Rossby service;
-* ``add_rossby_service`` calls ``bind``: it builds the internal
+* the process wiring (``rossby.server.wiring``) builds it with what it
+  needs (settings, store, metrics, the stopping event, the device check),
+  hands it to the inbox (Send calls ``queued``/``ephemeral`` after each
+  enqueue) and its ``subscribe_handler`` to the Rossby service;
+* the server calls ``bind`` before serving: it builds the internal
   ``rossby.v1.Peer`` service's own gRPC server on its own port
   (``peer_listen``, by default a free port on the listen host; with
   ``--workers`` one per worker, since the shared port reaches a random
@@ -24,29 +25,29 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from rossby import errors
+from rossby.config import Settings
 from rossby.errors import ConfigError
 from rossby.hawk import HAWK_UNKNOWN_ID
 from rossby.logging import get_logger
+from rossby.server import validate
 from rossby.server.auth import HawkAuth, parse_hawk_id
+from rossby.server.metrics import Metrics
 from rossby.server.realtime.hub import Hub
 from rossby.server.realtime.metrics import RealtimeMetrics
 from rossby.server.realtime.peer import SERVICE as PEER_SERVICE
 from rossby.server.realtime.peer import PeerClient, PeerService, peer_key
 from rossby.server.realtime.stream import Stream
 from rossby.server.sizes import SMALL, limit_size, request_limits
+from rossby.server.tls import peer_channel_factory, server_credentials
 from rossby.status import INTERNAL_STATUS, to_grpc_status
+from rossby.store import Store
 from rossby.v1 import rossby_pb2 as pb
-
-if TYPE_CHECKING:
-    from rossby.config import Settings
-    from rossby.server.app import RossbyServer
 
 log = get_logger("rossby.realtime")
 
@@ -55,8 +56,6 @@ PEER_GRACE = 1.0
 #: Seconds past ``presence_cache_ttl`` a new stream waits for its resync
 #: read: room for scheduling and for clocks that tick at slightly other rates.
 RESYNC_MARGIN = 0.1
-FETCH_DEFAULT = 100
-FETCH_MAX = 500
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 ErrorHook = Callable[[Exception, Any], Awaitable[object]]
@@ -82,52 +81,40 @@ def _own_host() -> str:
         return "127.0.0.1"
 
 
-def peer_channel_factory(settings: Settings) -> Callable[[str], grpc.aio.Channel]:
-    """Channels to peers: plaintext, or TLS when this server serves TLS.
-
-    With TLS, peers' certificates are checked against ``peer_tls_ca`` (else
-    the system roots) under the name ``public_host`` when set; with mutual
-    TLS the server presents its own certificate as the client certificate.
-    """
-    if not settings.tls_cert:
-        return lambda address: grpc.aio.insecure_channel(address)
-    ca = Path(settings.peer_tls_ca).read_bytes() if settings.peer_tls_ca else None
-    cert = key = None
-    if settings.tls_client_ca:
-        cert = Path(settings.tls_cert).read_bytes()
-        key = Path(settings.tls_key).read_bytes()
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=ca, private_key=key, certificate_chain=cert
-    )
-    options = []
-    if settings.public_host:
-        options.append(("grpc.ssl_target_name_override", settings.public_host))
-    return lambda address: grpc.aio.secure_channel(address, credentials, options=options)
-
-
 class Realtime:
     """Subscribe, the hub, presence and the peer service of one process."""
 
-    def __init__(self, app: RossbyServer, server_secret: bytes) -> None:
-        settings = app.settings
-        self.app = app
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        stopping: asyncio.Event,
+        server_secret: bytes,
+        device_check: DeviceCheck,
+    ) -> None:
         self.settings = settings
-        self.store = app.store
-        self.clock: Callable[[], float] = app.clock
+        self.store = store
+        self.clock = clock
+        #: Set when the server begins to stop: every open stream ends then.
+        self.stopping = stopping
+        self.rpc_metrics = metrics
         self.server_id = uuid.uuid4().hex
-        self.metrics = RealtimeMetrics(app.metrics.registry)
+        self.metrics = RealtimeMetrics(metrics.registry)
         self.hub = Hub(
-            app.store,
+            store,
             self.metrics,
             server_id=self.server_id,
             region=settings.region or "",
             presence_ttl=settings.presence_ttl,
             presence_cache_ttl=settings.presence_cache_ttl,
-            clock=app.clock,
+            clock=clock,
         )
         key = peer_key(server_secret)
         self.peers = PeerClient(
-            key, self.server_id, self.metrics, peer_channel_factory(settings), clock=app.clock
+            key, self.server_id, self.metrics, peer_channel_factory(settings), clock=clock
         )
         self.peer_service = PeerService(
             key,
@@ -135,12 +122,12 @@ class Realtime:
             self.hub,
             self.metrics,
             skew_seconds=settings.hawk_skew,
-            clock=app.clock,
+            clock=clock,
         )
         self.address = ""
-        #: When "this device is active" was read, None once it is not (set
-        #: by the service: the Hawk key lookup through the auth cache).
-        self.device_check: DeviceCheck | None = None
+        #: When "this device is active" was read, None once it is not (the
+        #: Hawk key lookup through the auth cache, ``DeviceKeys.active_since``).
+        self.device_check = device_check
         self._streams: set[Stream] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._server: grpc.aio.Server | None = None
@@ -168,8 +155,6 @@ class Realtime:
                 "invalid setting peer_address/peer_listen: with several workers give only a "
                 "host; each worker binds a Peer port of its own"
             )
-        from rossby.server.app import server_credentials
-
         limits = request_limits(s)
         notify_limit = limits[f"/{PEER_SERVICE}/Notify"]
         server = grpc.aio.server(
@@ -220,7 +205,7 @@ class Realtime:
         log.info("realtime", peer_address=self.address, server_id=self.server_id)
 
     async def _watch_stopping(self) -> None:
-        await self.app.stopping.wait()
+        await self.stopping.wait()
         for stream in list(self._streams):
             stream.stop()
 
@@ -257,7 +242,7 @@ class Realtime:
     ) -> grpc.RpcMethodHandler:
         """``rossby.v1.Rossby/Subscribe``: Hawk over the request bytes, once."""
         resource = auth.resource("Subscribe")
-        metrics = self.app.metrics
+        metrics = self.rpc_metrics
 
         async def behavior(raw: bytes, context: Any) -> None:
             start = time.perf_counter()
@@ -305,19 +290,13 @@ class Realtime:
         return grpc.unary_stream_rpc_method_handler(behavior)
 
     def _stream(self, box_id: str, device_id: str, request: pb.SubscribeRequest) -> Stream:
-        limit = request.limit or FETCH_DEFAULT
-        if limit > FETCH_MAX:
-            raise errors.InvalidArgument(
-                f"limit: at most {FETCH_MAX}",
-                reason="TOO_MANY",
-                metadata={"field": "limit", "max": str(FETCH_MAX)},
-            )
+        limit = validate.page_limit(request.limit)
         s = self.settings
         box, device = uuid.UUID(box_id), uuid.UUID(device_id)
         check = self.device_check
 
         async def authorized() -> float | None:
-            return None if check is None else await check(box, device)
+            return await check(box, device)
 
         return Stream(
             store=self.store,
@@ -334,7 +313,7 @@ class Realtime:
             write_timeout=s.stream_write_timeout,
             max_age=s.stream_max_age,
             clock=self.clock,
-            authorized=authorized if check is not None else None,
+            authorized=authorized,
             recheck=s.auth_cache_ttl,
             resync_after=s.presence_cache_ttl + RESYNC_MARGIN if s.presence_cache_ttl else 0.0,
         )

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -46,11 +46,9 @@ from rossby import errors
 from rossby.logging import get_logger
 from rossby.server.realtime.metrics import RealtimeMetrics
 from rossby.server.realtime.peer import PeerClient, Receiver
+from rossby.server.realtime.stream import Stream
 from rossby.store.base import Presence, Store
 from rossby.v1 import rossby_pb2 as pb
-
-if TYPE_CHECKING:
-    from rossby.server.realtime.stream import Stream
 
 log = get_logger(__name__)
 

@@ -54,17 +54,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rossby import errors
 from rossby.hawk import HAWK_UNKNOWN_ID
-from rossby.server.inbox import queued_message
+from rossby.server.messages import queued_message
 from rossby.server.realtime.metrics import RealtimeMetrics
 from rossby.store.base import Store
 from rossby.v1 import rossby_pb2 as pb
-
-if TYPE_CHECKING:
-    from rossby.server.realtime.hub import Hub
 
 #: A stream's lifetime is ``max_age`` less up to this fraction of it.
 MAX_AGE_JITTER = 0.1
@@ -85,6 +82,18 @@ _RECHECK = pb.SubscribeEvent()
 _GUARDED = frozenset({"message", "ephemeral"})
 
 
+class Registry(Protocol):
+    """What a stream needs of the hub: to be counted in while it runs.
+
+    Named here rather than importing the hub, which itself drives streams
+    (wakes, ephemeral offers, rechecks): the hub depends on streams, a
+    stream only on this."""
+
+    async def attach(self, stream: Stream, limit: int) -> None: ...
+
+    def detach(self, stream: Stream) -> None: ...
+
+
 class Stream:
     """State of one open Subscribe RPC."""
 
@@ -92,7 +101,7 @@ class Stream:
         self,
         *,
         store: Store,
-        hub: Hub,
+        hub: Registry,
         metrics: RealtimeMetrics,
         box_id: uuid.UUID,
         device_id: uuid.UUID,
@@ -401,4 +410,4 @@ class Stream:
             self._recent = {k: p for k, p in self._recent.items() if p > floor}
 
 
-__all__ = ["Stream"]
+__all__ = ["Registry", "Stream"]
