@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rossby.config import Settings
 from rossby.logging import get_logger
-from rossby.server.metrics import MeteredStore, Metrics, start_exporter
+from rossby.server.metrics import Metrics, metered_store, start_exporter
 from rossby.server.notify import Notifier
 from rossby.server.registration import EXPIRED_GRACE
 from rossby.server.service import RossbyService, add_rossby_service
@@ -139,7 +139,7 @@ class RossbyServer:
         self.clock = clock
         self.metrics = metrics or Metrics()
         raw = store or open_store(settings.store, store_options(settings, clock))
-        self.store: Store = MeteredStore(raw, self.metrics, clock)
+        self.store: Store = metered_store(raw, self.metrics, clock)
         self.notifier = notifier
         self.reuse_port = reuse_port
         self.service: RossbyService | None = None

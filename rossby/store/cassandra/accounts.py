@@ -277,7 +277,8 @@ class CassandraAccounts(AccountStore):
             (box_id,),
             KEYS,
         )
-        return [bytes(r[0]) for r in sorted(rows, key=lambda r: (r[1] or 0.0, r[0]))]
+        ordered = sorted(rows, key=lambda r: (r["added_at"] or 0.0, r["contact_hash"]))
+        return [bytes(r["contact_hash"]) for r in ordered]
 
     async def add_box_contact(self, box_id: uuid.UUID, contact_hash: bytes) -> None:
         await self._acc(
@@ -397,7 +398,7 @@ class CassandraAccounts(AccountStore):
             (box_id, other),
             KEYS,
         )
-        return SenderRule(rows[0][0]) if rows and rows[0][0] else None
+        return SenderRule(rows[0]["rule"]) if rows and rows[0]["rule"] else None
 
     async def has_sender_rules(self, box_id: uuid.UUID) -> bool:
         rows = await self._acc(
@@ -411,7 +412,8 @@ class CassandraAccounts(AccountStore):
             (box_id,),
             KEYS,
         )
-        return sorted((r[0] for r in rows if r[1] == rule.value), key=lambda u: u.bytes)
+        others = (r["other_id"] for r in rows if r["rule"] == rule.value)
+        return sorted(others, key=lambda u: u.bytes)
 
 
 __all__ = ["CassandraAccounts"]

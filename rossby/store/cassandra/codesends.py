@@ -82,7 +82,7 @@ class CassandraCodeSends:
             reads = await asyncio.gather(
                 *(self._code_send_run("recent", (key, now - window, n)) for key, n in buckets)
             )
-            recent = [[float(row[0]) for row in rows] for rows in reads]
+            recent = [[float(row["sent_at"]) for row in rows] for rows in reads]
             refusal = code_send_refusal(
                 recent, now=now, window=window, limit=limit, limits=[n for _, n in buckets]
             )
