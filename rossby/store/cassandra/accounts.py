@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rossby.errors import NotFound, StoreUnavailable
+from rossby.errors import NotFound
 from rossby.store.accounts import (
     AccountStore,
     ContactChallenge,
@@ -37,7 +37,7 @@ from rossby.store.accounts import (
     SenderRule,
 )
 from rossby.store.base import StoreOptions
-from rossby.store.cassandra.attempts import reserve
+from rossby.store.cassandra.attempts import insert_or_replace, reserve_counter
 from rossby.store.cassandra.config import CONTACTS, KEYS, REGISTRATIONS
 
 if TYPE_CHECKING:
@@ -126,6 +126,10 @@ class CassandraAccounts(AccountStore):
         return await self._db.execute(
             cql.replace("{ks}", self._settings.keyspace), params, profile=profile
         )
+
+    async def _account_lwt(self, cql: str, params: Sequence[Any]) -> list[Any]:
+        """An LWT on a row of link offers or contact challenges (SERIAL)."""
+        return await self._acc(cql, params, REGISTRATIONS)
 
     def _ttl(self, keep_until: float) -> int:
         return max(1, math.ceil(keep_until - self.options.clock()))
@@ -220,25 +224,18 @@ class CassandraAccounts(AccountStore):
             current = await self.get_link_offer(offer_id)
             if current is None:
                 raise NotFound("no such link offer")
-
-            async def cas(attempts: int, keep: Any) -> dict[str, Any]:
-                if not self._live(keep):
-                    raise NotFound("no such link offer")
-                rows = await self._acc(
-                    "UPDATE {ks}.link_offers USING TTL ? SET attempts = ? WHERE offer_id = ?"
-                    " IF attempts = ? AND keep_until = ?",
-                    (self._ttl(keep), attempts + 1, offer_id, attempts, keep),
-                    REGISTRATIONS,
-                )
-                return dict(rows[0])
-
-            return await reserve(
-                current.attempts,
-                current.keep_until,
-                cas,
+            return await reserve_counter(
+                self._account_lwt,
+                "UPDATE {ks}.link_offers USING TTL ? SET attempts = ? WHERE offer_id = ?"
+                " IF attempts = ? AND keep_until = ?",
+                (offer_id,),
+                attempts=current.attempts,
+                version=current.keep_until,
+                ttl=self._ttl,
                 limit=limit,
                 version_column="keep_until",
                 what="link offer",
+                live=self._live,
             )
 
     async def transition_link_offer(self, offer: LinkOffer, expected: LinkState) -> bool:
@@ -301,25 +298,22 @@ class CassandraAccounts(AccountStore):
         values = (c.code_hash, c.sent_at, c.expires_at, c.keep_until, c.attempts)
         ttl = self._ttl(c.keep_until)
         async with self._locks.hold(("challenge", c.box_id, c.contact_hash)):
-            for _ in range(CAS_ROUNDS):
-                rows = await self._acc(
+            await insert_or_replace(
+                self._account_lwt,
+                (
                     f"INSERT INTO {{ks}}.contact_challenges ({_CHALLENGE_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
                     (c.box_id, c.contact_hash, *values, ttl),
-                    REGISTRATIONS,
-                )
-                if rows[0][APPLIED]:
-                    return
-                rows = await self._acc(
+                ),
+                (
                     "UPDATE {ks}.contact_challenges USING TTL ? SET code_hash = ?, sent_at = ?,"
                     " expires_at = ?, keep_until = ?, attempts = ?"
                     " WHERE box_id = ? AND contact_hash = ? IF EXISTS",
                     (ttl, *values, c.box_id, c.contact_hash),
-                    REGISTRATIONS,
-                )
-                if rows[0][APPLIED]:
-                    return
-        raise StoreUnavailable("store: contact challenge kept changing", applied=False)
+                ),
+                rounds=CAS_ROUNDS,
+                contended="store: contact challenge kept changing",
+            )
 
     async def get_contact_challenge(
         self, box_id: uuid.UUID, contact_hash: bytes
@@ -342,27 +336,20 @@ class CassandraAccounts(AccountStore):
             if current is None or current.sent_at != sent_at:
                 raise NotFound("no such contact challenge")
             keep = current.keep_until
-
-            async def cas(attempts: int, sent: Any) -> dict[str, Any]:
-                if not self._live(keep):
-                    raise NotFound("no such contact challenge")
-                # Conditioned on sent_at too: a resend in between resets the
-                # counter, and this code belongs to the old one.
-                rows = await self._acc(
-                    "UPDATE {ks}.contact_challenges USING TTL ? SET attempts = ?"
-                    " WHERE box_id = ? AND contact_hash = ? IF attempts = ? AND sent_at = ?",
-                    (self._ttl(keep), attempts + 1, box_id, contact_hash, attempts, sent),
-                    REGISTRATIONS,
-                )
-                return dict(rows[0])
-
-            return await reserve(
-                current.attempts,
-                sent_at,
-                cas,
+            # Conditioned on sent_at too: a resend in between resets the
+            # counter, and this code belongs to the old one.
+            return await reserve_counter(
+                self._account_lwt,
+                "UPDATE {ks}.contact_challenges USING TTL ? SET attempts = ?"
+                " WHERE box_id = ? AND contact_hash = ? IF attempts = ? AND sent_at = ?",
+                (box_id, contact_hash),
+                attempts=current.attempts,
+                version=sent_at,
+                ttl=lambda _sent: self._ttl(keep),
                 limit=limit,
                 version_column="sent_at",
                 what="contact challenge",
+                live=lambda _sent: self._live(keep),
             )
 
     async def delete_contact_challenge(self, box_id: uuid.UUID, contact_hash: bytes) -> None:
