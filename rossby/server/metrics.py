@@ -42,7 +42,6 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from rossby.contacts import ContactKind, NormalizedContact
-from rossby.replication.homes import HomeRegions
 from rossby.server.notify import Notifier
 from rossby.store import (
     Compaction,
@@ -53,6 +52,7 @@ from rossby.store import (
     Position,
     Store,
 )
+from rossby.store.base import HomeRegions
 
 T = TypeVar("T")
 

@@ -45,6 +45,7 @@ All methods are coroutines and may raise ``StoreUnavailable``.
 
 from __future__ import annotations
 
+from rossby.replication.homes import HomeRecord, HomeRegions, Reconciled
 from rossby.store.accounts import (
     AccountStore,
     ContactChallenge,
@@ -92,6 +93,8 @@ __all__ = [
     "DeviceKeys",
     "DeviceState",
     "Enqueued",
+    "HomeRecord",
+    "HomeRegions",
     "KeyLogEntry",
     "LinkOffer",
     "LinkState",
@@ -102,6 +105,7 @@ __all__ = [
     "Presence",
     "PresenceStore",
     "Profile",
+    "Reconciled",
     "Registration",
     "SenderRule",
     "Store",
