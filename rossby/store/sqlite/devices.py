@@ -21,13 +21,17 @@ _DEVICE_COLUMNS = (
 
 def _device(row: Any) -> Device:
     return Device(
-        box_id=_u(row[0]),
-        device_id=_u(row[1]),
-        name=row[2],
-        keys=DeviceKeys(encryption_key=row[3], signing_key=row[4], key_signature=row[5]),
-        hawk_key=row[6],
-        state=DeviceState(row[7]),
-        created_at=row[8],
+        box_id=_u(row["box_id"]),
+        device_id=_u(row["device_id"]),
+        name=row["name"],
+        keys=DeviceKeys(
+            encryption_key=row["encryption_key"],
+            signing_key=row["signing_key"],
+            key_signature=row["key_signature"],
+        ),
+        hawk_key=row["hawk_key"],
+        state=DeviceState(row["state"]),
+        created_at=row["created_at"],
     )
 
 
@@ -108,14 +112,16 @@ class SqliteDevices(WorkerCalls):
                 conn, "SELECT home_region, created_at FROM boxes WHERE box_id = ?", (_b(box_id),)
             )
         )
-        return None if row is None else Box(box_id=box_id, home_region=row[0], created_at=row[1])
+        if row is None:
+            return None
+        return Box(box_id=box_id, home_region=row["home_region"], created_at=row["created_at"])
 
     async def add_device(self, device: Device) -> None:
         def body(conn: sqlite3.Connection) -> None:
             queue = _row(conn, "SELECT head FROM queues WHERE box_id = ?", (_b(device.box_id),))
             if queue is None:
                 raise NotFound(f"no box {device.box_id}")
-            _insert_device(conn, device, queue[0])
+            _insert_device(conn, device, queue["head"])
 
         await self._write(body)
 
@@ -212,11 +218,11 @@ class SqliteDevices(WorkerCalls):
             return None
         return Profile(
             box_id=box_id,
-            display_name=row[0],
-            description=row[1],
-            avatar_ref=row[2],
-            discoverable=bool(row[3]),
-            accept_from=row[4],
+            display_name=row["display_name"],
+            description=row["description"],
+            avatar_ref=row["avatar_ref"],
+            discoverable=bool(row["discoverable"]),
+            accept_from=row["accept_from"],
         )
 
     async def put_profile(self, profile: Profile) -> None:

@@ -23,14 +23,14 @@ from rossby.store.model import (
     Position,
     StoredMessage,
 )
-from rossby.store.sqlite.rows import WorkerCalls, _b, _changes, _row, _rows, _u
+from rossby.store.sqlite.rows import WorkerCalls, _b, _changes, _row, _rows, _u, _value
 
 #: The largest position SQLite can compare against (signed 64-bit).
 _MAX_POSITION = 2**63 - 1
 
 
 def _active_cursor(conn: sqlite3.Connection, box_id: uuid.UUID, device_id: uuid.UUID) -> Any:
-    """(cursor, start_position) of an active device, or ``NotFound``."""
+    """The ``cursor`` and ``start_position`` of an active device, or ``NotFound``."""
     row = _row(
         conn,
         "SELECT c.cursor, d.start_position FROM devices d"
@@ -51,13 +51,14 @@ class SqliteQueue(WorkerCalls):
     def _live_count(self, conn: sqlite3.Connection, box_id: bytes, now: float, cap: int) -> int:
         """Messages neither compacted (those rows are gone) nor expired,
         counted on the (box_id, expires_at) index and stopped at ``cap``."""
-        row = _row(
-            conn,
-            "SELECT count(*) FROM (SELECT 1 FROM messages"
-            " WHERE box_id = ? AND expires_at > ? LIMIT ?)",
-            (box_id, now, cap),
+        return int(
+            _value(
+                conn,
+                "SELECT count(*) FROM (SELECT 1 FROM messages"
+                " WHERE box_id = ? AND expires_at > ? LIMIT ?)",
+                (box_id, now, cap),
+            )
         )
-        return int(row[0])
 
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
         def body(conn: sqlite3.Connection) -> Enqueued:
@@ -71,7 +72,7 @@ class SqliteQueue(WorkerCalls):
                 (bid, _b(message.message_id)),
             )
             if seen is not None:
-                return Enqueued(position=seen[0], duplicate=True)
+                return Enqueued(position=seen["position"], duplicate=True)
             now = self._now()
             cap = self.options.pending_cap
             if self._live_count(conn, bid, now, cap) >= cap:
@@ -89,7 +90,7 @@ class SqliteQueue(WorkerCalls):
                 " received_at, expires_at, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     bid,
-                    head[0],
+                    head["head"],
                     _b(message.message_id),
                     _b(message.sender_box),
                     _b(message.sender_device),
@@ -101,9 +102,9 @@ class SqliteQueue(WorkerCalls):
             conn.execute(
                 "INSERT INTO message_ids (box_id, message_id, position, expires_at)"
                 " VALUES (?, ?, ?, ?)",
-                (bid, _b(message.message_id), head[0], now + self.options.message_ttl),
+                (bid, _b(message.message_id), head["head"], now + self.options.message_ttl),
             )
-            return Enqueued(position=head[0], duplicate=False)
+            return Enqueued(position=head["head"], duplicate=False)
 
         return await self._write(body)
 
@@ -116,9 +117,10 @@ class SqliteQueue(WorkerCalls):
         limit: int = 100,
     ) -> Page:
         def body(conn: sqlite3.Connection) -> Page:
-            cursor, start = _active_cursor(conn, box_id, device_id)
+            device = _active_cursor(conn, box_id, device_id)
+            cursor, start = device["cursor"], device["start_position"]
             queue = _row(conn, "SELECT purged_through FROM queues WHERE box_id = ?", (_b(box_id),))
-            purged = queue[0] if queue else 0
+            purged = queue["purged_through"] if queue else 0
             # SQLite integers are signed 64-bit; a client's page token is not.
             lower = min(max(after, cursor - self.settle_window, start, purged), _MAX_POSITION)
             wanted = max(limit, 0)
@@ -131,12 +133,12 @@ class SqliteQueue(WorkerCalls):
             )
             messages = [
                 StoredMessage(
-                    position=row[0],
-                    message_id=_u(row[1]),
-                    sender_box=_u(row[2]),
-                    sender_device=_u(row[3]),
-                    received_at=row[4],
-                    ciphertext=row[5],
+                    position=row["position"],
+                    message_id=_u(row["message_id"]),
+                    sender_box=_u(row["sender_box"]),
+                    sender_device=_u(row["sender_device"]),
+                    received_at=row["received_at"],
+                    ciphertext=row["ciphertext"],
                 )
                 for row in rows[:wanted]
             ]
@@ -147,14 +149,14 @@ class SqliteQueue(WorkerCalls):
     async def ack(self, box_id: uuid.UUID, device_id: uuid.UUID, through: Position) -> Position:
         def body(conn: sqlite3.Connection) -> Position:
             _active_cursor(conn, box_id, device_id)
-            head = _row(conn, "SELECT head FROM queues WHERE box_id = ?", (_b(box_id),))[0]
+            head = _value(conn, "SELECT head FROM queues WHERE box_id = ?", (_b(box_id),))
             row = _row(
                 conn,
                 "UPDATE cursors SET cursor = max(cursor, ?)"
                 " WHERE box_id = ? AND device_id = ? RETURNING cursor",
                 (min(through, head), _b(box_id), _b(device_id)),
             )
-            return int(row[0])
+            return int(row["cursor"])
 
         return await self._write(body)
 
@@ -164,14 +166,14 @@ class SqliteQueue(WorkerCalls):
             queue = _row(conn, "SELECT head, purged_through FROM queues WHERE box_id = ?", (bid,))
             if queue is None:
                 return Compaction(purged_through=0, removed=0)
-            head, purged = queue
-            low = _row(
+            head, purged = queue["head"], queue["purged_through"]
+            low = _value(
                 conn,
                 "SELECT min(c.cursor) FROM cursors c JOIN devices d"
                 " ON d.box_id = c.box_id AND d.device_id = c.device_id"
                 " WHERE c.box_id = ? AND d.state = ?",
                 (bid, DeviceState.ACTIVE.value),
-            )[0]
+            )
             # No active device: nobody can read what is queued, and a device
             # added later starts at the head, so all of it may go.
             bound = (head if low is None else low) - self.settle_window

@@ -25,7 +25,7 @@ class SqliteRegistrations(WorkerCalls):
                 conn, "SELECT box_id FROM contacts WHERE contact_hash = ?", (contact_hash,)
             )
         )
-        return None if row is None else _u(row[0])
+        return None if row is None else _u(row["box_id"])
 
     async def claim_contact(self, contact_hash: bytes, box_id: uuid.UUID) -> uuid.UUID:
         def body(conn: sqlite3.Connection) -> uuid.UUID:
@@ -37,7 +37,7 @@ class SqliteRegistrations(WorkerCalls):
             owner = _row(
                 conn, "SELECT box_id FROM contacts WHERE contact_hash = ?", (contact_hash,)
             )
-            return _u(owner[0])
+            return _u(owner["box_id"])
 
         return await self._write(body)
 
@@ -95,17 +95,21 @@ class SqliteRegistrations(WorkerCalls):
         if row is None:
             return None
         return Registration(
-            device_id=_u(row[0]),
-            box_id=_u(row[1]),
-            contact_hashes=_unpack(row[2]),
-            code_hashes=_unpack(row[3]),
-            keys=DeviceKeys(encryption_key=row[4], signing_key=row[5], key_signature=row[6]),
-            device_name=row[7],
-            created_at=row[8],
-            expires_at=row[9],
-            sent_at=row[10],
-            attempts=row[11],
-            completed=bool(row[12]),
+            device_id=_u(row["device_id"]),
+            box_id=_u(row["box_id"]),
+            contact_hashes=_unpack(row["contact_hashes"]),
+            code_hashes=_unpack(row["code_hashes"]),
+            keys=DeviceKeys(
+                encryption_key=row["encryption_key"],
+                signing_key=row["signing_key"],
+                key_signature=row["key_signature"],
+            ),
+            device_name=row["device_name"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            sent_at=row["sent_at"],
+            attempts=row["attempts"],
+            completed=bool(row["completed"]),
         )
 
     async def reserve_attempt(self, device_id: uuid.UUID, *, expires_at: float, limit: int) -> int:
@@ -116,16 +120,16 @@ class SqliteRegistrations(WorkerCalls):
                 " WHERE device_id = ? AND purge_at > ?",
                 (_b(device_id), self._now()),
             )
-            if row is None or row[1] != expires_at:
+            if row is None or row["expires_at"] != expires_at:
                 raise NotFound(f"no such pending registration for device {device_id}")
-            if int(row[0]) >= limit:
+            if int(row["attempts"]) >= limit:
                 return 0
             # Under the write lock: the read and this update are one step.
             conn.execute(
                 "UPDATE registrations SET attempts = attempts + 1 WHERE device_id = ?",
                 (_b(device_id),),
             )
-            return int(row[0]) + 1
+            return int(row["attempts"]) + 1
 
         return await self._write(body)
 

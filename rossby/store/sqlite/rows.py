@@ -3,6 +3,8 @@ concern mixins (``registrations``, ``devices``, ``queue``) get from
 ``SqliteStore``.
 
 Ids are stored as 16-byte blobs, lists of hashes as JSON arrays of hex.
+Rows come back from ``_rows`` and ``_row`` as ``sqlite3.Row``, read by
+column name; a single computed value (a count, a max) is read by ``_value``.
 """
 
 from __future__ import annotations
@@ -35,14 +37,22 @@ def _unpack(text: str) -> tuple[bytes, ...]:
 
 
 def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    """Run a statement to completion: a half-read cursor keeps its statement
-    open, which would make a later COMMIT fail."""
-    return conn.execute(sql, params).fetchall()
+    """Run a statement to completion (a half-read cursor keeps its statement
+    open, which would make a later COMMIT fail); rows read by column name."""
+    cursor = conn.execute(sql, params)
+    cursor.row_factory = sqlite3.Row
+    return cursor.fetchall()
 
 
 def _row(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
     rows = _rows(conn, sql, params)
     return rows[0] if rows else None
+
+
+def _value(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The one value a one-column, one-row query answers (a count, a max):
+    such a column has no name worth reading it by."""
+    return conn.execute(sql, params).fetchone()[0]
 
 
 def _changes(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> int:

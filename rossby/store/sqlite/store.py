@@ -34,7 +34,7 @@ from rossby.store.sqlite.nonces import SqliteNonces
 from rossby.store.sqlite.presence import SqlitePresence
 from rossby.store.sqlite.queue import SqliteQueue
 from rossby.store.sqlite.registrations import SqliteRegistrations
-from rossby.store.sqlite.rows import _changes, _row
+from rossby.store.sqlite.rows import _changes, _row, _value
 from rossby.store.sqlite.worker import Kind, Worker
 
 T = TypeVar("T")
@@ -176,7 +176,7 @@ class SqliteStore(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
             )
-            current = _row(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")[0]
+            current = _value(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")
             if current > LATEST_VERSION:
                 raise FailedPrecondition(
                     f"sqlite schema is version {current}; this code knows {LATEST_VERSION}",
@@ -206,7 +206,7 @@ class SqliteStore(
             )
             version = 0
             if exists:
-                version = _row(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")[0]
+                version = _value(conn, "SELECT COALESCE(MAX(version), 0) FROM schema_version")
             if version == 0:
                 raise FailedPrecondition(
                     f"no Rossby schema in {self.path}; run `rossby migrate`",
