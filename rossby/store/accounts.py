@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 class LinkState(enum.StrEnum):
@@ -88,6 +88,17 @@ class ContactChallenge:
     expires_at: float  # the code works until then
     keep_until: float
     attempts: int = 0
+
+
+def _columns(record: type) -> str:
+    return ", ".join(f.name for f in fields(record))
+
+
+#: The columns each account record is stored in, on both backends: the
+#: record's fields, in order (the schema files name them so).
+KEY_LOG_COLUMNS = _columns(KeyLogEntry)
+LINK_OFFER_COLUMNS = _columns(LinkOffer)
+CHALLENGE_COLUMNS = _columns(ContactChallenge)
 
 
 class AccountStore(abc.ABC):
@@ -209,6 +220,9 @@ def account_store(store: AccountStore) -> AccountStore:
 
 
 __all__ = [
+    "CHALLENGE_COLUMNS",
+    "KEY_LOG_COLUMNS",
+    "LINK_OFFER_COLUMNS",
     "AccountStore",
     "ContactChallenge",
     "KeyLogEntry",

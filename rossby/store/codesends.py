@@ -20,11 +20,19 @@ def requester_bucket(requester: bytes, contact_hash: bytes) -> bytes:
 
 
 def code_send_buckets(
-    contact_hashes: Sequence[bytes], limit: int, requester: bytes, requester_limit: int
+    contact_hashes: Sequence[bytes],
+    limit: int,
+    requester: bytes,
+    requester_limit: int,
+    *,
+    window: float = 1.0,
 ) -> list[tuple[bytes, int]]:
     """Every (row key, limit) ``reserve_code_sends`` counts, in a stable
     order: each contact under ``limit``, then (with a requester) each
-    requester share under ``requester_limit``. Both backends use it."""
+    requester share under ``requester_limit``. Both backends use it, so it
+    also refuses (``ValueError``) the arguments no limit can mean."""
+    if limit < 1 or window <= 0:
+        raise ValueError("reserve_code_sends needs limit >= 1 and window > 0")
     hashes = list(dict.fromkeys(contact_hashes))
     buckets = [(h, limit) for h in hashes]
     if requester and requester_limit > 0:

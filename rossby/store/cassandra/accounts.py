@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from rossby.errors import NotFound
 from rossby.store.accounts import (
+    CHALLENGE_COLUMNS,
+    KEY_LOG_COLUMNS,
+    LINK_OFFER_COLUMNS,
     AccountStore,
     ContactChallenge,
     KeyLogEntry,
@@ -49,16 +52,9 @@ APPLIED = "[applied]"
 CAS_ROUNDS = 64
 MAX_RULES = 10_000
 
-_LOG_COLUMNS = (
-    "box_id, seq, prev_hash, hash, timestamp_ms, kind, device_id, actor_device_id,"
-    " encryption_key, signing_key, signature"
-)
-_OFFER_COLUMNS = (
-    "offer_id, box_id, creator_device_id, verifier, created_at, expires_at, keep_until,"
-    " attempts, state, device_id, device_name, encryption_key, signing_key, key_signature,"
-    " join_mac, approver_device_id, approval_signature, confirm, sealed_credentials"
-)
-_CHALLENGE_COLUMNS = "box_id, contact_hash, code_hash, sent_at, expires_at, keep_until, attempts"
+_LOG_COLUMNS = KEY_LOG_COLUMNS
+_OFFER_COLUMNS = LINK_OFFER_COLUMNS
+_CHALLENGE_COLUMNS = CHALLENGE_COLUMNS
 
 
 def _entry(row: dict[str, Any]) -> KeyLogEntry:

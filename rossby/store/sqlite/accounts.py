@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rossby.errors import NotFound
 from rossby.store.accounts import (
+    CHALLENGE_COLUMNS,
+    KEY_LOG_COLUMNS,
+    LINK_OFFER_COLUMNS,
     AccountStore,
     ContactChallenge,
     KeyLogEntry,
@@ -30,16 +33,9 @@ T = TypeVar("T")
 #: Expired rows a creating write removes on the way.
 SWEEP = 100
 
-_LOG_COLUMNS = (
-    "box_id, seq, prev_hash, hash, timestamp_ms, kind, device_id, actor_device_id,"
-    " encryption_key, signing_key, signature"
-)
-_OFFER_COLUMNS = (
-    "offer_id, box_id, creator_device_id, verifier, created_at, expires_at, keep_until,"
-    " attempts, state, device_id, device_name, encryption_key, signing_key, key_signature,"
-    " join_mac, approver_device_id, approval_signature, confirm, sealed_credentials"
-)
-_CHALLENGE_COLUMNS = "box_id, contact_hash, code_hash, sent_at, expires_at, keep_until, attempts"
+_LOG_COLUMNS = KEY_LOG_COLUMNS
+_OFFER_COLUMNS = LINK_OFFER_COLUMNS
+_CHALLENGE_COLUMNS = CHALLENGE_COLUMNS
 
 
 def _b(value: uuid.UUID | None) -> bytes | None:

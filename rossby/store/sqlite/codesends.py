@@ -41,9 +41,9 @@ class SqliteCodeSends:
         requester: bytes = b"",
         requester_limit: int = 0,
     ) -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("reserve_code_sends needs limit >= 1 and window > 0")
-        buckets = code_send_buckets(contact_hashes, limit, requester, requester_limit)
+        buckets = code_send_buckets(
+            contact_hashes, limit, requester, requester_limit, window=window
+        )
 
         def body(conn: sqlite3.Connection) -> None:
             recent = [
