@@ -19,8 +19,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rossby.errors import FailedPrecondition, InvalidArgument, StoreUnavailable
+from rossby.errors import InvalidArgument, StoreUnavailable
 from rossby.replication.homes import HomeRecord
+from rossby.store import open_store
+from rossby.store.from_settings import store_options
 
 if TYPE_CHECKING:
     from rossby.config import Settings
@@ -70,36 +72,30 @@ def _show(dc: str, record: HomeRecord | None) -> str:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    from rossby.store import open_store
-    from rossby.store.cassandra import CassandraStore
-    from rossby.store.from_settings import store_options
-
     store = open_store(settings.store, store_options(settings))
     try:
-        if not isinstance(store, CassandraStore):
-            raise FailedPrecondition(
-                "home regions exist only on a Cassandra store", reason="NOT_REPLICATED"
-            )
+        # Refuses (NOT_REPLICATED) unless the store declares home regions.
+        homes = store.home_regions()
         await store.check_schema()
         if args.action == "boxes":
-            for found in await store.boxes_homed_in(args.home):
+            for found in await homes.boxes_homed_in(args.home):
                 print(found)
             return 0
         box = _box(args.box)
         if args.action == "home":
-            for dc in store.datacenters:
+            for dc in homes.datacenters:
                 try:
-                    print(_show(dc, await store.home_record(box, dc)))
+                    print(_show(dc, await homes.home_record(box, dc)))
                 except StoreUnavailable as exc:
                     print(f"{dc}: unreachable ({exc.reason})")
             return 0
         if args.action == "move-home":
-            record = await store.move_home(box, args.target, force=args.force)
+            record = await homes.move_home(box, args.target, force=args.force)
             print(f"moved: {_show(args.target, record)}")
             if args.force or args.no_reconcile:
                 print(f"run `rossby admin reconcile {box}` once every datacenter answers")
                 return 0
-        done = await store.reconcile_home(box, wait=not getattr(args, "no_wait", False))
+        done = await homes.reconcile_home(box, wait=not getattr(args, "no_wait", False))
         if done.cleared:
             print(
                 f"reconciled: home={done.home_region}, {done.copied} message(s) copied "

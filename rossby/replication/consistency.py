@@ -19,7 +19,7 @@ from typing import Any
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import dict_factory, tuple_factory
+from cassandra.query import dict_factory
 
 from rossby.replication.topology import Topology
 
@@ -49,7 +49,6 @@ class Rule:
     #: None: the store URL's ``consistency`` (LOCAL_QUORUM by default).
     consistency: int | None
     serial: int | None = None
-    dict_rows: bool = False  # LWT answers carry their columns by name
     timeout: float | None = None  # None: the store's request timeout
 
 
@@ -57,11 +56,11 @@ CL = ConsistencyLevel
 
 RULES: dict[Op, Rule] = {
     Op.QUEUE: Rule(Routing.HOME, None),
-    Op.CLAIM: Rule(Routing.HOME, None, serial=CL.LOCAL_SERIAL, dict_rows=True),
+    Op.CLAIM: Rule(Routing.HOME, None, serial=CL.LOCAL_SERIAL),
     Op.CURSOR: Rule(Routing.HOME, None),
     Op.KEYS: Rule(Routing.LOCAL, None),
-    Op.CONTACTS: Rule(Routing.LOCAL, None, serial=CL.SERIAL, dict_rows=True),
-    Op.REGISTRATIONS: Rule(Routing.LOCAL, None, serial=CL.SERIAL, dict_rows=True),
+    Op.CONTACTS: Rule(Routing.LOCAL, None, serial=CL.SERIAL),
+    Op.REGISTRATIONS: Rule(Routing.LOCAL, None, serial=CL.SERIAL),
     Op.NONCES: Rule(Routing.LOCAL, None),
     Op.EVERYWHERE: Rule(Routing.LOCAL, CL.EACH_QUORUM),
     Op.SCHEMA: Rule(Routing.LOCAL, None, timeout=SCHEMA_TIMEOUT),
@@ -94,7 +93,8 @@ def execution_profiles(
             consistency_level=rule.consistency if rule.consistency is not None else consistency,
             serial_consistency_level=rule.serial,
             request_timeout=rule.timeout if rule.timeout is not None else request_timeout,
-            row_factory=dict_factory if rule.dict_rows else tuple_factory,
+            # Every row is read by column name, one style for every table.
+            row_factory=dict_factory,
         )
 
     local = topology.local_dc

@@ -14,6 +14,7 @@ extra read and is corrected on the spot.
 
 from __future__ import annotations
 
+import abc
 import time
 import uuid
 from collections import OrderedDict
@@ -102,4 +103,31 @@ class Reconciled:
     cleared: bool  # the recovery floor was lifted
 
 
-__all__ = ["HomeCache", "HomeRecord", "HomeRegionUnavailable", "Reconciled"]
+class HomeRegions(abc.ABC):
+    """Operator commands on boxes' home regions (``rossby admin``,
+    docs/replication.md "Moving a home"): what a store with the
+    ``home_regions`` capability answers from ``Store.home_regions()``."""
+
+    @property
+    @abc.abstractmethod
+    def datacenters(self) -> tuple[str, ...]:
+        """Every datacenter of the topology, this one first or not."""
+
+    @abc.abstractmethod
+    async def home_record(self, box_id: uuid.UUID, dc: str) -> HomeRecord | None:
+        """The box's home statics as ``dc`` holds them, or None."""
+
+    @abc.abstractmethod
+    async def boxes_homed_in(self, region: str) -> list[uuid.UUID]:
+        """Every box whose home is ``region`` (a full scan, for operators)."""
+
+    @abc.abstractmethod
+    async def move_home(self, box_id: uuid.UUID, region: str, *, force: bool = False) -> HomeRecord:
+        """Make ``region`` the box's home; planned, or forced (failover)."""
+
+    @abc.abstractmethod
+    async def reconcile_home(self, box_id: uuid.UUID, *, wait: bool = True) -> Reconciled:
+        """End a move's recovery: copy what other DCs hold, lift the floor."""
+
+
+__all__ = ["HomeCache", "HomeRecord", "HomeRegionUnavailable", "HomeRegions", "Reconciled"]

@@ -30,3 +30,23 @@ async def test_a_pass_through_times_and_forwards() -> None:
         assert sample == 1
     finally:
         await store.close()
+
+
+async def test_account_and_presence_calls_are_timed_too() -> None:
+    """Accounts were a second contract found by unwrapping ``inner``, so
+    their calls skipped the wrapper and were never timed."""
+    metrics = Metrics()
+    store = MeteredStore(open_store("sqlite://:memory:", StoreOptions()), metrics, lambda: 0.0)
+    try:
+        await store.migrate()
+        assert await store.key_log_head(uuid.uuid4()) is None
+        assert await store.list_presence(uuid.uuid4()) == []
+        for operation in ("key_log_head", "list_presence"):
+            sample = metrics.registry.get_sample_value(
+                "rossby_store_request_duration_seconds_count",
+                {"operation": operation, "outcome": "ok"},
+            )
+            assert sample == 1, operation
+        assert store.capabilities is store.inner.capabilities
+    finally:
+        await store.close()

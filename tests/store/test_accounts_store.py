@@ -18,7 +18,6 @@ from rossby.store.accounts import (
     LinkOffer,
     LinkState,
     SenderRule,
-    account_store,
 )
 from tests.store.conftest import Clock, new_id
 
@@ -26,7 +25,7 @@ from tests.store.conftest import Clock, new_id
 async def test_racing_appends_make_one_linear_chain(
     make_store: Callable[..., Store], clock: Clock
 ) -> None:
-    stores = [account_store(make_store()) for _ in range(3)]
+    stores = [make_store() for _ in range(3)]
     box = new_id()
     writers = 24
 
@@ -61,7 +60,7 @@ async def test_racing_appends_make_one_linear_chain(
 async def test_link_offer_counter_and_state_are_compare_and_set(
     make_store: Callable[..., Store], clock: Clock
 ) -> None:
-    stores = [account_store(make_store()) for _ in range(3)]
+    stores = [make_store() for _ in range(3)]
     offer = LinkOffer(
         offer_id=new_id(),
         box_id=new_id(),
@@ -98,7 +97,7 @@ async def test_link_offer_counter_and_state_are_compare_and_set(
 async def test_challenges_contacts_and_rules(
     make_store: Callable[..., Store], clock: Clock
 ) -> None:
-    store = account_store(make_store())
+    store = make_store()
     box, other = new_id(), new_id()
     h = os.urandom(32)
     challenge = ContactChallenge(

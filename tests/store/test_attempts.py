@@ -17,7 +17,7 @@ import grpc
 
 from rossby.status import status_code
 from rossby.store import AttemptContended, Store
-from rossby.store.accounts import ContactChallenge, LinkOffer, account_store
+from rossby.store.accounts import ContactChallenge, LinkOffer
 from rossby.store.cassandra.attempts import ROUNDS, reserve
 from tests.store.conftest import Clock, new_id
 from tests.store.test_contract import make_registration
@@ -65,7 +65,7 @@ async def test_a_burst_of_registration_attempts_grants_exactly_the_limit(
 async def test_a_burst_of_link_attempts_grants_exactly_the_limit(
     make_store: Callable[..., Store], clock: Clock
 ) -> None:
-    stores = [account_store(make_store()) for _ in range(STORES)]
+    stores = [make_store() for _ in range(STORES)]
     offer = LinkOffer(
         offer_id=new_id(),
         box_id=new_id(),
@@ -87,7 +87,7 @@ async def test_a_burst_of_link_attempts_grants_exactly_the_limit(
 async def test_a_burst_of_contact_attempts_grants_exactly_the_limit(
     make_store: Callable[..., Store], clock: Clock
 ) -> None:
-    stores = [account_store(make_store()) for _ in range(STORES)]
+    stores = [make_store() for _ in range(STORES)]
     box, h = new_id(), os.urandom(32)
     challenge = ContactChallenge(
         box, h, os.urandom(32), clock.now, clock.now + 600, clock.now + 4200

@@ -104,7 +104,7 @@ class Hub(Receiver):
         #: Where peers reach this process; set by ``Realtime.bind``.
         self.address = ""
         self.peers: PeerClient | None = None
-        #: False once the store said it has no presence: in-process only.
+        #: False when the store declares no presence: in-process only.
         self.presence_enabled = True
         self._boxes: dict[uuid.UUID, set[Stream]] = {}
         self._devices: dict[DeviceKey, int] = {}
@@ -120,6 +120,8 @@ class Hub(Receiver):
         self._background: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._closed = False
+        if not store.capabilities.presence:
+            self._no_presence()
 
     # -- streams -------------------------------------------------------------
 
@@ -201,8 +203,6 @@ class Hub(Receiver):
                 return  # the stream already ended
             try:
                 await self.store.put_presence(self._presence(key))
-            except NotImplementedError:
-                self._no_presence()
             except errors.RossbyError as exc:
                 # The stream still works (hub + poll); peers just cannot
                 # wake it until the next refresh.
@@ -215,8 +215,6 @@ class Hub(Receiver):
                 return  # a new stream of the device arrived meanwhile
             try:
                 await self.store.delete_presence(key[0], key[1], self.server_id)
-            except NotImplementedError:
-                self._no_presence()
             except errors.RossbyError as exc:
                 self.metrics.presence_errors.labels("delete").inc()
                 log.info("presence_delete_failed", reason=exc.reason)
@@ -238,8 +236,6 @@ class Hub(Receiver):
             return
         try:
             await self.store.put_presences(rows)
-        except NotImplementedError:
-            self._no_presence()
         except errors.RossbyError as exc:
             self.metrics.presence_errors.labels("put").inc()
             log.warning("presence_refresh_failed", reason=exc.reason, rows=len(rows))
@@ -309,9 +305,6 @@ class Hub(Receiver):
             while (pending := self._pending.pop(box_id, None)) is not None:
                 try:
                     rows = await self._presence_of(box_id, fresh=bool(pending.ephemeral))
-                except NotImplementedError:
-                    self._no_presence()
-                    return
                 except errors.RossbyError as exc:
                     self.metrics.presence_errors.labels("list").inc()
                     log.info("presence_read_failed", reason=exc.reason)

@@ -27,8 +27,11 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rossby.errors import NotFound, StoreUnavailable
+from rossby.errors import NotFound
 from rossby.store.accounts import (
+    CHALLENGE_COLUMNS,
+    KEY_LOG_COLUMNS,
+    LINK_OFFER_COLUMNS,
     AccountStore,
     ContactChallenge,
     KeyLogEntry,
@@ -37,7 +40,7 @@ from rossby.store.accounts import (
     SenderRule,
 )
 from rossby.store.base import StoreOptions
-from rossby.store.cassandra.attempts import reserve
+from rossby.store.cassandra.attempts import insert_or_replace, reserve_counter
 from rossby.store.cassandra.config import CONTACTS, KEYS, REGISTRATIONS
 
 if TYPE_CHECKING:
@@ -49,16 +52,9 @@ APPLIED = "[applied]"
 CAS_ROUNDS = 64
 MAX_RULES = 10_000
 
-_LOG_COLUMNS = (
-    "box_id, seq, prev_hash, hash, timestamp_ms, kind, device_id, actor_device_id,"
-    " encryption_key, signing_key, signature"
-)
-_OFFER_COLUMNS = (
-    "offer_id, box_id, creator_device_id, verifier, created_at, expires_at, keep_until,"
-    " attempts, state, device_id, device_name, encryption_key, signing_key, key_signature,"
-    " join_mac, approver_device_id, approval_signature, confirm, sealed_credentials"
-)
-_CHALLENGE_COLUMNS = "box_id, contact_hash, code_hash, sent_at, expires_at, keep_until, attempts"
+_LOG_COLUMNS = KEY_LOG_COLUMNS
+_OFFER_COLUMNS = LINK_OFFER_COLUMNS
+_CHALLENGE_COLUMNS = CHALLENGE_COLUMNS
 
 
 def _entry(row: dict[str, Any]) -> KeyLogEntry:
@@ -126,6 +122,10 @@ class CassandraAccounts(AccountStore):
         return await self._db.execute(
             cql.replace("{ks}", self._settings.keyspace), params, profile=profile
         )
+
+    async def _account_lwt(self, cql: str, params: Sequence[Any]) -> list[Any]:
+        """An LWT on a row of link offers or contact challenges (SERIAL)."""
+        return await self._acc(cql, params, REGISTRATIONS)
 
     def _ttl(self, keep_until: float) -> int:
         return max(1, math.ceil(keep_until - self.options.clock()))
@@ -220,25 +220,18 @@ class CassandraAccounts(AccountStore):
             current = await self.get_link_offer(offer_id)
             if current is None:
                 raise NotFound("no such link offer")
-
-            async def cas(attempts: int, keep: Any) -> dict[str, Any]:
-                if not self._live(keep):
-                    raise NotFound("no such link offer")
-                rows = await self._acc(
-                    "UPDATE {ks}.link_offers USING TTL ? SET attempts = ? WHERE offer_id = ?"
-                    " IF attempts = ? AND keep_until = ?",
-                    (self._ttl(keep), attempts + 1, offer_id, attempts, keep),
-                    REGISTRATIONS,
-                )
-                return dict(rows[0])
-
-            return await reserve(
-                current.attempts,
-                current.keep_until,
-                cas,
+            return await reserve_counter(
+                self._account_lwt,
+                "UPDATE {ks}.link_offers USING TTL ? SET attempts = ? WHERE offer_id = ?"
+                " IF attempts = ? AND keep_until = ?",
+                (offer_id,),
+                attempts=current.attempts,
+                version=current.keep_until,
+                ttl=self._ttl,
                 limit=limit,
                 version_column="keep_until",
                 what="link offer",
+                live=self._live,
             )
 
     async def transition_link_offer(self, offer: LinkOffer, expected: LinkState) -> bool:
@@ -277,7 +270,8 @@ class CassandraAccounts(AccountStore):
             (box_id,),
             KEYS,
         )
-        return [bytes(r[0]) for r in sorted(rows, key=lambda r: (r[1] or 0.0, r[0]))]
+        ordered = sorted(rows, key=lambda r: (r["added_at"] or 0.0, r["contact_hash"]))
+        return [bytes(r["contact_hash"]) for r in ordered]
 
     async def add_box_contact(self, box_id: uuid.UUID, contact_hash: bytes) -> None:
         await self._acc(
@@ -300,25 +294,22 @@ class CassandraAccounts(AccountStore):
         values = (c.code_hash, c.sent_at, c.expires_at, c.keep_until, c.attempts)
         ttl = self._ttl(c.keep_until)
         async with self._locks.hold(("challenge", c.box_id, c.contact_hash)):
-            for _ in range(CAS_ROUNDS):
-                rows = await self._acc(
+            await insert_or_replace(
+                self._account_lwt,
+                (
                     f"INSERT INTO {{ks}}.contact_challenges ({_CHALLENGE_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
                     (c.box_id, c.contact_hash, *values, ttl),
-                    REGISTRATIONS,
-                )
-                if rows[0][APPLIED]:
-                    return
-                rows = await self._acc(
+                ),
+                (
                     "UPDATE {ks}.contact_challenges USING TTL ? SET code_hash = ?, sent_at = ?,"
                     " expires_at = ?, keep_until = ?, attempts = ?"
                     " WHERE box_id = ? AND contact_hash = ? IF EXISTS",
                     (ttl, *values, c.box_id, c.contact_hash),
-                    REGISTRATIONS,
-                )
-                if rows[0][APPLIED]:
-                    return
-        raise StoreUnavailable("store: contact challenge kept changing", applied=False)
+                ),
+                rounds=CAS_ROUNDS,
+                contended="store: contact challenge kept changing",
+            )
 
     async def get_contact_challenge(
         self, box_id: uuid.UUID, contact_hash: bytes
@@ -341,27 +332,20 @@ class CassandraAccounts(AccountStore):
             if current is None or current.sent_at != sent_at:
                 raise NotFound("no such contact challenge")
             keep = current.keep_until
-
-            async def cas(attempts: int, sent: Any) -> dict[str, Any]:
-                if not self._live(keep):
-                    raise NotFound("no such contact challenge")
-                # Conditioned on sent_at too: a resend in between resets the
-                # counter, and this code belongs to the old one.
-                rows = await self._acc(
-                    "UPDATE {ks}.contact_challenges USING TTL ? SET attempts = ?"
-                    " WHERE box_id = ? AND contact_hash = ? IF attempts = ? AND sent_at = ?",
-                    (self._ttl(keep), attempts + 1, box_id, contact_hash, attempts, sent),
-                    REGISTRATIONS,
-                )
-                return dict(rows[0])
-
-            return await reserve(
-                current.attempts,
-                sent_at,
-                cas,
+            # Conditioned on sent_at too: a resend in between resets the
+            # counter, and this code belongs to the old one.
+            return await reserve_counter(
+                self._account_lwt,
+                "UPDATE {ks}.contact_challenges USING TTL ? SET attempts = ?"
+                " WHERE box_id = ? AND contact_hash = ? IF attempts = ? AND sent_at = ?",
+                (box_id, contact_hash),
+                attempts=current.attempts,
+                version=sent_at,
+                ttl=lambda _sent: self._ttl(keep),
                 limit=limit,
                 version_column="sent_at",
                 what="contact challenge",
+                live=lambda _sent: self._live(keep),
             )
 
     async def delete_contact_challenge(self, box_id: uuid.UUID, contact_hash: bytes) -> None:
@@ -397,7 +381,7 @@ class CassandraAccounts(AccountStore):
             (box_id, other),
             KEYS,
         )
-        return SenderRule(rows[0][0]) if rows and rows[0][0] else None
+        return SenderRule(rows[0]["rule"]) if rows and rows[0]["rule"] else None
 
     async def has_sender_rules(self, box_id: uuid.UUID) -> bool:
         rows = await self._acc(
@@ -411,7 +395,8 @@ class CassandraAccounts(AccountStore):
             (box_id,),
             KEYS,
         )
-        return sorted((r[0] for r in rows if r[1] == rule.value), key=lambda u: u.bytes)
+        others = (r["other_id"] for r in rows if r["rule"] == rule.value)
+        return sorted(others, key=lambda u: u.bytes)
 
 
 __all__ = ["CassandraAccounts"]

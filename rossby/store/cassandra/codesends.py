@@ -69,9 +69,9 @@ class CassandraCodeSends:
         requester: bytes = b"",
         requester_limit: int = 0,
     ) -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("reserve_code_sends needs limit >= 1 and window > 0")
-        buckets = code_send_buckets(contact_hashes, limit, requester, requester_limit)
+        buckets = code_send_buckets(
+            contact_hashes, limit, requester, requester_limit, window=window
+        )
         # A row must live while a read at (server clock) still counts it.
         ttl = max(1, math.ceil(now + window - self.options.clock()))
         async with contextlib.AsyncExitStack() as held:
@@ -82,7 +82,7 @@ class CassandraCodeSends:
             reads = await asyncio.gather(
                 *(self._code_send_run("recent", (key, now - window, n)) for key, n in buckets)
             )
-            recent = [[float(row[0]) for row in rows] for rows in reads]
+            recent = [[float(row["sent_at"]) for row in rows] for rows in reads]
             refusal = code_send_refusal(
                 recent, now=now, window=window, limit=limit, limits=[n for _, n in buckets]
             )

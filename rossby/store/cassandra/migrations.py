@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from importlib import resources
-
 from rossby.store.cassandra.config import Settings
-
-_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.cql$")
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    statements: tuple[str, ...]
+from rossby.store.migrations import Migration, load_migrations
 
 
 def split_statements(text: str) -> list[str]:
@@ -36,20 +24,11 @@ def split_statements(text: str) -> list[str]:
     return out
 
 
-def migrations(keyspace: str) -> list[Migration]:
+def migrations(keyspace: str) -> tuple[Migration, ...]:
     """Every schema version this code knows, in order."""
-    found: list[Migration] = []
-    for entry in resources.files("rossby.store.cassandra.schema").iterdir():
-        match = _FILE.match(entry.name)
-        if not match:
-            continue
-        text = entry.read_text(encoding="utf-8").replace("${keyspace}", keyspace)
-        found.append(Migration(int(match.group(1)), entry.name, tuple(split_statements(text))))
-    found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"schema files must be numbered 1..n without gaps, got {versions}")
-    return found
+    return load_migrations(
+        "rossby.store.cassandra.schema", "cql", split_statements, substitute={"keyspace": keyspace}
+    )
 
 
 def latest_version(keyspace: str = "rossby") -> int:

@@ -58,7 +58,7 @@ class CassandraNonces:
             (box_id, device_id, nonce),
             profile=NONCES,
         )
-        return [row[0] for row in rows] == [attempt]
+        return [row["attempt"] for row in rows] == [attempt]
 
 
 __all__ = ["CassandraNonces"]

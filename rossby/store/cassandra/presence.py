@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: Rows one box's presence read answers at most (devices x processes).
 MAX_ROWS = 1000
+#: The name Cassandra gives the selected ``TTL(address)`` column.
+TTL_COLUMN = "ttl(address)"
 
 
 class CassandraPresence:
@@ -69,17 +71,18 @@ class CassandraPresence:
         now = self.options.clock()
         rows = await self._presence_run("list", (box_id,))
         out: list[Presence] = []
-        for device_id, server_id, address, region, since, ttl in rows:
+        for row in rows:
+            ttl, address = row[TTL_COLUMN], row["address"]
             if ttl is None or address is None:
                 continue  # a partial row (a cell expired first): ignore it
             out.append(
                 Presence(
                     box_id=box_id,
-                    device_id=device_id,
-                    server_id=server_id,
+                    device_id=row["device_id"],
+                    server_id=row["server_id"],
                     address=address,
-                    region=region or "",
-                    since=since or 0.0,
+                    region=row["region"] or "",
+                    since=row["since"] or 0.0,
                     expires_at=now + ttl,
                 )
             )

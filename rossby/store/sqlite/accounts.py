@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rossby.errors import NotFound
 from rossby.store.accounts import (
+    CHALLENGE_COLUMNS,
+    KEY_LOG_COLUMNS,
+    LINK_OFFER_COLUMNS,
     AccountStore,
     ContactChallenge,
     KeyLogEntry,
@@ -23,22 +26,16 @@ from rossby.store.accounts import (
     LinkState,
     SenderRule,
 )
+from rossby.store.sqlite.rows import _row, _rows
 
 T = TypeVar("T")
 
 #: Expired rows a creating write removes on the way.
 SWEEP = 100
 
-_LOG_COLUMNS = (
-    "box_id, seq, prev_hash, hash, timestamp_ms, kind, device_id, actor_device_id,"
-    " encryption_key, signing_key, signature"
-)
-_OFFER_COLUMNS = (
-    "offer_id, box_id, creator_device_id, verifier, created_at, expires_at, keep_until,"
-    " attempts, state, device_id, device_name, encryption_key, signing_key, key_signature,"
-    " join_mac, approver_device_id, approval_signature, confirm, sealed_credentials"
-)
-_CHALLENGE_COLUMNS = "box_id, contact_hash, code_hash, sent_at, expires_at, keep_until, attempts"
+_LOG_COLUMNS = KEY_LOG_COLUMNS
+_OFFER_COLUMNS = LINK_OFFER_COLUMNS
+_CHALLENGE_COLUMNS = CHALLENGE_COLUMNS
 
 
 def _b(value: uuid.UUID | None) -> bytes | None:
@@ -53,64 +50,55 @@ def _uu(value: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=value)
 
 
-def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    return conn.execute(sql, params).fetchall()
-
-
-def _row(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-    rows = _rows(conn, sql, params)
-    return rows[0] if rows else None
-
-
 def _entry(row: Any) -> KeyLogEntry:
     return KeyLogEntry(
-        box_id=_uu(row[0]),
-        seq=int(row[1]),
-        prev_hash=row[2],
-        hash=row[3],
-        timestamp_ms=int(row[4]),
-        kind=row[5],
-        device_id=_uu(row[6]),
-        actor_device_id=_uu(row[7]),
-        encryption_key=row[8],
-        signing_key=row[9],
-        signature=row[10],
+        box_id=_uu(row["box_id"]),
+        seq=int(row["seq"]),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+        timestamp_ms=int(row["timestamp_ms"]),
+        kind=row["kind"],
+        device_id=_uu(row["device_id"]),
+        actor_device_id=_uu(row["actor_device_id"]),
+        encryption_key=row["encryption_key"],
+        signing_key=row["signing_key"],
+        signature=row["signature"],
     )
 
 
 def _offer(row: Any) -> LinkOffer:
     return LinkOffer(
-        offer_id=_uu(row[0]),
-        box_id=_uu(row[1]),
-        creator_device_id=_uu(row[2]),
-        verifier=row[3],
-        created_at=row[4],
-        expires_at=row[5],
-        keep_until=row[6],
-        attempts=int(row[7]),
-        state=LinkState(row[8]),
-        device_id=_u(row[9]),
-        device_name=row[10],
-        encryption_key=row[11],
-        signing_key=row[12],
-        key_signature=row[13],
-        join_mac=row[14],
-        approver_device_id=_u(row[15]),
-        approval_signature=row[16],
-        confirm=row[17],
-        sealed_credentials=row[18],
+        offer_id=_uu(row["offer_id"]),
+        box_id=_uu(row["box_id"]),
+        creator_device_id=_uu(row["creator_device_id"]),
+        verifier=row["verifier"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        keep_until=row["keep_until"],
+        attempts=int(row["attempts"]),
+        state=LinkState(row["state"]),
+        device_id=_u(row["device_id"]),
+        device_name=row["device_name"],
+        encryption_key=row["encryption_key"],
+        signing_key=row["signing_key"],
+        key_signature=row["key_signature"],
+        join_mac=row["join_mac"],
+        approver_device_id=_u(row["approver_device_id"]),
+        approval_signature=row["approval_signature"],
+        confirm=row["confirm"],
+        sealed_credentials=row["sealed_credentials"],
     )
 
 
 def _challenge(row: Any) -> ContactChallenge:
     return ContactChallenge(
-        box_id=_uu(row[0]),
-        contact_hash=row[1],
-        code_hash=row[2],
-        sent_at=row[3],
-        expires_at=row[4],
-        keep_until=row[5],
-        attempts=int(row[6]),
+        box_id=_uu(row["box_id"]),
+        contact_hash=row["contact_hash"],
+        code_hash=row["code_hash"],
+        sent_at=row["sent_at"],
+        expires_at=row["expires_at"],
+        keep_until=row["keep_until"],
+        attempts=int(row["attempts"]),
     )
 
 
@@ -230,13 +218,13 @@ class SqliteAccounts(AccountStore):
             )
             if row is None:
                 raise NotFound("no such link offer")
-            if int(row[0]) >= limit:
+            if int(row["attempts"]) >= limit:
                 return 0
             conn.execute(
                 "UPDATE link_offers SET attempts = attempts + 1 WHERE offer_id = ?",
                 (offer_id.bytes,),
             )
-            return int(row[0]) + 1
+            return int(row["attempts"]) + 1
 
         return await self._write(body)
 
@@ -280,7 +268,7 @@ class SqliteAccounts(AccountStore):
                 (box_id.bytes,),
             )
         )
-        return [bytes(r[0]) for r in rows]
+        return [bytes(r["contact_hash"]) for r in rows]
 
     async def add_box_contact(self, box_id: uuid.UUID, contact_hash: bytes) -> None:
         await self._write(
@@ -354,16 +342,16 @@ class SqliteAccounts(AccountStore):
                 " WHERE box_id = ? AND contact_hash = ? AND keep_until > ?",
                 (box_id.bytes, contact_hash, self._now()),
             )
-            if row is None or row[1] != sent_at:
+            if row is None or row["sent_at"] != sent_at:
                 raise NotFound("no such contact challenge")
-            if int(row[0]) >= limit:
+            if int(row["attempts"]) >= limit:
                 return 0
             conn.execute(
                 "UPDATE contact_challenges SET attempts = attempts + 1"
                 " WHERE box_id = ? AND contact_hash = ?",
                 (box_id.bytes, contact_hash),
             )
-            return int(row[0]) + 1
+            return int(row["attempts"]) + 1
 
         return await self._write(body)
 
@@ -405,7 +393,7 @@ class SqliteAccounts(AccountStore):
                 (box_id.bytes, other.bytes),
             )
         )
-        return None if row is None else SenderRule(row[0])
+        return None if row is None else SenderRule(row["rule"])
 
     async def has_sender_rules(self, box_id: uuid.UUID) -> bool:
         row = await self._run(
@@ -423,7 +411,7 @@ class SqliteAccounts(AccountStore):
                 (box_id.bytes, rule.value),
             )
         )
-        return [_uu(r[0]) for r in rows]
+        return [_uu(r["other_id"]) for r in rows]
 
 
 __all__ = ["SqliteAccounts"]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from rossby.store.base import code_send_buckets, code_send_refusal
+from rossby.store.sqlite.rows import _rows
 
 T = TypeVar("T")
 
@@ -40,19 +41,20 @@ class SqliteCodeSends:
         requester: bytes = b"",
         requester_limit: int = 0,
     ) -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("reserve_code_sends needs limit >= 1 and window > 0")
-        buckets = code_send_buckets(contact_hashes, limit, requester, requester_limit)
+        buckets = code_send_buckets(
+            contact_hashes, limit, requester, requester_limit, window=window
+        )
 
         def body(conn: sqlite3.Connection) -> None:
             recent = [
                 [
-                    row[0]
-                    for row in conn.execute(
+                    row["sent_at"]
+                    for row in _rows(
+                        conn,
                         "SELECT sent_at FROM code_sends WHERE contact_hash = ? AND sent_at > ?"
                         " ORDER BY sent_at DESC LIMIT ?",
                         (key, now - window, n),
-                    ).fetchall()
+                    )
                 ]
                 for key, n in buckets
             ]

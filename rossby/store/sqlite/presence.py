@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rossby.store.base import Presence
 from rossby.store.sqlite.batches import delete_until_short
+from rossby.store.sqlite.rows import _rows
 
 T = TypeVar("T")
 
@@ -24,13 +25,13 @@ PURGE_BATCH = 2000
 
 def _presence(row: Any) -> Presence:
     return Presence(
-        box_id=uuid.UUID(bytes=row[0]),
-        device_id=uuid.UUID(bytes=row[1]),
-        server_id=row[2],
-        address=row[3],
-        region=row[4],
-        since=row[5],
-        expires_at=row[6],
+        box_id=uuid.UUID(bytes=row["box_id"]),
+        device_id=uuid.UUID(bytes=row["device_id"]),
+        server_id=row["server_id"],
+        address=row["address"],
+        region=row["region"],
+        since=row["since"],
+        expires_at=row["expires_at"],
     )
 
 
@@ -80,11 +81,12 @@ class SqlitePresence:
 
     async def list_presence(self, box_id: uuid.UUID) -> list[Presence]:
         def body(conn: sqlite3.Connection) -> list[Presence]:
-            rows = conn.execute(
+            rows = _rows(
+                conn,
                 "SELECT box_id, device_id, server_id, address, region, since, expires_at"
                 " FROM presence WHERE box_id = ? AND expires_at > ?",
                 (box_id.bytes, self._now()),
-            ).fetchall()
+            )
             return [_presence(row) for row in rows]
 
         return await self._run(body)

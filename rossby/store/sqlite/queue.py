@@ -1,0 +1,195 @@
+"""The message queue on SQLite: a mixin of ``SqliteStore``.
+
+Positions are a dense per-box counter (``queues.head``) bumped inside the
+enqueue transaction, so a message is visible exactly when its position is
+issued (``settle_window`` is 0, ``ordered_visibility`` holds) and the id
+check, the cap and the insert are one step (``exact_enqueue``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+from rossby.errors import NotFound
+from rossby.store.model import (
+    Compaction,
+    DeviceState,
+    Enqueued,
+    NewMessage,
+    Page,
+    PendingCapExceeded,
+    Position,
+    StoredMessage,
+)
+from rossby.store.sqlite.rows import WorkerCalls, _b, _changes, _row, _rows, _u, _value
+
+#: The largest position SQLite can compare against (signed 64-bit).
+_MAX_POSITION = 2**63 - 1
+
+
+def _active_cursor(conn: sqlite3.Connection, box_id: uuid.UUID, device_id: uuid.UUID) -> Any:
+    """The ``cursor`` and ``start_position`` of an active device, or ``NotFound``."""
+    row = _row(
+        conn,
+        "SELECT c.cursor, d.start_position FROM devices d"
+        " JOIN cursors c ON c.box_id = d.box_id AND c.device_id = d.device_id"
+        " WHERE d.box_id = ? AND d.device_id = ? AND d.state = ?",
+        (_b(box_id), _b(device_id), DeviceState.ACTIVE.value),
+    )
+    if row is None:
+        raise NotFound(f"no active device {device_id} in box {box_id}")
+    return row
+
+
+class SqliteQueue(WorkerCalls):
+    """``enqueue``, ``fetch``, ``ack``, ``compact``, ``pending_count``."""
+
+    # -- the queue ---------------------------------------------------------
+
+    def _live_count(self, conn: sqlite3.Connection, box_id: bytes, now: float, cap: int) -> int:
+        """Messages neither compacted (those rows are gone) nor expired,
+        counted on the (box_id, expires_at) index and stopped at ``cap``."""
+        return int(
+            _value(
+                conn,
+                "SELECT count(*) FROM (SELECT 1 FROM messages"
+                " WHERE box_id = ? AND expires_at > ? LIMIT ?)",
+                (box_id, now, cap),
+            )
+        )
+
+    async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
+        def body(conn: sqlite3.Connection) -> Enqueued:
+            bid = _b(box_id)
+            # The duplicate check comes before the cap: a retry of a message
+            # that made it in must learn so, even if the box filled since. It
+            # reads message_ids, which outlive compaction (migration 0005).
+            seen = _row(
+                conn,
+                "SELECT position FROM message_ids WHERE box_id = ? AND message_id = ?",
+                (bid, _b(message.message_id)),
+            )
+            if seen is not None:
+                return Enqueued(position=seen["position"], duplicate=True)
+            now = self._now()
+            cap = self.options.pending_cap
+            if self._live_count(conn, bid, now, cap) >= cap:
+                raise PendingCapExceeded(
+                    f"box {box_id} already holds {cap} undelivered messages",
+                    metadata={"pending_cap": str(cap)},
+                )
+            head = _row(
+                conn, "UPDATE queues SET head = head + 1 WHERE box_id = ? RETURNING head", (bid,)
+            )
+            if head is None:
+                raise NotFound(f"no box {box_id}")
+            conn.execute(
+                "INSERT INTO messages (box_id, position, message_id, sender_box, sender_device,"
+                " received_at, expires_at, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    bid,
+                    head["head"],
+                    _b(message.message_id),
+                    _b(message.sender_box),
+                    _b(message.sender_device),
+                    now,
+                    now + self.options.message_ttl,
+                    message.ciphertext,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO message_ids (box_id, message_id, position, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (bid, _b(message.message_id), head["head"], now + self.options.message_ttl),
+            )
+            return Enqueued(position=head["head"], duplicate=False)
+
+        return await self._write(body)
+
+    async def fetch(
+        self,
+        box_id: uuid.UUID,
+        device_id: uuid.UUID,
+        *,
+        after: Position = 0,
+        limit: int = 100,
+    ) -> Page:
+        def body(conn: sqlite3.Connection) -> Page:
+            device = _active_cursor(conn, box_id, device_id)
+            cursor, start = device["cursor"], device["start_position"]
+            queue = _row(conn, "SELECT purged_through FROM queues WHERE box_id = ?", (_b(box_id),))
+            purged = queue["purged_through"] if queue else 0
+            # SQLite integers are signed 64-bit; a client's page token is not.
+            lower = min(max(after, cursor - self.settle_window, start, purged), _MAX_POSITION)
+            wanted = max(limit, 0)
+            rows = _rows(
+                conn,
+                "SELECT position, message_id, sender_box, sender_device, received_at, ciphertext"
+                " FROM messages WHERE box_id = ? AND position > ? AND expires_at > ?"
+                " ORDER BY position LIMIT ?",
+                (_b(box_id), lower, self._now(), wanted + 1),
+            )
+            messages = [
+                StoredMessage(
+                    position=row["position"],
+                    message_id=_u(row["message_id"]),
+                    sender_box=_u(row["sender_box"]),
+                    sender_device=_u(row["sender_device"]),
+                    received_at=row["received_at"],
+                    ciphertext=row["ciphertext"],
+                )
+                for row in rows[:wanted]
+            ]
+            return Page(messages=messages, more=len(rows) > wanted, cursor=cursor)
+
+        return await self._read(body)
+
+    async def ack(self, box_id: uuid.UUID, device_id: uuid.UUID, through: Position) -> Position:
+        def body(conn: sqlite3.Connection) -> Position:
+            _active_cursor(conn, box_id, device_id)
+            head = _value(conn, "SELECT head FROM queues WHERE box_id = ?", (_b(box_id),))
+            row = _row(
+                conn,
+                "UPDATE cursors SET cursor = max(cursor, ?)"
+                " WHERE box_id = ? AND device_id = ? RETURNING cursor",
+                (min(through, head), _b(box_id), _b(device_id)),
+            )
+            return int(row["cursor"])
+
+        return await self._write(body)
+
+    async def compact(self, box_id: uuid.UUID) -> Compaction:
+        def body(conn: sqlite3.Connection) -> Compaction:
+            bid = _b(box_id)
+            queue = _row(conn, "SELECT head, purged_through FROM queues WHERE box_id = ?", (bid,))
+            if queue is None:
+                return Compaction(purged_through=0, removed=0)
+            head, purged = queue["head"], queue["purged_through"]
+            low = _value(
+                conn,
+                "SELECT min(c.cursor) FROM cursors c JOIN devices d"
+                " ON d.box_id = c.box_id AND d.device_id = c.device_id"
+                " WHERE c.box_id = ? AND d.state = ?",
+                (bid, DeviceState.ACTIVE.value),
+            )
+            # No active device: nobody can read what is queued, and a device
+            # added later starts at the head, so all of it may go.
+            bound = (head if low is None else low) - self.settle_window
+            if bound <= purged:
+                return Compaction(purged_through=purged, removed=0)
+            removed = _changes(
+                conn, "DELETE FROM messages WHERE box_id = ? AND position <= ?", (bid, bound)
+            )
+            conn.execute("UPDATE queues SET purged_through = ? WHERE box_id = ?", (bound, bid))
+            return Compaction(purged_through=bound, removed=removed)
+
+        return await self._write(body)
+
+    async def pending_count(self, box_id: uuid.UUID) -> int:
+        cap = self.options.pending_cap + 1
+        return await self._run(lambda conn: self._live_count(conn, _b(box_id), self._now(), cap))
+
+
+__all__ = ["SqliteQueue"]
