@@ -13,8 +13,8 @@ from rossby.client.hawk import HawkSigner, call_signed
 from rossby.contacts import normalize
 from rossby.crypto import DeviceKeyPair, credentials_aad, unseal
 from rossby.server.notify import read_outbox_code
-from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
+from tests.support.grpc_errors import reason as reason  # tests import it from here too
 
 Resp = TypeVar("Resp", bound=Message)
 SERVICE = "/rossby.v1.Rossby/"
@@ -173,10 +173,3 @@ class Device:
         if positions:
             await self.ack(max(max(p) for p in positions.values()))
         return positions
-
-
-def reason(exc: grpc.aio.AioRpcError) -> str:
-    info = error_info(exc)
-    assert info is not None, f"no ErrorInfo in {exc.code()}: {exc.details()}"
-    assert info.domain == "rossby.v1"
-    return str(info.reason)

@@ -23,8 +23,8 @@ from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import SERVICE, Device, email
-from tests.api.test_accounts import expect
 from tests.serverproc import free_port
+from tests.support.grpc_errors import expect
 
 C = grpc.StatusCode
 Metadata = list[tuple[str, str]]

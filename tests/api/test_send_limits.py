@@ -13,22 +13,11 @@ import pytest
 
 from rossby.contacts import normalize
 from rossby.server.notify import read_outbox_code
-from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import Device, contact, email, reason
 from tests.api.test_accounts import approve, complete, create_offer, join, link, revoke_request
-
-
-async def refused(call: Any, want: str) -> dict[str, str]:
-    """Await ``call``; it must fail RESOURCE_EXHAUSTED ``want``: its metadata."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert reason(caught.value) == want
-    info = error_info(caught.value)
-    assert info is not None
-    return dict(info.metadata)
+from tests.support.grpc_errors import refused
 
 
 async def people(api: Api, *names: str) -> list[Device]:
