@@ -36,13 +36,24 @@ class Device:
         self.name = name
         self.keys = DeviceKeyPair.generate()
         self.device_id = uuid.uuid4()
-        self.box_id: uuid.UUID | None = None
+        self._box_id: uuid.UUID | None = None
         self.signer: HawkSigner | None = None
         self.hawk_key = b""
 
     @property
+    def box_id(self) -> uuid.UUID:
+        """The device's box; it has one once it has authorized (or been
+        linked), and a test that asks earlier is wrong."""
+        assert self._box_id is not None, "authorize first: the device has no box yet"
+        return self._box_id
+
+    @box_id.setter
+    def box_id(self, box_id: uuid.UUID) -> None:
+        self._box_id = box_id
+
+    @property
     def stub_channel(self) -> grpc.aio.Channel:
-        return self.api.channel  # type: ignore[no-any-return]
+        return self.api.channel
 
     def register_request(self) -> pb.RegisterRequest:
         pub = self.keys.public()

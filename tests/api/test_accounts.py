@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import grpc
 import pytest
@@ -686,11 +687,19 @@ async def test_adding_a_contact_is_verified_and_attempt_limited(api: Api) -> Non
 # -- profiles and sender rules ------------------------------------------------------
 
 
-async def update_profile(dev: Device, **fields: object) -> pb.Profile:
+class ProfileFields(TypedDict, total=False):
+    """The fields an UpdateProfile may set (rossby.v1.UpdateProfileRequest)."""
+
+    display_name: str
+    description: str
+    avatar_ref: str
+    discoverable: bool
+    accept_from: pb.AcceptFrom.ValueType
+
+
+async def update_profile(dev: Device, **fields: Unpack[ProfileFields]) -> pb.Profile:
     reply = await dev.call(
-        "UpdateProfile",
-        pb.UpdateProfileRequest(**fields),
-        pb.UpdateProfileResponse,  # type: ignore[arg-type]
+        "UpdateProfile", pb.UpdateProfileRequest(**fields), pb.UpdateProfileResponse
     )
     return reply.profile
 

@@ -159,7 +159,7 @@ async def test_listen_resumes_after_the_server_restarts(
                 break
             except errors.Unavailable:
                 await asyncio.sleep(0.1)
-    texts = []
+    texts: list[str] = []
     while len(texts) < 2:
         texts.append((await listener.next_of(ReceivedMessage)).text)
     assert texts == ["two", "three"]

@@ -304,7 +304,7 @@ async def test_send_validation_fails_whole_and_writes_nothing(make_api: object) 
     alice = await Device(api, email("alice")).join()
     bob = await Device(api, email("bob")).join()
     mid = uuid.uuid4()
-    cases = [
+    cases: list[tuple[list[tuple[uuid.UUID | str, bytes, uuid.UUID | None]], str]] = [
         ([(bob.box_id, b"ok", None), (bob.box_id, b"x" * 101, None)], "MESSAGE_TOO_LARGE"),
         ([(bob.box_id, b"ok", None), ("nope", b"x", None)], "MALFORMED_ID"),
         ([(bob.box_id, b"", None)], "EMPTY_MESSAGE"),
