@@ -48,7 +48,7 @@ def load_launcher() -> ModuleType:
 
 def _docker_answers() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker  # type: ignore[import-untyped]  # testcontainers' untyped dependency
 
         docker.from_env(timeout=2).ping()
         return True

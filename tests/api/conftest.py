@@ -81,8 +81,12 @@ def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
     return str(request.getfixturevalue("cassandra_api_url"))
 
 
+#: ``await make_api(setting=value, ...)``: a started server (see ``make_api``).
+MakeApi = Callable[..., Awaitable["Api"]]
+
+
 @pytest.fixture
-async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[MakeApi]:
     """Start servers with chosen settings; all share one store database."""
     url = store_url
     started: list[Api] = []
@@ -114,8 +118,8 @@ async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
 
 
 @pytest.fixture
-async def api(make_api: Callable[..., Any]) -> Api:
-    return await make_api()  # type: ignore[no-any-return]
+async def api(make_api: MakeApi) -> Api:
+    return await make_api()
 
 
 @pytest.fixture

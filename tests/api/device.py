@@ -74,7 +74,7 @@ class Device:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response_type.FromString,
         )
-        return await call(request, timeout=30)  # type: ignore[no-any-return]
+        return await call(request, timeout=30)  # type: ignore[no-any-return]  # grpc is untyped
 
     async def register(self) -> pb.RegisterResponse:
         return await self.public("Register", self.register_request(), pb.RegisterResponse)

@@ -704,10 +704,10 @@ async def update_profile(dev: Device, **fields: Unpack[ProfileFields]) -> pb.Pro
     return reply.profile
 
 
-async def set_rule(dev: Device, box_id: uuid.UUID | None, rule: int) -> None:
+async def set_rule(dev: Device, box_id: uuid.UUID, rule: pb.SenderRule.ValueType) -> None:
     await dev.call(
         "SetSenderRule",
-        pb.SetSenderRuleRequest(box_id=str(box_id), rule=rule),  # type: ignore[arg-type]
+        pb.SetSenderRuleRequest(box_id=str(box_id), rule=rule),
         pb.SetSenderRuleResponse,
     )
 

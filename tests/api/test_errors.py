@@ -7,7 +7,6 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -15,7 +14,7 @@ from rossby.client.hawk import HawkSigner
 from rossby.crypto import DeviceKeyPair
 from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
-from tests.api.conftest import Api
+from tests.api.conftest import Api, MakeApi
 from tests.api.device import SERVICE, Device, contact, email, reason
 from tests.support.grpc_errors import expect, refused
 
@@ -28,7 +27,7 @@ async def raw(
     call = api.channel.unary_unary(
         SERVICE + method, request_serializer=None, response_deserializer=None
     )
-    return await call(payload, metadata=metadata or [], timeout=30)  # type: ignore[no-any-return]
+    return await call(payload, metadata=metadata or [], timeout=30)  # type: ignore[no-any-return]  # grpc is untyped
 
 
 # -- Register -----------------------------------------------------------------
@@ -43,10 +42,12 @@ async def test_register_rejects_malformed_input(api: Api) -> None:
         r.CopyFrom(good)
         for k, v in changes.items():
             if k == "contacts":
+                assert isinstance(v, list)
                 del r.contacts[:]
-                r.contacts.extend(v)  # type: ignore[arg-type]
+                r.contacts.extend(v)
             elif k == "keys":
-                r.keys.CopyFrom(v)  # type: ignore[arg-type]
+                assert isinstance(v, pb.DeviceKeys)
+                r.keys.CopyFrom(v)
             else:
                 setattr(r, k, v)
         return r
@@ -107,7 +108,7 @@ async def test_contact_taken_is_already_exists_once_the_code_is_proven(api: Api)
     assert await api.store.get_box(registration.box_id) is None  # no box was made
 
 
-async def test_resend_is_rate_limited(make_api: Callable[..., Awaitable[Api]]) -> None:
+async def test_resend_is_rate_limited(make_api: MakeApi) -> None:
     api = await make_api(resend_interval=3600)
     dev = Device(api, email("resend"))
     await dev.register()
@@ -162,7 +163,11 @@ async def test_concurrent_brute_force_is_counted_exactly(api: Api) -> None:
     wrongs = [f"{(int(right) + i) % 10**6:06d}" for i in range(1, 21)]
     results = await asyncio.gather(*(dev.authorize([w]) for w in wrongs), return_exceptions=True)
     assert all(isinstance(r, grpc.aio.AioRpcError) for r in results)
-    denied = [r for r in results if r.code() == C.PERMISSION_DENIED]  # type: ignore[union-attr]
+    denied = [
+        r
+        for r in results
+        if isinstance(r, grpc.aio.AioRpcError) and r.code() == C.PERMISSION_DENIED
+    ]
     assert len(denied) <= 5  # never more than the limit of wrong guesses are compared
     await expect(C.FAILED_PRECONDITION, "TOO_MANY_ATTEMPTS", dev.authorize([right]))
 
@@ -299,8 +304,8 @@ async def test_a_device_cannot_read_another_box(api: Api) -> None:
 # -- Send / Fetch ---------------------------------------------------------------
 
 
-async def test_send_validation_fails_whole_and_writes_nothing(make_api: object) -> None:
-    api = await make_api(max_recipients=3, max_message_bytes=100)  # type: ignore[operator]
+async def test_send_validation_fails_whole_and_writes_nothing(make_api: MakeApi) -> None:
+    api = await make_api(max_recipients=3, max_message_bytes=100)
     alice = await Device(api, email("alice")).join()
     bob = await Device(api, email("bob")).join()
     mid = uuid.uuid4()
@@ -318,8 +323,8 @@ async def test_send_validation_fails_whole_and_writes_nothing(make_api: object) 
     await expect(C.INVALID_ARGUMENT, "TOO_MANY", bob.fetch(limit=501))
 
 
-async def test_pending_cap_rejects_and_drops_nothing(make_api: object) -> None:
-    api = await make_api(pending_cap=3)  # type: ignore[operator]
+async def test_pending_cap_rejects_and_drops_nothing(make_api: MakeApi) -> None:
+    api = await make_api(pending_cap=3)
     alice = await Device(api, email("alice")).join()
     bob = await Device(api, email("bob")).join()
     for i in range(3):
@@ -362,9 +367,9 @@ async def test_request_key_by_box_id(api: Api) -> None:
         await expect(code, why, alice.call("RequestKey", request, pb.RequestKeyResponse))
 
 
-async def test_a_full_size_group_send_passes_the_transport(make_api: object) -> None:
+async def test_a_full_size_group_send_passes_the_transport(make_api: MakeApi) -> None:
     # 80 recipients x 64 KiB = 5 MiB, above gRPC's default 4 MiB request cap.
-    api = await make_api(max_recipients=80)  # type: ignore[operator]
+    api = await make_api(max_recipients=80)
     alice = await Device(api, email("alice")).join()
     bob = await Device(api, email("bob")).join()
     body = b"x" * 65_536

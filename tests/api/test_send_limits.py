@@ -88,7 +88,8 @@ async def test_an_invalid_send_is_refused_as_invalid_and_costs_nothing(
 async def test_send_rate_zero_turns_the_limit_off(make_api: Callable[..., Any]) -> None:
     api: Api = await make_api(send_rate_per_device="0", max_recipients=20)
     alice, bob = await people(api, "alice", "bob")
-    limit = api.server.service.inbox.send_limit  # type: ignore[union-attr]
+    assert api.server.service is not None, "the server has started"
+    limit = api.server.service.inbox.send_limit
     assert limit is not None and not limit.enabled
     sent: set[str] = set()
     for _ in range(3):  # 60 messages: a limit of 0 would have refused the first

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,8 +55,8 @@ async def make_store(
         url = request.getfixturevalue("cassandra_keyspace_url")
     opened: list[Store] = []
 
-    def factory(**overrides: object) -> Store:
-        opts = StoreOptions(**{"clock": clock, **overrides})  # type: ignore[arg-type]
+    def factory(**overrides: Any) -> Store:
+        opts = StoreOptions(**{"clock": clock, **overrides})
         store = open_store(url, opts)
         opened.append(store)
         return store

@@ -455,7 +455,8 @@ async def test_set_hawk_key_replaces_it_in_any_state(store: Store, clock: Clock)
         got = await store.get_device(box.box_id, device.device_id)
         assert got is not None and got.hawk_key == wrapped
         assert got.keys == device.keys and got.name == device.name
-    assert (await store.get_device(box.box_id, second.device_id)).state is DeviceState.REVOKED  # type: ignore[union-attr]
+    revoked = await store.get_device(box.box_id, second.device_id)
+    assert revoked is not None and revoked.state is DeviceState.REVOKED
     with pytest.raises(NotFound):
         await store.set_hawk_key(box.box_id, new_id(), os.urandom(65))
     with pytest.raises(NotFound):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 from rossby.store import Store
 from rossby.store.base import Presence
@@ -11,7 +12,7 @@ from tests.store.conftest import Clock, new_id
 from tests.support.backends import purged
 
 
-def row(store: Store, clock: Clock, **changes: object) -> Presence:
+def row(store: Store, clock: Clock, **changes: Any) -> Presence:
     base = Presence(
         box_id=new_id(),
         device_id=new_id(),
@@ -21,7 +22,7 @@ def row(store: Store, clock: Clock, **changes: object) -> Presence:
         since=clock(),
         expires_at=clock() + 30,
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)
 
 
 async def test_put_list_delete(store: Store, clock: Clock) -> None:
