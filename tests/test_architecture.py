@@ -346,6 +346,20 @@ def test_the_layer_table_reads_as_written() -> None:
     assert len(flagged) == len(refused), flagged
 
 
+def test_a_loop_is_reported_with_its_edges_and_when_it_bites() -> None:
+    def edge(a: str, b: str, kind: Kind = Kind.MODULE) -> Edge:
+        return Edge(a, b, f"{a}.py", 1, kind)
+
+    chain = [edge("rossby.c", "rossby.a"), edge("rossby.a", "rossby.b")]
+    assert cycle_report(chain) == []
+    hidden = cycle_report([*chain, edge("rossby.b", "rossby.a", Kind.TYPE_CHECKING)])
+    assert len(hidden) == 1 and "rossby.a, rossby.b" in hidden[0], hidden
+    assert "rossby.b -> rossby.a  (rossby.b.py:1, TYPE_CHECKING block)" in hidden[0]
+    assert "only through TYPE_CHECKING" in hidden[0]
+    biting = cycle_report([*chain, edge("rossby.b", "rossby.a")])
+    assert "at import time (module-level imports alone): rossby.a, rossby.b" in biting[0]
+
+
 def test_the_tree_has_an_import_graph() -> None:
     """Guards the walk over the tree (paths, module names) the way the test
     above guards the walker."""
