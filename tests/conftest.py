@@ -30,6 +30,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.backends import BACKENDS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,7 +48,7 @@ def load_launcher() -> ModuleType:
 
 def _docker_answers() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker  # type: ignore[import-untyped]  # testcontainers' untyped dependency
 
         docker.from_env(timeout=2).ping()
         return True
@@ -138,6 +140,13 @@ def cassandra_cluster() -> Iterator[CassandraCluster]:
         yield CassandraCluster(by_dc, run_dir, time.monotonic() - t0)
     finally:
         launcher.stop(run_dir)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store backend of a test that runs on each (tests/support/backends.py);
+    ``@pytest.mark.parametrize("backend", ["sqlite"])`` narrows one test."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -138,7 +138,7 @@ def test_kind_proto_round_trip() -> None:
 def test_normalized_contact_is_frozen_and_hashable() -> None:
     contact = normalize(ContactKind.EMAIL, "alice@example.com")
     with pytest.raises(AttributeError):
-        contact.value = "eve@example.com"  # type: ignore[misc]
+        contact.value = "eve@example.com"  # type: ignore[misc]  # the point: it is frozen
     assert {contact, normalize(ContactKind.EMAIL, "ALICE@example.com")} == {contact}
 
 

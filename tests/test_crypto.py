@@ -416,7 +416,7 @@ def test_every_truncation_and_extension_is_invalid_envelope(w: World) -> None:
 
 def test_non_bytes_input_is_invalid_envelope(w: World) -> None:
     with pytest.raises(InvalidEnvelope):
-        w.open(bytearray(w.send()), w.b1)  # type: ignore[arg-type]
+        w.open(bytearray(w.send()), w.b1)  # type: ignore[arg-type]  # the point: not bytes
 
 
 def _forge(

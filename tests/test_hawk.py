@@ -32,6 +32,7 @@ from rossby.hawk import (
     verify_server_authorization,
     www_authenticate_header,
 )
+from tests.support.clocks import FakeClock
 
 BOX = "0b3e6c1e-4a55-4c1b-9f49-3f2f9f3f2a10"
 DEVICE = "5f0c8a52-7d1e-4c3b-8a9f-1e2d3c4b5a69"
@@ -45,14 +46,6 @@ URL = f"http://{HOST}:{PORT}{RESOURCE}"
 T = 1_800_000_000
 # Arbitrary bytes, deliberately not UTF-8: the hash must cover raw bytes.
 PAYLOAD = b"\x0a\x24\xff\xfe\x00ciphertext\x80\x81"
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def mohawk_creds(key: bytes = KEY, id: str = ID) -> dict[str, Any]:
@@ -83,7 +76,7 @@ def mohawk_header(
 
 
 def verifier(
-    clock: Clock | None = None,
+    clock: FakeClock | None = None,
     cache: NonceCache | None = None,
     keys: dict[str, bytes] | None = None,
     host: str = HOST,
@@ -99,7 +92,7 @@ def verifier(
         host=host,
         port=port,
         nonce_cache=cache or NonceCache(),
-        clock=clock or Clock(T),
+        clock=clock or FakeClock(T),
     )
 
 
@@ -426,7 +419,7 @@ async def test_lookup_failure_propagates() -> None:
     async def down(_id: str) -> bytes | None:
         raise StoreUnavailable("store down")
 
-    v = HawkVerifier(down, host=HOST, port=PORT, nonce_cache=NonceCache(), clock=Clock(T))
+    v = HawkVerifier(down, host=HOST, port=PORT, nonce_cache=NonceCache(), clock=FakeClock(T))
     with pytest.raises(StoreUnavailable):
         await v.verify(mohawk_header(), resource=RESOURCE, payload=PAYLOAD)
 
@@ -436,14 +429,14 @@ async def test_lookup_failure_propagates() -> None:
 
 @pytest.mark.parametrize("drift", [-60, 60, -0.5, 59.9])
 async def test_within_skew_is_accepted(drift: float) -> None:
-    await verifier(Clock(T + drift)).verify(mohawk_header(), resource=RESOURCE, payload=PAYLOAD)
+    await verifier(FakeClock(T + drift)).verify(mohawk_header(), resource=RESOURCE, payload=PAYLOAD)
 
 
 @pytest.mark.parametrize("drift", [-3600, -60.001, 60.001, 86400])
 async def test_stale_answers_a_verifiable_server_time(drift: float) -> None:
     now = T + drift
     cache = NonceCache()
-    err = await refused(verifier(Clock(now), cache), mohawk_header())
+    err = await refused(verifier(FakeClock(now), cache), mohawk_header())
     assert (err.reason, err.message) == ("HAWK_STALE", "Stale timestamp")
     server_ts = int(now // 1)
     assert err.metadata["ts"] == str(server_ts)
@@ -454,7 +447,7 @@ async def test_stale_answers_a_verifiable_server_time(drift: float) -> None:
 
 
 async def test_client_corrects_its_clock_from_a_stale_answer() -> None:
-    server = Clock(T + 500)
+    server = FakeClock(T + 500)
     v = verifier(server)
     client_now = float(T)
     err = await refused(v, ours(ts=int(client_now)))
@@ -517,13 +510,13 @@ async def test_nonce_is_scoped_to_id_and_timestamp() -> None:
 
 
 async def test_check_order() -> None:
-    late = Clock(T + 3600)
+    late = FakeClock(T + 3600)
     # MAC before timestamp, payload hash before timestamp.
     assert (await refused(verifier(late), mohawk_header(key=OTHER_KEY))).reason == "HAWK_BAD_MAC"
     err = await refused(verifier(late), mohawk_header(), payload=b"x")
     assert err.reason == "HAWK_BAD_PAYLOAD_HASH"
     # Timestamp before nonce: an old replay is answered as stale.
-    clock = Clock(T)
+    clock = FakeClock(T)
     v = verifier(clock)
     header = mohawk_header()
     await v.verify(header, resource=RESOURCE, payload=PAYLOAD)

@@ -39,6 +39,7 @@ from rossby.server.auth import (
     parse_hawk_id,
 )
 from rossby.v1 import rossby_pb2 as pb
+from tests.support.clocks import FakeClock
 
 BOX = "0b3e6c1e-4a55-4c1b-9f49-3f2f9f3f2a10"
 DEVICE = "5f0c8a52-7d1e-4c3b-8a9f-1e2d3c4b5a69"
@@ -53,18 +54,6 @@ ACK = f"/{SERVICE}/Ack"
 WATCH = f"/{SERVICE}/Watch"
 REGISTER = f"/{SERVICE}/Register"
 T = 1_800_000_000
-
-
-class Clock:
-    """Reads ``now``; with ``step`` set, time advances by ``step`` per read."""
-
-    def __init__(self, now: float, step: float = 0) -> None:
-        self.now = now
-        self.step = step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
 
 
 def counting_nonces(prefix: str = "n") -> Any:
@@ -105,17 +94,17 @@ def reason_of(err: grpc.aio.AioRpcError) -> str:
 @dataclass
 class Harness:
     channel: grpc.aio.Channel
-    server_clock: Clock
+    server_clock: FakeClock
     lookups: list[Identity] = field(default_factory=list)
     seen: list[tuple[str, Identity, Any]] = field(default_factory=list)
 
-    def signer(self, clock: Clock | None = None, key: bytes = KEY) -> HawkSigner:
+    def signer(self, clock: FakeClock | None = None, key: bytes = KEY) -> HawkSigner:
         return HawkSigner(
             ID,
             key,
             PUBLIC_HOST,
             PUBLIC_PORT,
-            clock=clock or Clock(T),
+            clock=clock or FakeClock(T),
             nonce_factory=counting_nonces(),
         )
 
@@ -125,7 +114,7 @@ class Harness:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    server_clock = Clock(T)
+    server_clock = FakeClock(T)
     h = Harness(channel=None, server_clock=server_clock)
 
     async def key_for(identity: Identity) -> bytes | None:
@@ -292,7 +281,7 @@ async def test_unknown_and_malformed_ids_never_reach_the_store(harness: Harness)
 
 
 async def test_client_corrects_a_stale_clock_and_retries_once(harness: Harness) -> None:
-    signer = harness.signer(clock=Clock(T - 500))
+    signer = harness.signer(clock=FakeClock(T - 500))
     response = await call_signed(
         harness.channel, signer, FETCH, pb.FetchRequest(after=1), pb.FetchResponse
     )
@@ -318,7 +307,7 @@ async def test_client_refuses_a_stale_answer_it_cannot_verify(harness: Harness) 
     # The server signs the time with the real key; a client holding another
     # key for the same id cannot verify it (its MAC fails first in practice,
     # so exercise the hook directly on a genuine stale answer).
-    signer = harness.signer(clock=Clock(T - 500))
+    signer = harness.signer(clock=FakeClock(T - 500))
     payload = b""
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await harness.raw(FETCH)(payload, metadata=signer.sign(FETCH, payload))
@@ -346,7 +335,7 @@ async def test_signed_garbage_is_invalid_argument(harness: Harness) -> None:
 
 
 async def test_server_streaming_is_verified_at_open(harness: Harness) -> None:
-    signer = harness.signer(clock=Clock(T - 500))  # also exercises the stale retry
+    signer = harness.signer(clock=FakeClock(T - 500))  # also exercises the stale retry
     items = [
         item.cursor
         async for item in stream_signed(
@@ -378,7 +367,7 @@ async def test_without_a_hook_errors_propagate_to_grpc() -> None:
         return KEY
 
     verifier = HawkVerifier(
-        lookup, host=PUBLIC_HOST, port=PUBLIC_PORT, nonce_cache=NonceCache(), clock=Clock(T)
+        lookup, host=PUBLIC_HOST, port=PUBLIC_PORT, nonce_cache=NonceCache(), clock=FakeClock(T)
     )
     auth = HawkAuth(verifier, service=SERVICE)
 

@@ -284,7 +284,7 @@ class LoopbackController(Controller):
     def _trigger_server(self) -> None:
         assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()  # type: ignore[no-untyped-call]
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped
 
 
 @contextmanager
@@ -298,7 +298,7 @@ def smtp_server(**kwargs: Any) -> Iterator[tuple[LoopbackController, Mailbox]]:
         controller.stop()
 
 
-def smtp_notifier(port: int, security: str, **kwargs: Any) -> SmtpNotifier:
+def smtp_notifier(port: int, security: smtp_module.SmtpSecurity, **kwargs: Any) -> SmtpNotifier:
     options: dict[str, Any] = {
         "username": None,
         "password": None,
@@ -306,7 +306,7 @@ def smtp_notifier(port: int, security: str, **kwargs: Any) -> SmtpNotifier:
         "timeout": 5.0,
     }
     options.update(kwargs)
-    return SmtpNotifier("127.0.0.1", port, security, **options)  # type: ignore[arg-type]
+    return SmtpNotifier("127.0.0.1", port, security, **options)
 
 
 def assert_code_mail(received: Received, contact: NormalizedContact = EMAIL) -> None:

@@ -81,4 +81,5 @@ def test_busy_port_fails_with_a_clear_line(tmp_path: Path) -> None:
 def health_ok(target: str) -> bool:
     from tests.serverproc import health_status
 
-    return health_status(target) == health_pb2.HealthCheckResponse.SERVING
+    serving: int = health_pb2.HealthCheckResponse.SERVING  # grpc_health has no types
+    return health_status(target) == serving

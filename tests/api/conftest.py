@@ -8,43 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import time
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from rossby.client import RossbyClient
 from rossby.config import load_settings
+from rossby.contacts import normalize
 from rossby.server.app import RossbyServer, store_options
+from rossby.server.notify import read_outbox_code
 from rossby.store import open_store
+from tests.api.device import email
 from tests.conftest import cassandra_url
+from tests.support.clocks import WallClock
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("cassandra", id="cassandra", marks=pytest.mark.cassandra),
-]
+PASS = "correct horse battery staple"
+FAST = 2**10  # scrypt cost for test keyfiles; production uses 2**17
 
-
-class OffsetClock:
-    """Real time plus an adjustable offset: Hawk needs real time, expiry
-    tests need to jump ahead."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
+#: ``await people("alice")`` / ``await clients(api, "alice")``: an SDK device.
+Join = Callable[..., Awaitable[RossbyClient]]
 
 
 class Api:
-    """A running server plus what tests need to drive it."""
+    """A running server plus what tests need to drive it. Its clock is real
+    time (Hawk needs it) that expiry tests may move ahead."""
 
-    def __init__(self, server: RossbyServer, outbox: Path, clock: OffsetClock) -> None:
+    def __init__(self, server: RossbyServer, outbox: Path, clock: WallClock) -> None:
         self.server = server
         self.outbox = outbox
         self.clock = clock
@@ -87,13 +81,12 @@ def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
     return str(request.getfixturevalue("cassandra_api_url"))
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+#: ``await make_api(setting=value, ...)``: a started server (see ``make_api``).
+MakeApi = Callable[..., Awaitable["Api"]]
 
 
 @pytest.fixture
-async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[MakeApi]:
     """Start servers with chosen settings; all share one store database."""
     url = store_url
     started: list[Api] = []
@@ -110,7 +103,7 @@ async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
             **{k: str(v) for k, v in overrides.items()},
         }
         settings = load_settings(flags, environ={})
-        clock = OffsetClock()
+        clock = WallClock()
         server = RossbyServer(
             settings, store=open_store(url, store_options(settings, clock)), clock=clock
         )
@@ -125,5 +118,39 @@ async def make_api(store_url: str, tmp_path: Path) -> AsyncIterator[Callable[...
 
 
 @pytest.fixture
-async def api(make_api: Callable[..., Any]) -> Api:
-    return await make_api()  # type: ignore[no-any-return]
+async def api(make_api: MakeApi) -> Api:
+    return await make_api()
+
+
+@pytest.fixture
+async def clients(tmp_path: Path) -> AsyncIterator[Join]:
+    """``await clients(api, "alice")``: a registered, verified SDK device of
+    ``api``'s server, at home in ``tmp_path / "alice"``; its contact is a
+    fresh address unless given (``clients(api, "alice", contact)``)."""
+    async with AsyncExitStack() as stack:
+
+        async def join(api: Api, name: str, contact: str | None = None) -> RossbyClient:
+            contact = contact or email(name)
+            client = await stack.enter_async_context(
+                RossbyClient.create(
+                    tmp_path / name,
+                    PASS,
+                    server=api.target,
+                    contacts=[contact],
+                    device_name=f"{name}-phone",
+                    scrypt_n=FAST,
+                )
+            )
+            await client.register()
+            code = read_outbox_code(api.outbox, normalize("email", contact))
+            assert code is not None
+            await client.authorize([code])
+            return client
+
+        yield join
+
+
+@pytest.fixture
+def people(api: Api, clients: Join) -> Join:
+    """``await people("alice")``: ``clients`` on the test's own server."""
+    return functools.partial(clients, api)

@@ -13,8 +13,8 @@ from rossby.client.hawk import HawkSigner, call_signed
 from rossby.contacts import normalize
 from rossby.crypto import DeviceKeyPair, credentials_aad, unseal
 from rossby.server.notify import read_outbox_code
-from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
+from tests.support.grpc_errors import reason as reason  # tests import it from here too
 
 Resp = TypeVar("Resp", bound=Message)
 SERVICE = "/rossby.v1.Rossby/"
@@ -36,13 +36,24 @@ class Device:
         self.name = name
         self.keys = DeviceKeyPair.generate()
         self.device_id = uuid.uuid4()
-        self.box_id: uuid.UUID | None = None
+        self._box_id: uuid.UUID | None = None
         self.signer: HawkSigner | None = None
         self.hawk_key = b""
 
     @property
+    def box_id(self) -> uuid.UUID:
+        """The device's box; it has one once it has authorized (or been
+        linked), and a test that asks earlier is wrong."""
+        assert self._box_id is not None, "authorize first: the device has no box yet"
+        return self._box_id
+
+    @box_id.setter
+    def box_id(self, box_id: uuid.UUID) -> None:
+        self._box_id = box_id
+
+    @property
     def stub_channel(self) -> grpc.aio.Channel:
-        return self.api.channel  # type: ignore[no-any-return]
+        return self.api.channel
 
     def register_request(self) -> pb.RegisterRequest:
         pub = self.keys.public()
@@ -63,7 +74,7 @@ class Device:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response_type.FromString,
         )
-        return await call(request, timeout=30)  # type: ignore[no-any-return]
+        return await call(request, timeout=30)  # type: ignore[no-any-return]  # grpc is untyped
 
     async def register(self) -> pb.RegisterResponse:
         return await self.public("Register", self.register_request(), pb.RegisterResponse)
@@ -173,10 +184,3 @@ class Device:
         if positions:
             await self.ack(max(max(p) for p in positions.values()))
         return positions
-
-
-def reason(exc: grpc.aio.AioRpcError) -> str:
-    info = error_info(exc)
-    assert info is not None, f"no ErrorInfo in {exc.code()}: {exc.details()}"
-    assert info.domain == "rossby.v1"
-    return str(info.reason)

@@ -15,10 +15,10 @@ import pytest
 
 from rossby.errors import ResourceExhausted
 from rossby.server.ratelimit import RateLimit, client_address
-from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import Device, contact, email, reason
+from tests.support.grpc_errors import refused
 
 
 def outbox(api: Api) -> dict[str, bytes]:
@@ -27,20 +27,6 @@ def outbox(api: Api) -> dict[str, bytes]:
     if not root.exists():
         return {}
     return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-async def refused(call: Any, want: str) -> dict[str, str]:
-    """Await ``call``; it must fail RESOURCE_EXHAUSTED with reason ``want``.
-    Answers the error's metadata."""
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
-    assert reason(err.value) == want
-    info = error_info(err.value)
-    assert info is not None
-    metadata = dict(info.metadata)
-    assert int(metadata["retry_after_seconds"]) >= 1
-    return metadata
 
 
 async def add_contact(dev: Device, value: str) -> pb.AddContactResponse:

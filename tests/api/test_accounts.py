@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import grpc
 import pytest
@@ -41,19 +40,11 @@ from rossby.store import DeviceKeys as StoreDeviceKeys
 from rossby.store import DeviceState, parse_store_url
 from rossby.store.accounts import KeyLogEntry, LinkState, account_store
 from rossby.v1 import rossby_pb2 as pb
-from tests.api.conftest import Api
+from tests.api.conftest import FAST, PASS, Api, Join
 from tests.api.device import Device, contact, email, reason
+from tests.support.grpc_errors import expect
 
 C = grpc.StatusCode
-PASS = "correct horse battery staple"
-FAST = 2**10
-
-
-async def expect(code: grpc.StatusCode, why: str, coro: Awaitable[object]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await coro
-    assert (caught.value.code(), reason(caught.value)) == (code, why), caught.value.details()
-    return caught.value
 
 
 def keys_pb(d: Device) -> pb.DeviceKeys:
@@ -696,19 +687,27 @@ async def test_adding_a_contact_is_verified_and_attempt_limited(api: Api) -> Non
 # -- profiles and sender rules ------------------------------------------------------
 
 
-async def update_profile(dev: Device, **fields: object) -> pb.Profile:
+class ProfileFields(TypedDict, total=False):
+    """The fields an UpdateProfile may set (rossby.v1.UpdateProfileRequest)."""
+
+    display_name: str
+    description: str
+    avatar_ref: str
+    discoverable: bool
+    accept_from: pb.AcceptFrom.ValueType
+
+
+async def update_profile(dev: Device, **fields: Unpack[ProfileFields]) -> pb.Profile:
     reply = await dev.call(
-        "UpdateProfile",
-        pb.UpdateProfileRequest(**fields),
-        pb.UpdateProfileResponse,  # type: ignore[arg-type]
+        "UpdateProfile", pb.UpdateProfileRequest(**fields), pb.UpdateProfileResponse
     )
     return reply.profile
 
 
-async def set_rule(dev: Device, box_id: uuid.UUID | None, rule: int) -> None:
+async def set_rule(dev: Device, box_id: uuid.UUID, rule: pb.SenderRule.ValueType) -> None:
     await dev.call(
         "SetSenderRule",
-        pb.SetSenderRuleRequest(box_id=str(box_id), rule=rule),  # type: ignore[arg-type]
+        pb.SetSenderRuleRequest(box_id=str(box_id), rule=rule),
         pb.SetSenderRuleResponse,
     )
 
@@ -825,34 +824,6 @@ async def test_contacts_only_lets_accepted_boxes_through(api: Api) -> None:
 
 
 # -- the key log, as the SDK checks it ------------------------------------------------
-
-
-Join = Callable[..., Awaitable[RossbyClient]]
-
-
-@pytest.fixture
-async def people(api: Api, tmp_path: Path) -> AsyncIterator[Join]:
-    async with AsyncExitStack() as stack:
-
-        async def join_(name: str) -> RossbyClient:
-            value = email(name)
-            client = await stack.enter_async_context(
-                RossbyClient.create(
-                    tmp_path / name,
-                    PASS,
-                    server=api.target,
-                    contacts=[value],
-                    device_name=f"{name}-phone",
-                    scrypt_n=FAST,
-                )
-            )
-            await client.register()
-            code = read_outbox_code(api.outbox, normalize("email", value))
-            assert code is not None
-            await client.authorize([code])
-            return client
-
-        yield join_
 
 
 def who(c: RossbyClient) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -56,7 +56,7 @@ def on(dev: Device, api: Api) -> Device:
     return clone
 
 
-async def tally(calls: list[Awaitable[object]], wrong: str) -> dict[str, int]:
+async def tally(calls: Sequence[Awaitable[object]], wrong: str) -> dict[str, int]:
     """Run ``calls`` at once; count the answers by reason ("OK" for success)."""
     counts: dict[str, int] = {}
     for result in await asyncio.gather(*calls, return_exceptions=True):

@@ -25,7 +25,9 @@ from rossby.server.authcache import ExpiringCache
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import Device, email
-from tests.api.test_accounts import expect, link, revoke_request, set_rule, update_profile
+from tests.api.test_accounts import link, revoke_request, set_rule, update_profile
+from tests.support.clocks import FakeClock
+from tests.support.grpc_errors import expect
 
 C = grpc.StatusCode
 TTL = 0.5
@@ -128,16 +130,8 @@ async def test_contacts_only_stops_strangers_everywhere_within_the_ttl(
 # -- the cache itself (no server) -------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_an_entry_lives_ttl_from_the_start_of_its_read() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     cache: ExpiringCache[str, int] = ExpiringCache(1.0, clock=clock)
     loads = 0
 
@@ -155,7 +149,7 @@ async def test_an_entry_lives_ttl_from_the_start_of_its_read() -> None:
 
 
 async def test_a_change_during_a_read_makes_its_answer_stale() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     changed = -1.0
     cache: ExpiringCache[str, int] = ExpiringCache(10.0, clock=clock, changed_at=lambda k: changed)
     value = 1

@@ -49,7 +49,7 @@ class Lines:
         self.lines.put(None)
 
     def until(self, event: str, timeout: float = 30.0) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         while True:
             line = self.lines.get(timeout=timeout)
             if line is None:

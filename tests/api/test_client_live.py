@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -24,42 +22,10 @@ from rossby.client import (
     Typing,
     UpToDate,
 )
-from rossby.contacts import normalize
-from rossby.server.notify import read_outbox_code
-from tests.api.conftest import Api
-from tests.api.device import email
+from tests.api.conftest import Join
 
-PASS = "correct horse battery staple"
-FAST = 2**10
 SLOW_POLL = 600
 WAIT = 20.0
-
-Join = Callable[..., Awaitable[RossbyClient]]
-
-
-@pytest.fixture
-async def people(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RossbyClient]]]:
-    async with AsyncExitStack() as stack:
-
-        async def join(api: Api, name: str) -> RossbyClient:
-            contact = email(name)
-            client = await stack.enter_async_context(
-                RossbyClient.create(
-                    tmp_path / name,
-                    PASS,
-                    server=api.target,
-                    contacts=[contact],
-                    device_name=f"{name}-phone",
-                    scrypt_n=FAST,
-                )
-            )
-            await client.register()
-            code = read_outbox_code(api.outbox, normalize("email", contact))
-            assert code is not None
-            await client.authorize([code])
-            return client
-
-        yield join
 
 
 class Listener:
@@ -109,10 +75,10 @@ def contact_of(client: RossbyClient) -> str:
 
 
 async def test_listen_decrypts_pushes_and_acks(
-    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+    make_api: Callable[..., Any], clients: Join, listeners: Callable[..., Listener]
 ) -> None:
     api = await make_api(stream_poll=SLOW_POLL)
-    alice, bob = await people(api, "alice"), await people(api, "bob")
+    alice, bob = await clients(api, "alice"), await clients(api, "bob")
     await bob.resolve(contact_of(alice))  # so bob knows alice by her contact
     await alice.send([contact_of(bob)], "before")
     listener = listeners(bob)
@@ -133,11 +99,11 @@ async def test_listen_decrypts_pushes_and_acks(
 
 
 async def test_typing_reaches_a_listening_contact_and_is_not_stored(
-    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+    make_api: Callable[..., Any], clients: Join, listeners: Callable[..., Listener]
 ) -> None:
     api = await make_api(stream_poll=SLOW_POLL)
-    alice, bob = await people(api, "alice"), await people(api, "bob")
-    carol = await people(api, "carol")  # offline
+    alice, bob = await clients(api, "alice"), await clients(api, "bob")
+    carol = await clients(api, "carol")  # offline
     await bob.resolve(contact_of(alice))
     listener = listeners(bob)
     await listener.next_of(UpToDate)
@@ -155,10 +121,10 @@ async def test_typing_reaches_a_listening_contact_and_is_not_stored(
 
 
 async def test_read_receipts_flow_back_to_the_sender(
-    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+    make_api: Callable[..., Any], clients: Join, listeners: Callable[..., Listener]
 ) -> None:
     api = await make_api(stream_poll=SLOW_POLL)
-    alice, bob = await people(api, "alice"), await people(api, "bob")
+    alice, bob = await clients(api, "alice"), await clients(api, "bob")
     await bob.resolve(contact_of(alice))
     bob_side = listeners(bob, receipts=True)
     alice_side = listeners(alice)
@@ -173,10 +139,10 @@ async def test_read_receipts_flow_back_to_the_sender(
 
 
 async def test_listen_resumes_after_the_server_restarts(
-    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+    make_api: Callable[..., Any], clients: Join, listeners: Callable[..., Listener]
 ) -> None:
     api = await make_api(stream_poll=SLOW_POLL)
-    alice, bob = await people(api, "alice"), await people(api, "bob")
+    alice, bob = await clients(api, "alice"), await clients(api, "bob")
     listener = listeners(bob, min_backoff=0.05, max_backoff=0.2)
     await listener.next_of(UpToDate)
     await alice.send([contact_of(bob)], "one")
@@ -193,7 +159,7 @@ async def test_listen_resumes_after_the_server_restarts(
                 break
             except errors.Unavailable:
                 await asyncio.sleep(0.1)
-    texts = []
+    texts: list[str] = []
     while len(texts) < 2:
         texts.append((await listener.next_of(ReceivedMessage)).text)
     assert texts == ["two", "three"]
@@ -203,12 +169,12 @@ async def test_listen_resumes_after_the_server_restarts(
 
 
 async def test_a_message_id_is_never_shown_twice_across_reconnects(
-    make_api: Callable[..., Any], people: Join, listeners: Callable[..., Listener]
+    make_api: Callable[..., Any], clients: Join, listeners: Callable[..., Listener]
 ) -> None:
     """The stream is cut while messages flow; the resumed stream repeats
     nothing the consumer saw and misses nothing it did not."""
     api = await make_api(stream_poll=SLOW_POLL)
-    alice, bob = await people(api, "alice"), await people(api, "bob")
+    alice, bob = await clients(api, "alice"), await clients(api, "bob")
     seen: list[uuid.UUID] = []
     sent: list[uuid.UUID] = []
 
@@ -230,13 +196,13 @@ async def test_a_message_id_is_never_shown_twice_across_reconnects(
 
 
 async def test_listen_rides_over_stream_max_age_without_loss_or_repeats(
-    make_api: Callable[..., Any], people: Join
+    make_api: Callable[..., Any], clients: Join
 ) -> None:
     """Streams (and connections) end every second here; the SDK resubscribes
     from what it processed each time, so the consumer sees every message
     exactly once, in order."""
     api = await make_api(stream_max_age=1, stream_poll=SLOW_POLL)
-    alice, bob = await people(api, "alice"), await people(api, "bob")
+    alice, bob = await clients(api, "alice"), await clients(api, "bob")
     sent: list[uuid.UUID] = []
     seen: list[uuid.UUID] = []
     reasons: list[str] = []

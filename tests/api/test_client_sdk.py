@@ -12,7 +12,6 @@ import asyncio
 import sqlite3
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -49,39 +48,8 @@ from rossby.store import NewMessage as StoreNewMessage
 from rossby.store import parse_store_url
 from rossby.store.cassandra.positions import bucket_of
 from rossby.v1 import rossby_pb2 as pb
-from tests.api.conftest import Api
+from tests.api.conftest import FAST, PASS, Api, Join
 from tests.api.device import email
-
-PASS = "correct horse battery staple"
-FAST = 2**10  # scrypt cost for test keyfiles; production uses 2**17
-
-Join = Callable[..., Awaitable[RossbyClient]]
-
-
-@pytest.fixture
-async def people(api: Api, tmp_path: Path) -> AsyncIterator[Join]:
-    """``await join("alice")``: a registered, verified device with its own home."""
-    async with AsyncExitStack() as stack:
-
-        async def join(name: str, contact: str | None = None) -> RossbyClient:
-            contact = contact or email(name)
-            client = await stack.enter_async_context(
-                RossbyClient.create(
-                    tmp_path / name,
-                    PASS,
-                    server=api.target,
-                    contacts=[contact],
-                    device_name=f"{name}-phone",
-                    scrypt_n=FAST,
-                )
-            )
-            await client.register()
-            code = read_outbox_code(api.outbox, normalize("email", contact))
-            assert code is not None
-            await client.authorize([code])
-            return client
-
-        yield join
 
 
 async def drain(client: RossbyClient) -> list[Event]:

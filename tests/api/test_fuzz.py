@@ -70,7 +70,7 @@ from tests.api.conftest import Api
 from tests.api.device import SERVICE, Device, email
 from tests.serverproc import health_status
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Message)
 C = grpc.StatusCode
 
 CORE = ("Register", "Authorize", "RequestKey", "Send", "Fetch", "Ack")
@@ -155,7 +155,7 @@ class Case:
 
 def parse(message_type: type[T], payload: bytes) -> T | None:
     try:
-        return message_type.FromString(payload)  # type: ignore[attr-defined,no-any-return]
+        return message_type.FromString(payload)
     except (DecodeError, RuntimeWarning, ValueError):
         return None
 

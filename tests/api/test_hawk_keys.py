@@ -41,7 +41,7 @@ from rossby.client.hawk import HawkSigner
 from rossby.server.hawkkeys import HAWK_KEY_BYTES, WRAPPED_BYTES, is_legacy, stored_key_id
 from rossby.store import Box, DeviceKeys, DeviceState, parse_store_url
 from rossby.store import Device as StoredDevice
-from tests.api.conftest import Api, migrate_in_thread
+from tests.api.conftest import Api, MakeApi, migrate_in_thread
 from tests.api.device import Device, email, reason
 from tests.conftest import cassandra_url
 
@@ -68,10 +68,10 @@ def cassandra_api_url(cassandra_hosts: list[str]) -> str:
 
 
 @pytest.fixture
-async def api(make_api: Callable[..., Any]) -> Api:
+async def api(make_api: MakeApi) -> Api:
     """Every server of this module knows key 1, so ``rotate-keys`` can open
     every row in the store."""
-    return await make_api(hawk_keys=K1)  # type: ignore[no-any-return]
+    return await make_api(hawk_keys=K1)
 
 
 def via(device: Device, api: Api) -> Device:

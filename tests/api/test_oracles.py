@@ -126,6 +126,7 @@ async def test_request_key_answers_unknown_hidden_and_blocked_alike(
     assert service is not None and service.inbox.accounts is not None
     inbox, accounts = service.inbox, service.inbox.accounts
     log: list[str] = []
+    # Recording proxies stand in for the store and the account store (every call passes on).
     inbox.store = Reads(inbox.store, log)  # type: ignore[assignment]
     accounts.accounts = Reads(accounts.accounts, log)  # type: ignore[assignment]
     seen: dict[str, tuple[tuple[Any, ...], list[str]]] = {}

@@ -357,6 +357,7 @@ async def test_two_servers_on_one_store_wake_each_other(
 
 
 def _lookups(api: Api, source: str) -> float:
+    assert api.server.service is not None, "the server has started"
     counter = api.server.service.realtime.metrics.presence_lookups
     return float(counter.labels(source)._value.get())
 

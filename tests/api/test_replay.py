@@ -23,8 +23,8 @@ from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import SERVICE, Device, email
-from tests.api.test_accounts import expect
 from tests.serverproc import free_port
+from tests.support.grpc_errors import expect
 
 C = grpc.StatusCode
 Metadata = list[tuple[str, str]]
@@ -63,7 +63,7 @@ async def deliver(api: Api, method: str, captured: tuple[bytes, Metadata]) -> by
     call = api.channel.unary_unary(
         SERVICE + method, request_serializer=None, response_deserializer=None
     )
-    return await call(payload, metadata=metadata, timeout=30)  # type: ignore[no-any-return]
+    return await call(payload, metadata=metadata, timeout=30)  # type: ignore[no-any-return]  # grpc is untyped
 
 
 async def outcome(api: Api, method: str, captured: tuple[bytes, Metadata]) -> str:

@@ -49,6 +49,7 @@ def unknown_field_message(total: int) -> bytes:
 async def call_raw(api: Api, path: str, streaming: bool, payload: bytes) -> grpc.aio.AioRpcError:
     """Call ``path`` on the port that serves it: Peer has a port of its own."""
     peer = path.startswith(f"/{PEER.full_name}/")
+    assert api.server.service is not None, "the server has started"
     target = api.server.service.realtime.address if peer else api.target
     async with grpc.aio.insecure_channel(target) as channel:
         if streaming:

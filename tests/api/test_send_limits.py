@@ -13,22 +13,11 @@ import pytest
 
 from rossby.contacts import normalize
 from rossby.server.notify import read_outbox_code
-from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import Device, contact, email, reason
 from tests.api.test_accounts import approve, complete, create_offer, join, link, revoke_request
-
-
-async def refused(call: Any, want: str) -> dict[str, str]:
-    """Await ``call``; it must fail RESOURCE_EXHAUSTED ``want``: its metadata."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert reason(caught.value) == want
-    info = error_info(caught.value)
-    assert info is not None
-    return dict(info.metadata)
+from tests.support.grpc_errors import refused
 
 
 async def people(api: Api, *names: str) -> list[Device]:
@@ -99,7 +88,8 @@ async def test_an_invalid_send_is_refused_as_invalid_and_costs_nothing(
 async def test_send_rate_zero_turns_the_limit_off(make_api: Callable[..., Any]) -> None:
     api: Api = await make_api(send_rate_per_device="0", max_recipients=20)
     alice, bob = await people(api, "alice", "bob")
-    limit = api.server.service.inbox.send_limit  # type: ignore[union-attr]
+    assert api.server.service is not None, "the server has started"
+    limit = api.server.service.inbox.send_limit
     assert limit is not None and not limit.enabled
     sent: set[str] = set()
     for _ in range(3):  # 60 messages: a limit of 0 would have refused the first

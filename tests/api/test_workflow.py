@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from rossby.v1 import rossby_pb2 as pb
-from tests.api.conftest import Api
+from tests.api.conftest import Api, MakeApi
 from tests.api.device import Device, email
 
 
@@ -147,12 +147,12 @@ async def test_register_with_several_contacts_needs_each_code(api: Api, n_contac
         assert uuid.UUID(found.box_id) == dev.box_id
 
 
-async def test_housekeeping_purges_expired_rows(make_api: object, backend: str) -> None:
+async def test_housekeeping_purges_expired_rows(make_api: MakeApi, backend: str) -> None:
     if backend != "sqlite":
         pytest.skip("Cassandra expires rows natively (TTL); nothing to purge")
     import sqlite3
 
-    api = await make_api(housekeeping_interval=0.2, message_ttl=3600)  # type: ignore[operator]
+    api = await make_api(housekeeping_interval=0.2, message_ttl=3600)
     alice = await Device(api, email("alice")).join()
     bob = await Device(api, email("bob")).join()
     await alice.send((bob.box_id, b"old news", None))

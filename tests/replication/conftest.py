@@ -8,25 +8,13 @@ region, sharing one state dir (the shared secrets) and one outbox.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-
 import pytest
 
-from rossby.store import open_store
+from tests.api.conftest import migrate_in_thread
 from tests.conftest import CassandraCluster, cassandra_url
 
 KEYSPACE = "rossby_geo"
 REPLICATION = "dc1:1,dc2:1"
-
-
-def _migrate(url: str) -> None:
-    async def go() -> None:
-        async with open_store(url) as store:
-            await store.migrate()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, go()).result()
 
 
 class Regions:
@@ -45,5 +33,5 @@ class Regions:
 @pytest.fixture(scope="session")
 def regions(cassandra_cluster: CassandraCluster) -> Regions:
     out = Regions(cassandra_cluster)
-    _migrate(out.url("dc1"))
+    migrate_in_thread(out.url("dc1"))
     return out

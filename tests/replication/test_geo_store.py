@@ -18,7 +18,11 @@ from tests.serverproc import rossby
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 
-DC_IP = {"dc1": "127.0.0.1", "dc2": "127.0.0.2"}
+
+@pytest.fixture
+def dc_ip(regions: Regions) -> dict[str, str]:
+    """Each datacenter's node address, as the cluster was started (no fixed IPs)."""
+    return {dc: regions.cluster.hosts(dc)[0].rsplit(":", 1)[0] for dc in ("dc1", "dc2")}
 
 
 @pytest.fixture
@@ -75,7 +79,7 @@ async def _coordinators(store: CassandraStore, action: Any) -> set[str]:
 
 
 async def test_queue_operations_are_coordinated_in_the_home_dc(
-    stores: Callable[..., CassandraStore],
+    stores: Callable[..., CassandraStore], dc_ip: dict[str, str]
 ) -> None:
     east, west = stores("dc1"), stores("dc2")
     alice = await _box(east, "dc1")  # homed in dc1
@@ -83,18 +87,18 @@ async def test_queue_operations_are_coordinated_in_the_home_dc(
     assert await west.home_of(alice.box_id) == "dc1"
     message = _message(sender)
     # A server in dc2 sends to a dc1 box: every queue request goes to dc1.
-    assert await _coordinators(west, west.enqueue(alice.box_id, message)) == {DC_IP["dc1"]}
+    assert await _coordinators(west, west.enqueue(alice.box_id, message)) == {dc_ip["dc1"]}
     # So dc1 reads it at once, with no cross-DC replication in between.
     page = await east.fetch(alice.box_id, alice.device_id)
     assert [m.message_id for m in page.messages] == [message.message_id]
     # Reads and acks from dc2 are coordinated in dc1 too.
-    assert await _coordinators(west, west.fetch(alice.box_id, alice.device_id)) == {DC_IP["dc1"]}
+    assert await _coordinators(west, west.fetch(alice.box_id, alice.device_id)) == {dc_ip["dc1"]}
     position = page.messages[0].position
     assert await _coordinators(west, west.ack(alice.box_id, alice.device_id, position)) == {
-        DC_IP["dc1"]
+        dc_ip["dc1"]
     }
     # Keys are read in the server's own DC.
-    assert await _coordinators(west, west.list_devices(alice.box_id)) == {DC_IP["dc2"]}
+    assert await _coordinators(west, west.list_devices(alice.box_id)) == {dc_ip["dc2"]}
 
 
 async def test_contact_claims_race_across_regions_with_one_winner(
@@ -117,7 +121,7 @@ async def test_contact_claims_race_across_regions_with_one_winner(
 
 
 async def test_move_home_fences_stale_routes_then_reconciles(
-    stores: Callable[..., CassandraStore], regions: Regions
+    stores: Callable[..., CassandraStore], regions: Regions, dc_ip: dict[str, str]
 ) -> None:
     fast = {"settle_ms": "1000", "request_timeout_ms": "500"}
     east, west, admin = stores("dc1", **fast), stores("dc2", **fast), stores("dc1", **fast)
@@ -138,7 +142,7 @@ async def test_move_home_fences_stale_routes_then_reconciles(
     second = _message(sender)
     await east.enqueue(alice.box_id, second)
     assert await east.home_of(alice.box_id) == "dc2"
-    assert await _coordinators(east, east.enqueue(alice.box_id, _message(sender))) == {DC_IP["dc2"]}
+    assert await _coordinators(east, east.enqueue(alice.box_id, _message(sender))) == {dc_ip["dc2"]}
 
     await asyncio.sleep(1.2)  # one settle window later
     late = _message(sender)

@@ -85,7 +85,7 @@ async def test_register_in_a_send_from_b_fetch_in_a(two: dict[str, Region]) -> N
     assert key.box_id == str(alice.box_id) and key.home_region == "dc1"
 
     mid = uuid.uuid4()
-    sent = await bob.send((alice.box_id, b"hello from B", mid))  # type: ignore[arg-type]
+    sent = await bob.send((alice.box_id, b"hello from B", mid))
     assert sent.results[0].outcome == pb.SEND_OUTCOME_QUEUED
     # Alice reads in A at once: the message was queued in her home (dc1).
     page = await alice.fetch()
@@ -94,7 +94,7 @@ async def test_register_in_a_send_from_b_fetch_in_a(two: dict[str, Region]) -> N
 
     # And the other way round; bob may also read through A.
     back = uuid.uuid4()
-    await alice.send((bob.box_id, b"hi from A", back))  # type: ignore[arg-type]
+    await alice.send((bob.box_id, b"hi from A", back))
     assert [m.message_id for m in (await bob.fetch()).messages] == [str(back)]
     assert [m.message_id for m in (await via(bob, a).fetch()).messages] == [str(back)]
 
@@ -178,8 +178,8 @@ async def test_dc2_outage_under_traffic_delivers_every_message_exactly_once(
                 if outage.is_set() and sender is carol_b:
                     continue  # region B has no datacenter now
                 mid = str(uuid.uuid4())
-                if not await send(sender, box, mid):  # type: ignore[arg-type]
-                    pending.append((sender, box, mid))  # type: ignore[arg-type]
+                if not await send(sender, box, mid):
+                    pending.append((sender, box, mid))
             await asyncio.sleep(0.05)
 
     task = asyncio.create_task(traffic())

@@ -8,39 +8,27 @@ serves the whole session (schema changes are slow on Cassandra).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rossby.store import Store, StoreOptions, open_store
 from tests.conftest import cassandra_url
+from tests.support.clocks import FakeClock
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("cassandra", id="cassandra", marks=pytest.mark.cassandra),
-]
-
-
-class Clock:
-    """A settable clock so expiry tests do not sleep."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+#: The name the store tests know the fake clock by.
+Clock = FakeClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    import time
-
-    return Clock(time.time())
+def clock() -> FakeClock:
+    """A settable clock so expiry tests do not sleep; it starts at real time
+    (Cassandra's TTLs count from the write's real time)."""
+    return FakeClock(time.time())
 
 
 @pytest.fixture(scope="session")
@@ -52,24 +40,23 @@ def cassandra_keyspace_url(request: pytest.FixtureRequest) -> str:
 StoreFactory = Callable[..., "AsyncIterator[Store]"]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 async def make_store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[Callable[..., Store]]:
     """Build stores of the parametrized backend with chosen options.
 
     Several stores built in one test share one database, like several
     server processes do.
     """
-    backend = request.param
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'rossby.db'}"
     else:
         url = request.getfixturevalue("cassandra_keyspace_url")
     opened: list[Store] = []
 
-    def factory(**overrides: object) -> Store:
-        opts = StoreOptions(**{"clock": clock, **overrides})  # type: ignore[arg-type]
+    def factory(**overrides: Any) -> Store:
+        opts = StoreOptions(**{"clock": clock, **overrides})
         store = open_store(url, opts)
         opened.append(store)
         return store

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cassandra.auth import PlainTextAuthProvider
@@ -134,8 +135,8 @@ async def test_login_over_tls_with_a_client_certificate_works(secure: Secure) ->
         assert got is not None and got.hawk_key == first.hawk_key
 
 
-def _replace(base: Connection, **changes: object) -> Connection:
-    fields = {
+def _replace(base: Connection, **changes: Any) -> Connection:
+    fields: dict[str, Any] = {
         "username": base.username,
         "password": base.password,
         "tls_ca": base.tls_ca,
@@ -143,7 +144,7 @@ def _replace(base: Connection, **changes: object) -> Connection:
         "tls_key": base.tls_key,
         "tls_check_hostname": base.tls_check_hostname,
     }
-    return Connection(**{**fields, **changes})  # type: ignore[arg-type]
+    return Connection(**{**fields, **changes})
 
 
 async def refusal(secure: Secure, connection: Connection) -> StoreUnavailable:

@@ -31,18 +31,11 @@ from rossby.store.cassandra.errors import translate
 from rossby.store.cassandra.migrations import latest_version
 from rossby.store.cassandra.positions import bucket_of, span
 from tests.conftest import cassandra_url
+from tests.support.clocks import WallClock
 
 pytestmark = pytest.mark.cassandra
 
 TOMBSTONE_TRACE = re.compile(r"Read (\d+) live rows and (\d+) tombstone cells")
-
-
-class WallClock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @pytest.fixture(scope="module")

@@ -20,31 +20,11 @@ from typing import Any
 
 from rossby.store import Box, Device, DeviceKeys, DeviceState, NewMessage, Store
 from tests.store.conftest import new_id
+from tests.support.clocks import SkewedClock, WallClock
 
 MakeStore = Callable[..., Store]
 
 DRAIN_SECONDS = 30.0  # well past any settle window: then report what is missing
-
-
-class WallClock:
-    """Real time plus an offset: skew between "processes", or time passing
-    faster than the test runs when several stores share one instance."""
-
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset = offset
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-class SkewedClock:
-    """A fixed skew against a shared (possibly fast-forwarding) clock."""
-
-    def __init__(self, base: WallClock, skew: float) -> None:
-        self.base, self.skew = base, skew
-
-    def __call__(self) -> float:
-        return self.base() + self.skew
 
 
 def make_device(box_id: uuid.UUID, name: str) -> Device:
