@@ -28,6 +28,8 @@ from pathlib import Path
 from rich.console import Console
 
 from rossby.loadtest.config import DEFAULT_MIX, LoadConfig, UsageError, parse_mix
+from rossby.loadtest.coordinator import Coordinator, HarnessError
+from rossby.loadtest.report import Progress, build_report, print_summary, write_json, write_plot
 
 
 def parser() -> argparse.ArgumentParser:
@@ -200,16 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     report_path = Path(args.report or Path(args.out_dir) / f"loadtest-{stamp}.json")
     plot_path = Path(args.plot or report_path.with_suffix(".png"))
-
-    # Imported here: they pull in gRPC and the workers, which --help does not need.
-    from rossby.loadtest.coordinator import Coordinator, HarnessError
-    from rossby.loadtest.report import (
-        Progress,
-        build_report,
-        print_summary,
-        write_json,
-        write_plot,
-    )
 
     console = Console(stderr=True)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import uuid
 
-from rossby.server.metrics import MeteredStore, Metrics
+from rossby.server.metrics import MeteredStore, Metrics, metered_store
 from rossby.store import Store, StoreOptions, open_store
 
 
@@ -19,7 +19,7 @@ def test_every_store_coroutine_is_delegated() -> None:
 async def test_a_pass_through_times_and_forwards() -> None:
     metrics = Metrics()
     inner = open_store("sqlite://:memory:", StoreOptions())
-    store = MeteredStore(inner, metrics, clock=lambda: 0.0)
+    store = metered_store(inner, metrics, clock=lambda: 0.0)
     try:
         assert await store.migrate() >= 1
         assert await store.pending_count(uuid.uuid4()) == 0
@@ -36,7 +36,8 @@ async def test_account_and_presence_calls_are_timed_too() -> None:
     """Accounts were a second contract found by unwrapping ``inner``, so
     their calls skipped the wrapper and were never timed."""
     metrics = Metrics()
-    store = MeteredStore(open_store("sqlite://:memory:", StoreOptions()), metrics, lambda: 0.0)
+    inner = open_store("sqlite://:memory:", StoreOptions())
+    store = metered_store(inner, metrics, lambda: 0.0)
     try:
         await store.migrate()
         assert await store.key_log_head(uuid.uuid4()) is None
@@ -47,6 +48,6 @@ async def test_account_and_presence_calls_are_timed_too() -> None:
                 {"operation": operation, "outcome": "ok"},
             )
             assert sample == 1, operation
-        assert store.capabilities is store.inner.capabilities
+        assert store.capabilities is inner.capabilities
     finally:
         await store.close()

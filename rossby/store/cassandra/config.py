@@ -17,7 +17,7 @@ from rossby.errors import ConfigError
 from rossby.replication.consistency import SCHEMA_TIMEOUT, Op
 from rossby.replication.consistency import execution_profiles as _profiles
 from rossby.replication.topology import Topology, parse_replication, topology_from
-from rossby.store import StoreURL
+from rossby.store.url import StoreURL
 
 # Execution profile names, one per kind of operation, coordinated in this
 # server's DC. ``rossby.replication.consistency`` holds the table (level,

@@ -18,7 +18,6 @@ docs/store.md ("Cassandra backend", "Cursor edge").
 from __future__ import annotations
 
 from rossby.replication.homes import HomeCache, HomeRegions
-from rossby.store import StoreURL
 from rossby.store.capabilities import Capabilities, no, yes
 from rossby.store.cassandra.accounts import CassandraAccounts
 from rossby.store.cassandra.codesends import CassandraCodeSends
@@ -36,6 +35,7 @@ from rossby.store.cassandra.presence import CassandraPresence
 from rossby.store.cassandra.registrations import CassandraRegistrations
 from rossby.store.contract import Store
 from rossby.store.model import StoreOptions
+from rossby.store.url import StoreURL
 
 #: Replicas in several datacenters and no Paxos on the hot paths: what that
 #: costs, and what it buys (home regions).
