@@ -54,7 +54,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 #: Function-local imports of rossby modules that are allowed, as
 #: {(importer, imported): reason}. Empty: a local import is how a cycle or a
 #: layer edge hides, so each one must argue for itself here.
-LOCAL_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {}
+_DISPATCH = (
+    "the rossby command loads only the subcommand it runs: rossby client "
+    "started in 1.0 s with every subcommand loaded, 0.5 s without"
+)
+LOCAL_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
+    ("rossby.cli", "rossby.client.cli"): _DISPATCH,
+    ("rossby.cli", "rossby.loadtest.cli"): _DISPATCH,
+    ("rossby.cli", "rossby.commands"): _DISPATCH,
+}
 
 #: The longest a file under rossby/ may be; past it a module holds more than one job.
 MAX_LINES = 600
