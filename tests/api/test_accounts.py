@@ -39,6 +39,7 @@ from rossby.store import Device as StoreDevice
 from rossby.store import DeviceKeys as StoreDeviceKeys
 from rossby.store import DeviceState, parse_store_url
 from rossby.store.accounts import KeyLogEntry, LinkState, account_store
+from rossby.store.cassandra.driver import PROTOCOL_VERSION
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import FAST, PASS, Api, Join
 from tests.api.device import Device, contact, email, reason
@@ -871,7 +872,7 @@ async def raw_delete_log(api: Api, box_id: uuid.UUID, seq: int) -> None:
         def go() -> None:
             from cassandra.cluster import Cluster
 
-            cluster = Cluster(list(url.hosts), port=url.port, protocol_version=5)
+            cluster = Cluster(list(url.hosts), port=url.port, protocol_version=PROTOCOL_VERSION)
             try:
                 cluster.connect().execute(
                     f"DELETE FROM {url.keyspace}.key_log WHERE box_id = %s AND seq = %s",

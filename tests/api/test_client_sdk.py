@@ -46,6 +46,7 @@ from rossby.server.notify import read_outbox_code
 from rossby.store import DeviceKeys as StoreDeviceKeys
 from rossby.store import NewMessage as StoreNewMessage
 from rossby.store import parse_store_url
+from rossby.store.cassandra.driver import PROTOCOL_VERSION
 from rossby.store.cassandra.positions import bucket_of
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import FAST, PASS, Api, Join
@@ -221,7 +222,7 @@ async def tamper(api: Api, box_id: uuid.UUID, message_id: uuid.UUID, position: i
         def flip() -> None:
             from cassandra.cluster import Cluster
 
-            cluster = Cluster(list(url.hosts), port=url.port, protocol_version=5)
+            cluster = Cluster(list(url.hosts), port=url.port, protocol_version=PROTOCOL_VERSION)
             try:
                 session = cluster.connect()
                 key = (box_id, bucket_of(position), position, message_id)

@@ -41,6 +41,7 @@ from rossby.client.hawk import HawkSigner
 from rossby.server.hawkkeys import HAWK_KEY_BYTES, WRAPPED_BYTES, is_legacy, stored_key_id
 from rossby.store import Box, DeviceKeys, DeviceState, parse_store_url
 from rossby.store import Device as StoredDevice
+from rossby.store.cassandra.driver import PROTOCOL_VERSION
 from tests.api.conftest import Api, MakeApi, migrate_in_thread
 from tests.api.device import Device, email, reason
 from tests.conftest import cassandra_url
@@ -58,7 +59,7 @@ def cassandra_api_url(cassandra_hosts: list[str]) -> str:
     does not know, would make every ``rotate-keys`` exit 1."""
     url = cassandra_url(cassandra_hosts, KEYSPACE, replication="dc1:1")
     parsed = parse_store_url(url)
-    cluster = Cluster(list(parsed.hosts), port=parsed.port, protocol_version=5)
+    cluster = Cluster(list(parsed.hosts), port=parsed.port, protocol_version=PROTOCOL_VERSION)
     try:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=60)
     finally:
@@ -114,7 +115,7 @@ def raw_device_row(api: Api, box_id: uuid.UUID, device_id: uuid.UUID) -> dict[st
             ).fetchone()
             assert row is not None
             return dict(row)
-    cluster = Cluster(list(url.hosts), port=url.port, protocol_version=5)
+    cluster = Cluster(list(url.hosts), port=url.port, protocol_version=PROTOCOL_VERSION)
     try:
         session = cluster.connect()
         session.row_factory = dict_factory

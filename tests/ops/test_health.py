@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rossby.store.cassandra.driver import PROTOCOL_VERSION
 from tests.ops.helpers import (
     NOT_SERVING,
     SERVING,
@@ -75,7 +76,7 @@ def _assert_alone_in_dc1(host: str, port: int) -> None:
     node directly, around the proxy; the suite's fixture starts one node."""
     from cassandra.cluster import Cluster
 
-    cluster = Cluster([host], port=port, protocol_version=5)
+    cluster = Cluster([host], port=port, protocol_version=PROTOCOL_VERSION)
     try:
         session = cluster.connect()
         local = session.execute("SELECT data_center FROM system.local").one()[0]

@@ -42,6 +42,7 @@ from grpc_health.v1 import health_pb2
 
 from rossby.loadtest.config import LoadConfig
 from rossby.status import error_info
+from rossby.store.cassandra.driver import PROTOCOL_VERSION
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.device import Device, email
 from tests.ops.helpers import ProcessApi
@@ -304,7 +305,7 @@ class OutageRun:
 def keyspace_replication(hosts: list[str], keyspace: str) -> dict[str, str]:
     """The keyspace's replication map as Cassandra holds it (e.g. ``{"class":
     "...NetworkTopologyStrategy", "dc1": "3"}``)."""
-    cluster = Cluster(contact_points=hosts, protocol_version=5, connect_timeout=10)
+    cluster = Cluster(contact_points=hosts, protocol_version=PROTOCOL_VERSION, connect_timeout=10)
     try:
         session = cluster.connect()
         row = session.execute(

@@ -30,7 +30,7 @@ from cassandra.cluster import Cluster
 
 from rossby.errors import StoreUnavailable
 from rossby.store import Box, Connection, Device, DeviceKeys, DeviceState, StoreOptions, open_store
-from rossby.store.cassandra.driver import ssl_context
+from rossby.store.cassandra.driver import PROTOCOL_VERSION, ssl_context
 from tests.certs import CertificateAuthority
 from tests.conftest import ROOT, cassandra_url, load_launcher
 from tests.serverproc import rossby
@@ -98,7 +98,7 @@ def _create_role(host: str, superuser: Connection) -> None:
     creator, owns it), rather than running as the superuser."""
     cluster = Cluster(
         [host],
-        protocol_version=5,
+        protocol_version=PROTOCOL_VERSION,
         auth_provider=PlainTextAuthProvider(superuser.username, superuser.password),
         ssl_context=ssl_context(superuser),
     )

@@ -27,6 +27,7 @@ from rossby.store import (
     open_store,
 )
 from rossby.store.cassandra import CassandraStore
+from rossby.store.cassandra.driver import PROTOCOL_VERSION
 from rossby.store.cassandra.errors import translate
 from rossby.store.cassandra.migrations import latest_version
 from rossby.store.cassandra.positions import bucket_of, span
@@ -42,7 +43,7 @@ TOMBSTONE_TRACE = re.compile(r"Read (\d+) live rows and (\d+) tombstone cells")
 def session(cassandra_hosts: list[str]) -> Iterator[Any]:
     """A plain driver session, to look behind the store's back."""
     host, _, port = cassandra_hosts[0].partition(":")
-    cluster = Cluster([host], port=int(port or 9042), protocol_version=5)
+    cluster = Cluster([host], port=int(port or 9042), protocol_version=PROTOCOL_VERSION)
     try:
         yield cluster.connect()
     finally:
