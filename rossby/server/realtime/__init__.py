@@ -103,18 +103,19 @@ class Realtime:
         self.rpc_metrics = metrics
         self.server_id = uuid.uuid4().hex
         self.metrics = RealtimeMetrics(metrics.registry)
+        key = peer_key(server_secret)
+        self.peers = PeerClient(
+            key, self.server_id, self.metrics, peer_channel_factory(settings), clock=clock
+        )
         self.hub = Hub(
             store,
             self.metrics,
+            self.peers,
             server_id=self.server_id,
             region=settings.region or "",
             presence_ttl=settings.presence_ttl,
             presence_cache_ttl=settings.presence_cache_ttl,
             clock=clock,
-        )
-        key = peer_key(server_secret)
-        self.peers = PeerClient(
-            key, self.server_id, self.metrics, peer_channel_factory(settings), clock=clock
         )
         self.peer_service = PeerService(
             key,
@@ -192,7 +193,6 @@ class Realtime:
                     hint="set peer_address to the address other Rossby servers reach this one at",
                 )
         self.address = self.hub.address = _format(host, fixed or bound)
-        self.hub.peers = self.peers
         return self.address
 
     async def start(self) -> None:

@@ -87,6 +87,7 @@ class Hub(Receiver):
         self,
         store: Store,
         metrics: RealtimeMetrics,
+        peers: PeerClient,
         *,
         server_id: str,
         region: str,
@@ -103,7 +104,8 @@ class Hub(Receiver):
         self.clock = clock
         #: Where peers reach this process; set by ``Realtime.bind``.
         self.address = ""
-        self.peers: PeerClient | None = None
+        #: Wake-ups to other processes (rossby.server.realtime.peer).
+        self.peers = peers
         #: False when the store declares no presence: in-process only.
         self.presence_enabled = True
         self._boxes: dict[uuid.UUID, set[Stream]] = {}
@@ -291,7 +293,7 @@ class Hub(Receiver):
     def _schedule(
         self, box_id: uuid.UUID, position: int | None, message: pb.QueuedMessage | None
     ) -> None:
-        if not self.presence_enabled or self.peers is None or self._closed:
+        if not self.presence_enabled or not self.address or self._closed:
             return
         pending = self._pending.get(box_id)
         if pending is None:
@@ -310,11 +312,8 @@ class Hub(Receiver):
                     log.info("presence_read_failed", reason=exc.reason)
                     continue
                 targets = {(r.server_id, r.address) for r in rows if r.server_id != self.server_id}
-                if self.peers is not None:
-                    for target in targets:
-                        self.peers.post(
-                            target, box_id, pending.first, pending.last, pending.ephemeral
-                        )
+                for target in targets:
+                    self.peers.post(target, box_id, pending.first, pending.last, pending.ephemeral)
         finally:
             del self._fanouts[box_id]
             if box_id in self._pending and not self._closed:
