@@ -25,7 +25,7 @@ from rossby.store.cassandra.config import Settings, execution_profiles
 from rossby.store.cassandra.errors import DeadlineExceeded, translate
 
 #: Native protocol v4, not v5: the driver's v5 framing (checksummed segments)
-#: twice failed a fresh connection in one day of test runs with "CRC mismatch on
+#: failed fresh connections three times in two full test runs with "CRC mismatch on
 #: header" while reading the schema (PYTHON-1337; not reproduced in isolation).
 #: v4 frames carry no checksum of their own (TCP's and TLS's remain); v5's
 #: result-metadata id only matters for SELECT *, which no statement here uses.
