@@ -47,7 +47,7 @@ test-sqlite: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rossby tests bench deploy
-	$(VENV)/bin/ruff format --check rossby tests bench deploy
+	$(VENV)/bin/ruff format --check rossby tests bench deploy docs README.md
 	$(VENV)/bin/mypy
 ifeq ($(SKIP_AUDIT),1)
 	@echo "lint: dependency audit SKIPPED (SKIP_AUDIT=1); run 'make audit' where PyPI's JSON API is reachable"

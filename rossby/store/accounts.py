@@ -212,13 +212,6 @@ class AccountStore(abc.ABC):
         """
 
 
-def account_store(store: AccountStore) -> AccountStore:
-    """``store`` itself: every ``Store`` is an ``AccountStore``. Kept for
-    callers written when accounts were a second contract found by
-    unwrapping ``inner`` (which skipped the metrics wrapper)."""
-    return store
-
-
 __all__ = [
     "CHALLENGE_COLUMNS",
     "KEY_LOG_COLUMNS",
@@ -229,5 +222,4 @@ __all__ = [
     "LinkOffer",
     "LinkState",
     "SenderRule",
-    "account_store",
 ]

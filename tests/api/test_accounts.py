@@ -38,7 +38,7 @@ from rossby.status import error_info
 from rossby.store import Device as StoreDevice
 from rossby.store import DeviceKeys as StoreDeviceKeys
 from rossby.store import DeviceState, parse_store_url
-from rossby.store.accounts import KeyLogEntry, LinkState, account_store
+from rossby.store.accounts import KeyLogEntry, LinkState
 from rossby.store.cassandra.driver import PROTOCOL_VERSION
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import FAST, PASS, Api, Join
@@ -360,7 +360,7 @@ async def test_wrong_passphrase_attempts_are_counted_exactly_under_a_burst(api: 
     reasons = sorted(reason(r) for r in results if isinstance(r, grpc.aio.AioRpcError))
     assert len(reasons) == 12
     assert reasons.count("LINK_PROOF_INVALID") == 5  # attempts 1..5; the rest are refused
-    stored = await account_store(api.store).get_link_offer(offer.offer_id)
+    stored = await api.store.get_link_offer(offer.offer_id)
     assert stored is not None and stored.attempts == 5
 
 
@@ -380,7 +380,7 @@ async def test_the_server_cannot_forge_a_join(api: Api, tmp_path: Path) -> None:
         assert code is not None
         await alice.authorize([code])
         invite = await alice.create_link_offer()
-        store = account_store(api.store)
+        store = api.store
         offer = await store.get_link_offer(invite.offer_id)
         assert offer is not None
         intruder = Device(api, name="intruder")
@@ -847,7 +847,7 @@ async def forge_entry(
     """What a malicious server can write: any entry, hashed correctly."""
     from rossby.crypto.keylog import entry_hash
 
-    store = account_store(api.store)
+    store = api.store
     head = await store.key_log_head(box_id)
     assert head is not None
     seq = seq if seq is not None else head.seq + 1
@@ -908,7 +908,7 @@ async def test_the_sdk_detects_a_forged_key_log_entry(api: Api, people: Join) ->
             pub.signing_public,
         ),
     )
-    store = account_store(api.store)
+    store = api.store
     assert await store.append_key_log(entry)
     await api.store.add_device(
         StoreDevice(
@@ -980,7 +980,7 @@ async def test_the_sdk_detects_a_forked_key_log(api: Api, people: Join) -> None:
     await alice.resolve(who(bob))  # pins entries 1..2
     # The server rewrites entry 2 (same change, another timestamp): same
     # seq, different hash.
-    store = account_store(api.store)
+    store = api.store
     (second,) = await store.key_log(bob.box_id, after=1)
     await raw_delete_log(api, bob.box_id, 2)
     rewritten = await forge_entry(

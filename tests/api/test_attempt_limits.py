@@ -26,7 +26,6 @@ from rossby.client.hawk import HawkSigner
 from rossby.contacts import normalize
 from rossby.crypto.link import derive_link_keys, new_passphrase
 from rossby.server.notify import read_outbox_code
-from rossby.store.accounts import account_store
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import Device, contact, email, reason
@@ -162,7 +161,7 @@ async def test_a_burst_of_wrong_contact_codes_compares_at_most_the_limit(
     service = apis[0].server.service
     assert service is not None
     contact_hash = service.registrar.hasher.hash(normalize("email", new))
-    challenge = await account_store(apis[1].store).get_contact_challenge(alice.box_id, contact_hash)
+    challenge = await apis[1].store.get_contact_challenge(alice.box_id, contact_hash)
     assert challenge is not None
     assert challenge.attempts <= LIMIT, (challenge.attempts, counts)
     assert challenge.attempts >= compared
@@ -183,7 +182,7 @@ async def test_a_burst_of_wrong_link_proofs_compares_at_most_the_limit(
     ]
     counts = await tally(calls, "LINK_PROOF_INVALID")
     compared = counts.get("LINK_PROOF_INVALID", 0)
-    stored = await account_store(apis[1].store).get_link_offer(offer.offer_id)
+    stored = await apis[1].store.get_link_offer(offer.offer_id)
     assert stored is not None
     assert stored.attempts <= LIMIT, (stored.attempts, counts)
     assert compared <= LIMIT, counts
