@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -88,7 +89,13 @@ async def test_notifier_failures_are_counted(make_api: Callable[..., Any]) -> No
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await Device(api, email("alice")).register()
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-    s = _scrape(api)
+    # The call's own counter is bumped as its handler finishes, which can be just
+    # after the client has the status: wait (bounded) for it, then read everything.
+    for _ in range(100):
+        s = _scrape(api)
+        if metric(s, "rossby_rpc_requests_total", method="Register", code="UNAVAILABLE"):
+            break
+        await asyncio.sleep(0.05)
     assert metric(s, "rossby_notifier_failures_total", kind="email") == 1
     assert metric(s, "rossby_notifier_deliveries_total", kind="email", outcome="failed") == 1
     assert metric(s, "rossby_rpc_requests_total", method="Register", code="UNAVAILABLE") == 1
