@@ -208,6 +208,13 @@ class _Outbox:
     def empty(self) -> bool:
         return not self.wakes and not self.ephemeral
 
+    def add_wake(self, key: str, first: int, last: int) -> None:
+        """Merge a wake-up into what waits for this box: lowest and highest position."""
+        old = self.wakes.get(key)
+        if old is not None:
+            first, last = min(old[0], first), max(old[1], last)
+        self.wakes[key] = (first, last)
+
 
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 
@@ -262,10 +269,7 @@ class PeerClient:
             return  # recently unreachable: the poll covers it
         key = str(box_id)
         if first is not None and last is not None:
-            old = box.wakes.get(key)
-            if old is not None:
-                first, last = min(old[0], first), max(old[1], last)
-            box.wakes[key] = (first, last)
+            box.add_wake(key, first, last)
         for message in ephemeral:
             box.ephemeral.append(peer_pb2.EphemeralDelivery(box_id=key, message=message))
         if len(box.ephemeral) > MAX_PENDING_EPHEMERAL:
@@ -297,10 +301,7 @@ class PeerClient:
                 outcome = await self._call(target, request)
                 if outcome is _Outcome.SLOW:
                     for key, (first, last) in wakes:
-                        old = box.wakes.get(key)
-                        if old is not None:
-                            first, last = min(old[0], first), max(old[1], last)
-                        box.wakes[key] = (first, last)
+                        box.add_wake(key, first, last)
                 elif outcome is _Outcome.DOWN:
                     box.down_until = time.monotonic() + DOWN_FOR
                     box.wakes.clear()
