@@ -8,20 +8,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from rossby.server.metrics import start_exporter
 from tests.api.conftest import Api
 from tests.api.device import Device, email
-from tests.ops.helpers import metric, scrape
+from tests.ops.helpers import metric, scrape_registry
 
 RUNS = "rossby_compaction_runs_total"
 
 
 def compactions(api: Api) -> float:
-    exporter = start_exporter("127.0.0.1:0", api.server.metrics.registry)
-    try:
-        return metric(scrape(exporter.port), RUNS)
-    finally:
-        exporter.close()
+    return metric(scrape_registry(api.server.metrics.registry), RUNS)
 
 
 async def three_acks(api: Api) -> Device:

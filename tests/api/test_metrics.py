@@ -10,22 +10,17 @@ from typing import Any
 import grpc
 import pytest
 
-from rossby.server.metrics import start_exporter
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import SERVICE, Device, email
-from tests.ops.helpers import metric, scrape
+from tests.ops.helpers import metric, scrape_registry
 from tests.serverproc import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def _scrape(api: Api) -> Samples:
-    exporter = start_exporter("127.0.0.1:0", api.server.metrics.registry)
-    try:
-        return scrape(exporter.port)
-    finally:
-        exporter.close()
+    return scrape_registry(api.server.metrics.registry)
 
 
 async def test_rpc_store_queue_and_compaction_metrics(make_api: Callable[..., Any]) -> None:

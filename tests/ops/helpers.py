@@ -16,8 +16,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from rossby.server.metrics import start_exporter
 from tests.serverproc import ServerProcess, health_status, rossby
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -100,6 +102,17 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
+
+
+def scrape_registry(
+    registry: CollectorRegistry,
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape an in-process server's registry over real HTTP (its own exporter)."""
+    exporter = start_exporter("127.0.0.1:0", registry)
+    try:
+        return scrape(exporter.port)
+    finally:
+        exporter.close()
 
 
 def metric(
