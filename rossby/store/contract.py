@@ -28,14 +28,16 @@ from rossby.store.model import (
     Registration,
     StoreOptions,
 )
+from rossby.store.prekeys import PrekeyStore
 from rossby.store.presence import PresenceStore
 
 
-class Store(AccountStore, PresenceStore, abc.ABC):
+class Store(AccountStore, PresenceStore, PrekeyStore, abc.ABC):
     """The storage seam. Implementations stay terse; the contract is here.
 
     One contract: the queue and keystore below, the account records
-    (``AccountStore``) and presence rows (``PresenceStore``), so a wrapper
+    (``AccountStore``), presence rows (``PresenceStore``) and prekeys
+    (``PrekeyStore``), so a wrapper
     (``MeteredStore``) that implements ``Store`` wraps every call. What a
     backend cannot promise is declared in ``capabilities``, never found out
     by testing its class.

@@ -684,11 +684,14 @@ class FetchResponse(_message.Message):
     MORE_FIELD_NUMBER: _builtins.int
     NEXT_AFTER_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    PREKEYS_LOW_FIELD_NUMBER: _builtins.int
     more: _builtins.bool
     """More messages are waiting: fetch again with after = next_after."""
     next_after: _builtins.int
     cursor: _builtins.int
     """The device's cursor as stored."""
+    prekeys_low: _builtins.bool
+    """The calling device should upload prekeys (PrekeyStatus.low)."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedMessage]:
         """Oldest first. May repeat messages at or just below the cursor when the
@@ -703,10 +706,11 @@ class FetchResponse(_message.Message):
         more: _builtins.bool = ...,
         next_after: _builtins.int = ...,
         cursor: _builtins.int = ...,
+        prekeys_low: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "messages", b"messages", "more", b"more", "next_after", b"next_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "messages", b"messages", "more", b"more", "next_after", b"next_after", "prekeys_low", b"prekeys_low"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -838,16 +842,20 @@ class StreamLive(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AFTER_FIELD_NUMBER: _builtins.int
+    PREKEYS_LOW_FIELD_NUMBER: _builtins.int
     after: _builtins.int
     """The highest position sent so far on this stream (0: none)."""
+    prekeys_low: _builtins.bool
+    """As FetchResponse.prekeys_low, when the stream went live."""
     def __init__(
         self,
         *,
         after: _builtins.int = ...,
+        prekeys_low: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "prekeys_low", b"prekeys_low"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -882,16 +890,20 @@ class StreamHeartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_TIME_MS_FIELD_NUMBER: _builtins.int
+    PREKEYS_LOW_FIELD_NUMBER: _builtins.int
     server_time_ms: _builtins.int
     """Server time, milliseconds since the Unix epoch."""
+    prekeys_low: _builtins.bool
+    """As FetchResponse.prekeys_low (may lag a claim by a heartbeat)."""
     def __init__(
         self,
         *,
         server_time_ms: _builtins.int = ...,
+        prekeys_low: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["server_time_ms", b"server_time_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prekeys_low", b"prekeys_low", "server_time_ms", b"server_time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1749,3 +1761,323 @@ class ListSenderRulesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSenderRulesResponse: _TypeAlias = ListSenderRulesResponse  # noqa: Y015
+
+@_typing.final
+class SignedPrekey(_message.Message):
+    """-- Prekeys ------------------------------------------------------------------
+
+    A prekey signed by the device's Ed25519 signing key: the signed X25519
+    prekey, a one-time ML-KEM-768 prekey, or the last-resort ML-KEM-768 prekey.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.int
+    """Chosen by the device; unique per device and kind."""
+    public_key: _builtins.bytes
+    """X25519: 32 bytes; ML-KEM-768 encapsulation key: 1184 bytes."""
+    signature: _builtins.bytes
+    """Ed25519 (64 bytes) over "rossby/v2/prekey\\x00" || kind (1: 0x01 signed
+    X25519, 0x02 one-time ML-KEM, 0x03 last-resort ML-KEM) || device id (16)
+    || key id (u32, big-endian) || public_key.
+    """
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.int = ...,
+        public_key: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "public_key", b"public_key", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedPrekey: _TypeAlias = SignedPrekey  # noqa: Y015
+
+@_typing.final
+class OneTimePrekey(_message.Message):
+    """A one-time X25519 prekey (unsigned, as in X3DH/PQXDH)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.int
+    public_key: _builtins.bytes
+    """32 bytes."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.int = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OneTimePrekey: _TypeAlias = OneTimePrekey  # noqa: Y015
+
+@_typing.final
+class UploadPrekeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_PREKEY_FIELD_NUMBER: _builtins.int
+    ONE_TIME_PREKEYS_FIELD_NUMBER: _builtins.int
+    ONE_TIME_KEM_PREKEYS_FIELD_NUMBER: _builtins.int
+    LAST_RESORT_KEM_PREKEY_FIELD_NUMBER: _builtins.int
+    REPLACE_POOLS_FIELD_NUMBER: _builtins.int
+    replace_pools: _builtins.bool
+    """Drop both one-time pools before adding (a device that lost the private
+    halves of what it uploaded before).
+    """
+    @_builtins.property
+    def signed_prekey(self) -> Global___SignedPrekey:
+        """Replaces the current signed X25519 prekey when set."""
+
+    @_builtins.property
+    def one_time_prekeys(self) -> _containers.RepeatedCompositeFieldContainer[Global___OneTimePrekey]:
+        """Added to the one-time X25519 pool."""
+
+    @_builtins.property
+    def one_time_kem_prekeys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedPrekey]:
+        """Added to the one-time ML-KEM-768 pool."""
+
+    @_builtins.property
+    def last_resort_kem_prekey(self) -> Global___SignedPrekey:
+        """Replaces the last-resort ML-KEM-768 prekey when set."""
+
+    def __init__(
+        self,
+        *,
+        signed_prekey: Global___SignedPrekey | None = ...,
+        one_time_prekeys: _abc.Iterable[Global___OneTimePrekey] | None = ...,
+        one_time_kem_prekeys: _abc.Iterable[Global___SignedPrekey] | None = ...,
+        last_resort_kem_prekey: Global___SignedPrekey | None = ...,
+        replace_pools: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_resort_kem_prekey", b"last_resort_kem_prekey", "signed_prekey", b"signed_prekey"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_resort_kem_prekey", b"last_resort_kem_prekey", "one_time_kem_prekeys", b"one_time_kem_prekeys", "one_time_prekeys", b"one_time_prekeys", "replace_pools", b"replace_pools", "signed_prekey", b"signed_prekey"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadPrekeysRequest: _TypeAlias = UploadPrekeysRequest  # noqa: Y015
+
+@_typing.final
+class PrekeyStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ONE_TIME_PREKEYS_FIELD_NUMBER: _builtins.int
+    ONE_TIME_KEM_PREKEYS_FIELD_NUMBER: _builtins.int
+    SIGNED_PREKEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNED_PREKEY_UPLOADED_AT_MS_FIELD_NUMBER: _builtins.int
+    LAST_RESORT_KEM_PREKEY_ID_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    LOW_WATER_FIELD_NUMBER: _builtins.int
+    POOL_MAX_FIELD_NUMBER: _builtins.int
+    one_time_prekeys: _builtins.int
+    """One-time keys left in each pool (every region's share counted)."""
+    one_time_kem_prekeys: _builtins.int
+    signed_prekey_id: _builtins.int
+    """0: none uploaded yet."""
+    signed_prekey_uploaded_at_ms: _builtins.int
+    last_resort_kem_prekey_id: _builtins.int
+    low: _builtins.bool
+    """A pool is below `prekey_low_water` (in any region), or the signed or
+    last-resort prekey is missing: upload more.
+    """
+    low_water: _builtins.int
+    """The server's `prekey_low_water` and `prekey_pool_max`."""
+    pool_max: _builtins.int
+    def __init__(
+        self,
+        *,
+        one_time_prekeys: _builtins.int = ...,
+        one_time_kem_prekeys: _builtins.int = ...,
+        signed_prekey_id: _builtins.int = ...,
+        signed_prekey_uploaded_at_ms: _builtins.int = ...,
+        last_resort_kem_prekey_id: _builtins.int = ...,
+        low: _builtins.bool = ...,
+        low_water: _builtins.int = ...,
+        pool_max: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_resort_kem_prekey_id", b"last_resort_kem_prekey_id", "low", b"low", "low_water", b"low_water", "one_time_kem_prekeys", b"one_time_kem_prekeys", "one_time_prekeys", b"one_time_prekeys", "pool_max", b"pool_max", "signed_prekey_id", b"signed_prekey_id", "signed_prekey_uploaded_at_ms", b"signed_prekey_uploaded_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrekeyStatus: _TypeAlias = PrekeyStatus  # noqa: Y015
+
+@_typing.final
+class UploadPrekeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___PrekeyStatus: ...
+    def __init__(
+        self,
+        *,
+        status: Global___PrekeyStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadPrekeysResponse: _TypeAlias = UploadPrekeysResponse  # noqa: Y015
+
+@_typing.final
+class GetPrekeyStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPrekeyStatusRequest: _TypeAlias = GetPrekeyStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetPrekeyStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___PrekeyStatus: ...
+    def __init__(
+        self,
+        *,
+        status: Global___PrekeyStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPrekeyStatusResponse: _TypeAlias = GetPrekeyStatusResponse  # noqa: Y015
+
+@_typing.final
+class ClaimPrekeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOX_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    box_id: _builtins.str
+    @_builtins.property
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these devices (ones the caller has no session with); empty: every
+        active device of the box.
+        """
+
+    def __init__(
+        self,
+        *,
+        box_id: _builtins.str = ...,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_id", b"box_id", "device_ids", b"device_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimPrekeysRequest: _TypeAlias = ClaimPrekeysRequest  # noqa: Y015
+
+@_typing.final
+class PrekeyBundle(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    SIGNED_PREKEY_FIELD_NUMBER: _builtins.int
+    ONE_TIME_PREKEY_FIELD_NUMBER: _builtins.int
+    KEM_PREKEY_FIELD_NUMBER: _builtins.int
+    KEM_LAST_RESORT_FIELD_NUMBER: _builtins.int
+    kem_last_resort: _builtins.bool
+    @_builtins.property
+    def device(self) -> Global___DevicePublicKeys:
+        """The device and its identity keys, as RequestKey lists them."""
+
+    @_builtins.property
+    def signed_prekey(self) -> Global___SignedPrekey: ...
+    @_builtins.property
+    def one_time_prekey(self) -> Global___OneTimePrekey:
+        """Unset when the pool was empty."""
+
+    @_builtins.property
+    def kem_prekey(self) -> Global___SignedPrekey:
+        """A one-time ML-KEM-768 prekey, or the last-resort one when that pool was
+        empty (then `kem_last_resort` is true).
+        """
+
+    def __init__(
+        self,
+        *,
+        device: Global___DevicePublicKeys | None = ...,
+        signed_prekey: Global___SignedPrekey | None = ...,
+        one_time_prekey: Global___OneTimePrekey | None = ...,
+        kem_prekey: Global___SignedPrekey | None = ...,
+        kem_last_resort: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "kem_prekey", b"kem_prekey", "one_time_prekey", b"one_time_prekey", "signed_prekey", b"signed_prekey"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "kem_last_resort", b"kem_last_resort", "kem_prekey", b"kem_prekey", "one_time_prekey", b"one_time_prekey", "signed_prekey", b"signed_prekey"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrekeyBundle: _TypeAlias = PrekeyBundle  # noqa: Y015
+
+@_typing.final
+class ClaimPrekeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOX_ID_FIELD_NUMBER: _builtins.int
+    BUNDLES_FIELD_NUMBER: _builtins.int
+    DEVICES_WITHOUT_PREKEYS_FIELD_NUMBER: _builtins.int
+    KEY_LOG_FIELD_NUMBER: _builtins.int
+    box_id: _builtins.str
+    @_builtins.property
+    def bundles(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrekeyBundle]:
+        """One per active device (or per named device) that has published a
+        signed prekey and a last-resort prekey.
+        """
+
+    @_builtins.property
+    def devices_without_prekeys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Active devices (of those asked for) without a bundle: they published
+        no prekeys yet, so nobody can start a session with them.
+        """
+
+    @_builtins.property
+    def key_log(self) -> Global___KeyLogHead:
+        """As RequestKeyResponse.key_log."""
+
+    def __init__(
+        self,
+        *,
+        box_id: _builtins.str = ...,
+        bundles: _abc.Iterable[Global___PrekeyBundle] | None = ...,
+        devices_without_prekeys: _abc.Iterable[_builtins.str] | None = ...,
+        key_log: Global___KeyLogHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_log", b"key_log"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box_id", b"box_id", "bundles", b"bundles", "devices_without_prekeys", b"devices_without_prekeys", "key_log", b"key_log"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimPrekeysResponse: _TypeAlias = ClaimPrekeysResponse  # noqa: Y015

@@ -144,6 +144,21 @@ class RossbyStub:
                 request_serializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesRequest.SerializeToString,
                 response_deserializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesResponse.FromString,
                 _registered_method=True)
+        self.UploadPrekeys = channel.unary_unary(
+                '/rossby.v1.Rossby/UploadPrekeys',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.UploadPrekeysRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.UploadPrekeysResponse.FromString,
+                _registered_method=True)
+        self.GetPrekeyStatus = channel.unary_unary(
+                '/rossby.v1.Rossby/GetPrekeyStatus',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.GetPrekeyStatusRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.GetPrekeyStatusResponse.FromString,
+                _registered_method=True)
+        self.ClaimPrekeys = channel.unary_unary(
+                '/rossby.v1.Rossby/ClaimPrekeys',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysResponse.FromString,
+                _registered_method=True)
 
 
 class RossbyServicer:
@@ -371,6 +386,43 @@ class RossbyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadPrekeys(self, request, context):
+        """-- Prekeys: forward secrecy (docs/envelope.md "Prekeys", docs/api.md) --
+        A device publishes a signed X25519 prekey, pools of one-time X25519 and
+        one-time ML-KEM-768 prekeys, and a signed last-resort ML-KEM-768 prekey;
+        a sender claims one bundle per device to start a PQXDH session.
+
+        Adds to the calling device's pools and/or replaces its signed prekey or
+        last-resort prekey. Every signature is checked against the device's
+        current signing key. Hawk-signed. Errors: INVALID_ARGUMENT
+        (PREKEY_INVALID: wrong size, duplicate key id, empty request, metadata
+        field; PREKEY_SIGNATURE_INVALID), RESOURCE_EXHAUSTED (PREKEY_POOL_FULL:
+        the pool would exceed `prekey_pool_max`; nothing is written).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPrekeyStatus(self, request, context):
+        """How many one-time prekeys the calling device has left. Hawk-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimPrekeys(self, request, context):
+        """Claims one prekey bundle for every active device of a box (or the named
+        ones): identity keys, signed prekey, and one one-time prekey of each
+        kind that no other claim ever receives, or the last-resort KEM prekey
+        when that pool is empty. Hawk-signed; same visibility as RequestKey by
+        box id. Errors: NOT_FOUND (NOT_FOUND), RESOURCE_EXHAUSTED
+        (PREKEY_CLAIM_RATE_LIMITED: the caller, or claims on the target box,
+        went over `prekey_claim_rate`; metadata retry_after_s).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RossbyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -483,6 +535,21 @@ def add_RossbyServicer_to_server(servicer, server):
                     servicer.ListSenderRules,
                     request_deserializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesRequest.FromString,
                     response_serializer=rossby_dot_v1_dot_rossby__pb2.ListSenderRulesResponse.SerializeToString,
+            ),
+            'UploadPrekeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadPrekeys,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.UploadPrekeysRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.UploadPrekeysResponse.SerializeToString,
+            ),
+            'GetPrekeyStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPrekeyStatus,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.GetPrekeyStatusRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.GetPrekeyStatusResponse.SerializeToString,
+            ),
+            'ClaimPrekeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimPrekeys,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1079,6 +1146,87 @@ class Rossby:
             '/rossby.v1.Rossby/ListSenderRules',
             rossby_dot_v1_dot_rossby__pb2.ListSenderRulesRequest.SerializeToString,
             rossby_dot_v1_dot_rossby__pb2.ListSenderRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadPrekeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/UploadPrekeys',
+            rossby_dot_v1_dot_rossby__pb2.UploadPrekeysRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.UploadPrekeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPrekeyStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/GetPrekeyStatus',
+            rossby_dot_v1_dot_rossby__pb2.GetPrekeyStatusRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.GetPrekeyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimPrekeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/ClaimPrekeys',
+            rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
