@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from rossby.loadtest.config import DEFAULT_MIX, LoadConfig, UsageError, parse_mix
+from rossby.loadtest.config import CRYPTO_MODES, DEFAULT_MIX, LoadConfig, UsageError, parse_mix
 from rossby.loadtest.coordinator import Coordinator, HarnessError
 from rossby.loadtest.report import Progress, build_report, print_summary, write_json, write_plot
 
@@ -108,6 +108,14 @@ def parser() -> argparse.ArgumentParser:
         help="random ciphertext bytes per message (default 1024)",
     )
     p.add_argument(
+        "--crypto",
+        choices=CRYPTO_MODES,
+        default="random",
+        help="random: random ciphertext (measures the server); real: every device "
+        "publishes prekeys and every message is a real v2 envelope, PQXDH then the "
+        "Double Ratchet, as the SDK sends it (measures the client's crypto too)",
+    )
+    p.add_argument(
         "--channels",
         type=int,
         default=2,
@@ -178,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         mix=parse_mix(args.mix),
         group_size=args.group_size,
         payload_bytes=args.payload_bytes,
+        crypto=args.crypto,
         channels=args.channels,
         register_concurrency=args.register_concurrency,
         register_timeout=args.register_timeout,

@@ -29,6 +29,9 @@ RATE_LIMIT_WAITS: Final = 3
 most MAX_RATE_LIMIT_WAIT) before giving up; these waits leave ``send_retries``
 alone, since the server stored nothing and will take the same ids later."""
 MAX_RATE_LIMIT_WAIT: Final = 5.0
+CRYPTO_MODES: Final = ("random", "real")
+"""``--crypto``: what a message holds (rossby/loadtest/codec.py)."""
+
 DEFAULT_MIX: Final = {"send": 6.0, "group": 1.0, "fetch": 3.0}
 
 
@@ -91,6 +94,9 @@ class LoadConfig:
     mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     group_size: int = 5
     payload_bytes: int = 1024
+    #: "random": random payloads (measures the server); "real": every message
+    #: a real v2 envelope (measures the client's cryptography too).
+    crypto: str = "random"
     channels: int = 2
     register_concurrency: int = 16
     register_timeout: float = 120.0
@@ -136,6 +142,8 @@ class LoadConfig:
             raise UsageError("--payload-bytes: 1 to 65536 (the server's default limit)")
         if self.payload_bytes < 8:
             raise UsageError("--payload-bytes: at least 8 (the send time rides in the first 8)")
+        if self.crypto not in CRYPTO_MODES:
+            raise UsageError(f"--crypto: one of {', '.join(CRYPTO_MODES)}")
         if self.group_size < 1:
             raise UsageError("--group-size: at least 1")
         if self.channels < 1 or self.register_concurrency < 1 or self.max_inflight < 1:

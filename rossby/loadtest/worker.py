@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import random
-import struct
 import time
 import traceback
 import uuid
@@ -31,6 +30,7 @@ import grpc
 
 from rossby.crypto import InvalidSealed
 from rossby.loadtest.audit import AuditResult
+from rossby.loadtest.codec import PayloadCodec, RandomPayloads, stamped_body
 from rossby.loadtest.config import MAX_RATE_LIMIT_WAIT, RATE_LIMIT_WAITS, LoadConfig
 from rossby.loadtest.device import RegistrationFailed, SimDevice
 from rossby.loadtest.stats import Recorder
@@ -80,9 +80,12 @@ def _code_name(exc: BaseException) -> str:
 
 
 class Worker:
-    def __init__(self, index: int, config: LoadConfig, cmd_q: Any, out_q: Any) -> None:
+    def __init__(
+        self, index: int, config: LoadConfig, codec: PayloadCodec, cmd_q: Any, out_q: Any
+    ) -> None:
         self.index = index
         self.config = config
+        self.codec = codec
         self.cmd_q = cmd_q
         self.out_q = out_q
         users, self.workers, self.rate, self.quota = config.share(index)
@@ -190,6 +193,10 @@ class Worker:
                     started = time.perf_counter()
                     await device.authorize(code, c.rpc_timeout)
                     self.setup.ok_call(step, time.perf_counter() - started)
+                    step = "Prepare"
+                    started = time.perf_counter()
+                    await self.codec.prepare(device, c.rpc_timeout)
+                    self.setup.ok_call(step, time.perf_counter() - started)
                 except (grpc.aio.AioRpcError, RegistrationFailed, InvalidSealed) as exc:
                     self.setup.failed_call(step, _code_name(exc))
                     if len(self.registration_errors) < 5:
@@ -218,10 +225,6 @@ class Worker:
 
     def pick_op(self) -> str:
         return self.rng.choices(self.op_names, self.op_weights)[0]
-
-    def body(self) -> bytes:
-        stamp = struct.pack(">d", time.time())
-        return stamp + self.rng.randbytes(self.config.payload_bytes - len(stamp))
 
     async def op_send(self) -> None:
         """1:1: one message to every box of one other user."""
@@ -264,9 +267,7 @@ class Worker:
                         m = event.message
                         if device.audit.observe(m.message_id, m.position):
                             fresh += 1
-                            if live_at is not None and len(m.ciphertext) >= 8:
-                                sent = struct.unpack(">d", m.ciphertext[:8])[0]
-                                self.rec.ok_call(DELIVERY, max(0.0, time.time() - sent))
+                            await self._delivered(device, m, self.rec, live_at is not None)
                         top = max(top, m.position)
                     elif kind == "catch_up":
                         break
@@ -286,7 +287,8 @@ class Worker:
         picked = [u for u in self.rng.sample(pool, min(want + 1, len(pool))) if u != sender.user]
         boxes = [box for u in picked[:want] for box in self.directory[u]]
         message_id = str(uuid.uuid4())
-        body = self.body()
+        body = stamped_body(self.rng, c.payload_bytes)
+        ciphertexts = await self.codec.seal(sender, boxes, message_id, body)
         pending = boxes
         last_error = ""
         waits = 0
@@ -294,7 +296,9 @@ class Worker:
         while attempt <= c.send_retries:
             request = pb.SendRequest(
                 messages=[
-                    pb.OutgoingMessage(recipient_box_id=b, message_id=message_id, ciphertext=body)
+                    pb.OutgoingMessage(
+                        recipient_box_id=b, message_id=message_id, ciphertext=ciphertexts[b]
+                    )
                     for b in pending
                 ]
             )
@@ -382,13 +386,10 @@ class Worker:
                     rec.failed_call("Fetch", str(exc.code().name))
                     raise OpFailed(str(exc.code().name)) from None
                 rec.ok_call("Fetch", time.perf_counter() - started)
-                now = time.time()
                 for m in page.messages:
                     if device.audit.observe(m.message_id, m.position):
                         fresh += 1
-                        if rec is self.rec and len(m.ciphertext) >= 8:
-                            sent = struct.unpack(">d", m.ciphertext[:8])[0]
-                            rec.ok_call(DELIVERY, max(0.0, now - sent))
+                        await self._delivered(device, m, rec, rec is self.rec)
                     top = max(top, m.position)
                 after = page.next_after
                 if not page.more:
@@ -396,6 +397,16 @@ class Worker:
             rec.event("received", fresh)
             await self._ack(device, top, rec)
         return fresh
+
+    async def _delivered(
+        self, device: SimDevice, m: pb.QueuedMessage, rec: Recorder, timed: bool
+    ) -> None:
+        """Open a new message; time its delivery when ``timed`` (not while catching up)."""
+        sent = await self.codec.open(device, m)
+        if sent is None:
+            rec.event("unreadable")
+        elif timed:
+            rec.ok_call(DELIVERY, max(0.0, time.time() - sent))
 
     async def _ack(self, device: SimDevice, top: int, rec: Recorder) -> None:
         """Ack through ``top`` when it is above the device's cursor."""
@@ -580,10 +591,16 @@ class Worker:
             await self.close_channels()
 
 
+def codec_for(config: LoadConfig) -> PayloadCodec:
+    """The payload codec ``--crypto`` names."""
+    return RandomPayloads()
+
+
 def child_main(index: int, config: dict[str, Any], cmd_q: Any, out_q: Any) -> None:
     """Entry point of a load-generating process (multiprocessing, spawn)."""
     try:
-        asyncio.run(Worker(index, LoadConfig.from_dict(config), cmd_q, out_q).main())
+        load = LoadConfig.from_dict(config)
+        asyncio.run(Worker(index, load, codec_for(load), cmd_q, out_q).main())
     except Aborted as exc:
         out_q.put(("aborted", index, str(exc)))
     except BaseException:
