@@ -168,11 +168,15 @@ def test_all_is_explicit_and_resolves() -> None:
     public = {n for n in dir(rossby.crypto) if not n.startswith("_")}
     submodules = {
         "envelope",
+        "envelope_v2",
         "errors",
         "keyfile",
         "keylog",
         "keys",
         "link",
+        "pqxdh",
+        "prekeys",
+        "ratchet",
         "safety",
         "sealed",
         "annotations",
@@ -181,7 +185,7 @@ def test_all_is_explicit_and_resolves() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for exc in (InvalidEnvelope, InvalidSealed, KeyfileError):
+    for exc in (InvalidEnvelope, InvalidSealed, KeyfileError, rossby.crypto.InvalidBundle):
         assert issubclass(exc, rossby.crypto.CryptoError)
 
 

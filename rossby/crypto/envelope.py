@@ -88,7 +88,6 @@ that is unreachable, say) propagate, because dropping a genuine message as
 
 from __future__ import annotations
 
-import re
 import struct
 import time
 import uuid
@@ -116,12 +115,11 @@ from rossby.crypto._common import (
     x25519_private,
     x25519_public,
 )
+from rossby.crypto._padding import PAD_BLOCK, check_kind, pad, padded_length, unpad
 from rossby.crypto.errors import InvalidEnvelope
 
 VERSION = 0x01
 MAX_RECIPIENTS = 256
-MAX_KIND_BYTES = 32
-PAD_BLOCK = 64
 
 SIGN_LABEL = b"rossby/v1/envelope\x00"
 WRAP_LABEL = b"rossby/v1/envelope-wrap"
@@ -130,8 +128,6 @@ _HEADER = struct.Struct(">B16s16s16s16sQ32sH")
 _ENTRY_BYTES = 16 + KEY_BYTES + 16
 _TAG_BYTES = 16
 _ZERO_NONCE = bytes(12)
-_KIND_RE = re.compile(rb"[a-z][a-z0-9._-]*\Z")
-_U32 = struct.Struct(">I")
 
 SenderLookup = Callable[[uuid.UUID, uuid.UUID], Ed25519Public | None]
 """``sender_lookup(sender_box, sender_device)``: the device's Ed25519 public key, or None."""
@@ -193,22 +189,9 @@ class _Parsed:
     entries: tuple[bytes, ...]  # 64-byte table entries, ascending by device id
 
 
-def _check_kind(kind: str) -> bytes:
-    raw = kind.encode("ascii", "strict") if kind.isascii() else b""
-    if not 1 <= len(raw) <= MAX_KIND_BYTES or not _KIND_RE.match(raw):
-        raise ValueError(f"kind must match [a-z][a-z0-9._-]* and be 1..{MAX_KIND_BYTES} bytes")
-    return raw
-
-
-def _padded_length(kind_bytes: int, body_len: int) -> int:
-    unpadded = 1 + kind_bytes + _U32.size + body_len
-    return -(-unpadded // PAD_BLOCK) * PAD_BLOCK
-
-
 def envelope_size(recipient_count: int, kind: str, body_len: int) -> int:
     """Exact size in bytes of an envelope, to check against the server's message limit."""
-    kind_len = len(_check_kind(kind))
-    padded = _padded_length(kind_len, body_len)
+    padded = padded_length(len(check_kind(kind)), body_len)
     return _HEADER.size + _ENTRY_BYTES * recipient_count + padded + _TAG_BYTES + SIGNATURE_BYTES
 
 
@@ -250,12 +233,10 @@ def seal_envelope(
         raise ValueError("a recipient device is listed twice")
     if sender.device_id.bytes in ids:
         raise ValueError("the sending device is not its own recipient")
-    kind_raw = _check_kind(kind)
+    plaintext = pad(kind, body)
     sent_at_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if not 0 <= sent_at_ms < 2**64:
         raise ValueError("now_ms is out of range")
-    if len(body) >= 2**32:
-        raise ValueError("body is too long")
 
     ephemeral = X25519PrivateKey.from_private_bytes(random_bytes(rng, KEY_BYTES))
     content_key = random_bytes(rng, KEY_BYTES)
@@ -282,11 +263,8 @@ def seal_envelope(
         key = _wrap_key(shared, ephemeral_public, device_public.public_bytes_raw(), device_id)
         table += device_id + ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, content_key, fixed)
 
-    plaintext = bytearray()
-    plaintext += bytes([len(kind_raw)]) + kind_raw + _U32.pack(len(body)) + body
-    plaintext += bytes(_padded_length(len(kind_raw), len(body)) - len(plaintext))
     signed = fixed + bytes(table)
-    signed += ChaCha20Poly1305(content_key).encrypt(_ZERO_NONCE, bytes(plaintext), signed)
+    signed += ChaCha20Poly1305(content_key).encrypt(_ZERO_NONCE, plaintext, signed)
     return signed + sender.signing_private.sign(SIGN_LABEL + signed)
 
 
@@ -332,21 +310,6 @@ def peek_header(data: bytes) -> EnvelopeHeader:
         raise InvalidEnvelope from None
 
 
-def _unpad(plaintext: bytes) -> tuple[str, bytes]:
-    if len(plaintext) % PAD_BLOCK or not plaintext:
-        raise ValueError
-    k = plaintext[0]
-    kind = plaintext[1 : 1 + k]
-    if not 1 <= k <= MAX_KIND_BYTES or len(kind) != k or not _KIND_RE.match(kind):
-        raise ValueError
-    (m,) = _U32.unpack_from(plaintext, 1 + k)
-    start = 1 + k + _U32.size
-    body, padding = plaintext[start : start + m], plaintext[start + m :]
-    if len(body) != m or len(padding) >= PAD_BLOCK or padding.strip(b"\x00"):
-        raise ValueError
-    return kind.decode("ascii"), body
-
-
 def open_envelope(
     data: bytes,
     *,
@@ -388,7 +351,7 @@ def open_envelope(
         content_key = ChaCha20Poly1305(key).decrypt(_ZERO_NONCE, wrapped, parsed.fixed)
         body_ct = signed[parsed.table_end :]
         aad = signed[: parsed.table_end]
-        kind, body = _unpad(ChaCha20Poly1305(content_key).decrypt(_ZERO_NONCE, body_ct, aad))
+        kind, body = unpad(ChaCha20Poly1305(content_key).decrypt(_ZERO_NONCE, body_ct, aad))
     except (ValueError, InvalidSignature, InvalidTag, struct.error):
         raise InvalidEnvelope from None
     return OpenedMessage(

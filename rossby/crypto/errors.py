@@ -3,6 +3,7 @@
     CryptoError
     ├── InvalidEnvelope   any failure opening or peeking a message envelope
     ├── InvalidSealed     any failure unsealing a sealed box (e.g. Hawk credentials)
+    ├── InvalidBundle     a claimed prekey bundle whose signatures or sizes do not check
     └── KeyfileError      wrong passphrase, or a keyfile that is damaged or not one
 
 Each class is deliberately uninformative, like ``cryptography.fernet.InvalidToken``:
@@ -37,8 +38,12 @@ class InvalidSealed(CryptoError):
     """The sealed box cannot be opened; the reason is withheld on purpose."""
 
 
+class InvalidBundle(CryptoError):
+    """A prekey bundle is not safe to start a session with; which check failed is withheld."""
+
+
 class KeyfileError(CryptoError):
     """Wrong passphrase, or the file is damaged; indistinguishable on purpose."""
 
 
-__all__ = ["CryptoError", "InvalidEnvelope", "InvalidSealed", "KeyfileError"]
+__all__ = ["CryptoError", "InvalidBundle", "InvalidEnvelope", "InvalidSealed", "KeyfileError"]
