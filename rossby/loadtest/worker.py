@@ -28,11 +28,12 @@ from typing import Any, Final
 
 import grpc
 
-from rossby.crypto import InvalidSealed
 from rossby.loadtest.audit import AuditResult
 from rossby.loadtest.codec import PayloadCodec, RandomPayloads, stamped_body
 from rossby.loadtest.config import MAX_RATE_LIMIT_WAIT, RATE_LIMIT_WAITS, LoadConfig
-from rossby.loadtest.device import RegistrationFailed, SimDevice
+from rossby.loadtest.device import SimDevice
+from rossby.loadtest.enrol import Enrolment
+from rossby.loadtest.realcrypto import RealCrypto
 from rossby.loadtest.stats import Recorder
 from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
@@ -73,19 +74,10 @@ class Aborted(Exception):
     pass
 
 
-def _code_name(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return str(exc.code().name)
-    return type(exc).__name__
-
-
 class Worker:
-    def __init__(
-        self, index: int, config: LoadConfig, codec: PayloadCodec, cmd_q: Any, out_q: Any
-    ) -> None:
+    def __init__(self, index: int, config: LoadConfig, cmd_q: Any, out_q: Any) -> None:
         self.index = index
         self.config = config
-        self.codec = codec
         self.cmd_q = cmd_q
         self.out_q = out_q
         users, self.workers, self.rate, self.quota = config.share(index)
@@ -94,6 +86,8 @@ class Worker:
         self.rng = random.Random(seed)
         self.setup = Recorder()
         self.rec = Recorder()
+        self.codec = codec_for(config, self.rec)
+        self.enrolment = Enrolment(config, self.codec, self.setup)
         self.drain_rec = Recorder()
         self.phase = "starting"
         self.channels: list[list[grpc.aio.Channel]] = []
@@ -106,9 +100,6 @@ class Worker:
         self.sends_started = 0
         self.skipped = 0
         self.run_seconds = 0.0
-        self.registered = 0
-        self.registration_failed = 0
-        self.registration_errors: list[str] = []
         names = [n for n, w in config.mix.items() if w > 0]
         self.op_names = names
         self.op_weights = [float(config.mix[n]) for n in names]
@@ -137,8 +128,8 @@ class Worker:
         rec = self.drain_rec if self.phase == "drain" else self.rec
         return {
             "phase": self.phase,
-            "registered": self.registered,
-            "registration_failed": self.registration_failed,
+            "registered": self.enrolment.registered,
+            "registration_failed": self.enrolment.failed,
             "ok": dict(rec.ok),
             "errors": self.rec.error_total() + self.drain_rec.error_total(),
             "messages": self.rec.events.get("messages", 0),
@@ -183,35 +174,14 @@ class Worker:
 
         async def one(device: SimDevice) -> bool:
             async with gate:
-                step = "Register"
-                try:
-                    started = time.perf_counter()
-                    await device.register(c.rpc_timeout)
-                    self.setup.ok_call(step, time.perf_counter() - started)
-                    step = "Authorize"
-                    code = await device.code()
-                    started = time.perf_counter()
-                    await device.authorize(code, c.rpc_timeout)
-                    self.setup.ok_call(step, time.perf_counter() - started)
-                    step = "Prepare"
-                    started = time.perf_counter()
-                    await self.codec.prepare(device, c.rpc_timeout)
-                    self.setup.ok_call(step, time.perf_counter() - started)
-                except (grpc.aio.AioRpcError, RegistrationFailed, InvalidSealed) as exc:
-                    self.setup.failed_call(step, _code_name(exc))
-                    if len(self.registration_errors) < 5:
-                        self.registration_errors.append(f"{step}: {exc!s:.300}")
-                    self.registration_failed += 1
-                    return False
-                self.registered += 1
-                return True
+                return await self.enrolment.enrol(device)
 
         try:
             async with asyncio.timeout(c.register_timeout):
                 outcomes = await asyncio.gather(*(one(d) for d in self.devices))
         except TimeoutError:
             outcomes = [d.signer is not None for d in self.devices]
-            self.registration_errors.append(f"registration timed out after {c.register_timeout}s")
+            self.enrolment.note(f"registration timed out after {c.register_timeout}s")
         failed_users = {d.user for d, ok in zip(self.devices, outcomes, strict=True) if not ok}
         self.devices = [d for d in self.devices if d.user not in failed_users]
 
@@ -550,8 +520,8 @@ class Worker:
                 self.index,
                 {
                     "users": self.my_directory(),
-                    "failed": self.registration_failed,
-                    "errors": self.registration_errors,
+                    "failed": self.enrolment.failed,
+                    "errors": self.enrolment.errors,
                 },
             )
             self.phase = "ready"
@@ -591,16 +561,17 @@ class Worker:
             await self.close_channels()
 
 
-def codec_for(config: LoadConfig) -> PayloadCodec:
-    """The payload codec ``--crypto`` names."""
+def codec_for(config: LoadConfig, recorder: Recorder) -> PayloadCodec:
+    """The payload codec ``--crypto`` names; real crypto records its CPU cost in ``recorder``."""
+    if config.crypto == "real":
+        return RealCrypto(recorder, config.rpc_timeout)
     return RandomPayloads()
 
 
 def child_main(index: int, config: dict[str, Any], cmd_q: Any, out_q: Any) -> None:
     """Entry point of a load-generating process (multiprocessing, spawn)."""
     try:
-        load = LoadConfig.from_dict(config)
-        asyncio.run(Worker(index, load, codec_for(load), cmd_q, out_q).main())
+        asyncio.run(Worker(index, LoadConfig.from_dict(config), cmd_q, out_q).main())
     except Aborted as exc:
         out_q.put(("aborted", index, str(exc)))
     except BaseException:
