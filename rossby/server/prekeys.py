@@ -155,7 +155,7 @@ class Prekeys:
             )
         except PoolFull as exc:
             raise errors.ResourceExhausted(
-                f"the {exc.kind.name} pool would hold {exc.have} keys, at most {exc.limit}",
+                f"{_pool_field(exc)}: the pool would hold {exc.have} keys, at most {exc.limit}",
                 reason="PREKEY_POOL_FULL",
                 metadata={"field": _pool_field(exc), "max": str(exc.limit), "have": str(exc.have)},
             ) from None

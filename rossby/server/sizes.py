@@ -65,11 +65,11 @@ EPHEMERAL_OVERHEAD: Final = 512
 PEER_MAX_WAKES: Final = 2000
 PEER_EPHEMERAL_BUDGET: Final = 256 * 1024
 
-#: UploadPrekeys, per key: a SignedPrekey of an ML-KEM-768 key (id, 1,184-byte
-#: key, 64-byte signature, framing: 1,263 bytes) and a OneTimePrekey (id,
-#: 32-byte key, framing: 42 bytes), each rounded up.
-SIGNED_KEM_PREKEY_BYTES: Final = 1300
-ONE_TIME_PREKEY_BYTES: Final = 64
+#: UploadPrekeys, per key at its largest: a SignedPrekey of an ML-KEM-768 key
+#: (a five-byte id, the 1,184-byte key, a 64-byte signature, framing: 1,263
+#: bytes) and a OneTimePrekey (id, 32-byte key, framing: 42 bytes), rounded up.
+SIGNED_KEM_PREKEY_BYTES: Final = 1270
+ONE_TIME_PREKEY_BYTES: Final = 48
 #: ClaimPrekeys, per named device id (a 36-character UUID, framed).
 CLAIM_DEVICE_BYTES: Final = 40
 #: Device ids one ClaimPrekeys may name (rossby.server.prekeys imports it);
@@ -88,7 +88,7 @@ def send_bytes(settings: Settings) -> int:
 
 def upload_prekeys_bytes(settings: Settings) -> int:
     """A full UploadPrekeys: ``prekey_pool_max`` keys of each one-time kind
-    plus the signed and the last-resort prekey (about 280 KB by default)."""
+    plus the signed and the last-resort prekey (270 KB by default)."""
     per_pool = settings.prekey_pool_max * (SIGNED_KEM_PREKEY_BYTES + ONE_TIME_PREKEY_BYTES)
     return SMALL + per_pool + 2 * SIGNED_KEM_PREKEY_BYTES
 
