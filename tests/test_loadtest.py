@@ -23,6 +23,9 @@ SERVER_ENV = {
     "ROSSBY_METRICS_LISTEN": "",
     "ROSSBY_SEND_RATE_PER_DEVICE": "0",
     "ROSSBY_REGISTER_RATE_PER_ADDRESS": "0",
+    # --crypto real claims a bundle per pair of users within seconds.
+    "ROSSBY_PREKEY_CLAIM_RATE_PER_DEVICE": "0",
+    "ROSSBY_PREKEY_CLAIM_RATE_PER_BOX": "0",
 }
 
 
@@ -84,6 +87,56 @@ def test_smoke_run_audits_clean(tmp_path: Path, processes: int) -> None:
     assert set(report["rpcs"]) >= {"Send", "Fetch", "Subscribe"}
     assert {"p50", "p90", "p99", "p99.9"} <= set(report["rpcs"]["Send"]["latency_ms"])
     assert "LOST 0" in proc.stdout and "DUPLICATES 0" in proc.stdout
+
+
+def test_real_crypto_run_opens_every_message(tmp_path: Path) -> None:
+    """--crypto real: every device publishes prekeys, every message is a v2
+    envelope (PQXDH on first contact, then the ratchet) and every delivered
+    message is opened by its receiver; the CPU per seal/open is reported."""
+    report_path = tmp_path / "report.json"
+    with ServerProcess(tmp_path, _sqlite(tmp_path), env=SERVER_ENV) as server:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rossby",
+                "loadtest",
+                "--target",
+                server.target,
+                "--outbox",
+                str(tmp_path / "outbox"),
+                "--users",
+                "4",
+                "--concurrency",
+                "4",
+                "--messages",
+                "60",
+                "--mix",
+                "send=5,group=1,fetch=2,subscribe=2",
+                "--crypto",
+                "real",
+                "--report",
+                str(report_path),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(report_path.read_text())
+    assert report["config"]["crypto"] == "real"
+    audit = report["audit"]
+    assert audit["lost"] == 0 and audit["duplicates"] == 0, audit
+    assert audit["delivered"] == audit["expected"] > 0
+    # Every delivered message was sealed and opened for real: none unreadable.
+    crypto = report["crypto"]
+    assert crypto["unreadable"] == 0, crypto
+    assert crypto["cpu_ms"]["open"]["count"] == audit["delivered"]
+    assert crypto["cpu_ms"]["seal"]["count"] >= report["send_outcomes"]["acknowledged"]
+    assert crypto["cpu_ms"]["open"]["mean"] > 0
+    assert report["ok"] is True
+    assert "client crypto, CPU ms per operation" in proc.stdout
 
 
 def test_a_rate_limited_server_is_waited_out_and_the_audit_stays_clean(tmp_path: Path) -> None:

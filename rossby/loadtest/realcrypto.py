@@ -60,8 +60,11 @@ a device whose pool runs dry is claimed with its last-resort key, as in producti
 MAX_SESSIONS = 4
 """Sessions kept per peer device (the newest first)."""
 
-SEAL = "crypto: seal"
-OPEN = "crypto: open"
+CRYPTO_PREFIX = "crypto: "
+"""Recorder names of the CPU-time pseudo-calls; the report keeps them apart from RPCs."""
+SEAL = CRYPTO_PREFIX + "seal"
+OPEN = CRYPTO_PREFIX + "open"
+LAST_RESORT = "crypto: last-resort claims"
 
 
 @dataclass
@@ -187,7 +190,7 @@ class RealCrypto:
             raise CryptoError(f"box {box}: expected one device with prekeys")
         bundle = _bundle(reply.bundles[0])
         if bundle.kem_last_resort:
-            self._rec.event("crypto: last-resort claims")
+            self._rec.event(LAST_RESORT)
         me.readers[box] = bundle.identity
         me.bundles[bundle.identity.device_id] = bundle
 
@@ -319,4 +322,4 @@ class RealCrypto:
         return body
 
 
-__all__ = ["OPEN", "SEAL", "RealCrypto"]
+__all__ = ["CRYPTO_PREFIX", "LAST_RESORT", "OPEN", "SEAL", "RealCrypto"]

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from rossby.loadtest.config import OPS
 from rossby.loadtest.coordinator import Outcome, Snapshots
+from rossby.loadtest.realcrypto import CRYPTO_PREFIX, LAST_RESORT
 from rossby.loadtest.worker import DELIVERY
 
 REPORT_VERSION: Final = 1
@@ -33,6 +34,9 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
         reasons.append(f"{audit['lost']} lost deliveries")
     if audit["duplicates"]:
         reasons.append(f"{audit['duplicates']} duplicate deliveries")
+    unreadable = int(stats.events.get("unreadable", 0) + outcome.drain.events.get("unreadable", 0))
+    if unreadable:
+        reasons.append(f"{unreadable} messages the receiver could not open")
     sends_in_mix = any(c.mix.get(op, 0) > 0 for op in SEND_OPS)
     if sends_in_mix and outcome.audit.acknowledged == 0:
         reasons.append("no send was acknowledged")
@@ -68,7 +72,22 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             "ops_per_s": round(sum(stats.ok.get(f"op:{op}", 0) for op in OPS) / seconds, 1),
             "rpcs_per_s": {k: round(stats.ok.get(k, 0) / seconds, 1) for k in RPCS},
         },
-        "rpcs": {k: v for k, v in rpcs.items() if not k.startswith("op:") and k != DELIVERY},
+        "rpcs": {
+            k: v
+            for k, v in rpcs.items()
+            if not k.startswith(("op:", CRYPTO_PREFIX)) and k != DELIVERY
+        },
+        "crypto": {
+            "mode": c.crypto,
+            "unreadable": unreadable,
+            "last_resort_claims": int(stats.events.get(LAST_RESORT, 0)),
+            # Process CPU time per operation (not wall time), in ms.
+            "cpu_ms": {
+                k[len(CRYPTO_PREFIX) :]: {"count": v["ok"], **v["latency_ms"]}
+                for k, v in rpcs.items()
+                if k.startswith(CRYPTO_PREFIX)
+            },
+        },
         "ops": {k[3:]: v for k, v in rpcs.items() if k.startswith("op:")},
         "delivery_latency_ms": rpcs.get(DELIVERY, {}).get("latency_ms", {}),
         "send_outcomes": {
@@ -194,6 +213,16 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         )
     if report["send_outcomes"]["rejected"]:
         console.print(f"rejected sends: {report['send_outcomes']['rejected']}")
+    crypto = report["crypto"]
+    if crypto["mode"] == "real":
+        console.print(
+            "client crypto, CPU ms per operation (mean): "
+            + ", ".join(
+                f"{k} {v.get('mean', 0):.3f} (x{v['count']})" for k, v in crypto["cpu_ms"].items()
+            )
+            + f"; unreadable {crypto['unreadable']}"
+            + f", last-resort claims {crypto['last_resort_claims']}"
+        )
     a = report["audit"]
     style = "green" if a["lost"] == 0 and a["duplicates"] == 0 else "bold red"
     console.print(
