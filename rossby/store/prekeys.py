@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rossby.crypto.prekeys import PrekeyKind
+from rossby.errors import StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,15 @@ class PoolFull(Exception):
         self.limit = limit
 
 
+class PrekeyClaimContended(StoreUnavailable):
+    """A claim lost every compare-and-set round to concurrent claims of the
+    same pool (Cassandra, other processes of the region). Keys this call
+    may already have taken for other pools are spent, never handed out
+    twice; retry after a moment."""
+
+    default_reason = "PREKEY_CLAIM_CONTENDED"
+
+
 class PrekeyStore(abc.ABC):
     """Per-device prekeys: two replaceable keys and two claim-once pools."""
 
@@ -137,6 +147,7 @@ __all__ = [
     "ClaimedPrekeys",
     "PoolFull",
     "Prekey",
+    "PrekeyClaimContended",
     "PrekeyCounts",
     "PrekeyStore",
     "PrekeyUpload",

@@ -239,8 +239,9 @@ class SqliteStore(
 
     async def purge_expired(self) -> int:
         """Remove expired messages and registrations (answered: how many), and
-        the remembered ids of expired messages and expired Hawk nonces (not
-        counted: they are bookkeeping)."""
+        the remembered ids of expired messages, expired Hawk nonces and
+        prekeys spent more than ``SPENT_HOLD`` ago (not counted: they are
+        bookkeeping)."""
 
         def batch(conn: sqlite3.Connection) -> tuple[int, bool]:
             now = self._now()
@@ -275,6 +276,7 @@ class SqliteStore(
             if not more:
                 break
         await self.purge_nonces()
+        await self.purge_spent_prekeys()
         return total
 
 
