@@ -450,6 +450,33 @@ async def test_rotating_keys_drops_the_prekeys_their_old_key_signed(api: Api) ->
     )
 
 
+async def test_a_rotation_retried_after_its_delete_failed_still_drops_the_prekeys(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await pair(api)
+    await upload(alice, full_upload(alice, one_time_count=2, kem_count=2))
+    store = api.store
+    real_delete = store.delete_prekeys
+    failures = [StoreUnavailable("injected", reason="STORE_UNAVAILABLE")]
+
+    async def delete_once_down(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real_delete(*args)
+
+    monkeypatch.setattr(store, "delete_prekeys", delete_once_down)
+    request = rotate_request(alice, DeviceKeyPair.generate())
+    await expect(
+        C.UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        alice.call("RotateKeys", request, pb.RotateKeysResponse),
+    )
+    assert (await counts(api, alice)).signed_prekey_id == 1  # the keys changed, these stayed
+    await alice.call("RotateKeys", request, pb.RotateKeysResponse)  # the client's retry
+    assert (await counts(api, alice)).signed_prekey_id is None
+    assert (await claim(bob, alice.box_id)).bundles == []
+
+
 async def test_revoking_a_device_drops_its_prekeys(api: Api) -> None:
     alice, bob = await pair(api)
     tablet = await link(api, alice)
