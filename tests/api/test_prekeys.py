@@ -300,6 +300,29 @@ async def test_a_drained_pool_falls_back_to_the_last_resort_key(api: Api) -> Non
     assert (await alice.fetch()).prekeys_low
 
 
+async def test_concurrent_claims_through_two_servers_never_share_a_one_time_key(
+    make_api: Callable[..., Any],
+) -> None:
+    """Two server processes on one store, sixteen requesters claiming at
+    once: each of the ten one-time keys of each kind goes to exactly one of
+    them, the other six get the last-resort key."""
+    limits = {"prekey_claim_rate_per_device": 0, "prekey_claim_rate_per_box": 0}
+    one: Api = await make_api(**limits)
+    two: Api = await make_api(**limits)
+    alice = await Device(one, email("alice")).join()
+    await upload(alice, full_upload(alice, one_time_count=10, kem_count=10))
+    requesters = [await Device((one, two)[i % 2], email(f"r{i}")).join() for i in range(16)]
+    replies = await asyncio.gather(*(claim(r, alice.box_id) for r in requesters))
+    bundles = [b for reply in replies for b in reply.bundles]
+    assert len(bundles) == 16
+    fresh = [b for b in bundles if not b.kem_last_resort]
+    assert sorted(b.kem_prekey.key_id for b in fresh) == list(range(1, 11))
+    assert sorted(b.one_time_prekey.key_id for b in bundles if b.HasField("one_time_prekey")) == (
+        list(range(1, 11))
+    )
+    assert len(bundles) - len(fresh) == 6
+
+
 async def test_hidden_boxes_are_not_found_and_lose_no_keys(api: Api) -> None:
     alice, bob = await pair(api)
     carol = await Device(api, email("carol")).join()
