@@ -359,3 +359,23 @@ async def test_spent_ids_are_purged_after_the_hold(store: Store, clock: Clock) -
     clock.advance(2)
     await store.purge_expired()
     assert (await put(store, box, device, full_upload(range(0, 1)))).one_time_prekeys == 1
+
+
+async def test_a_spent_key_stays_spent_when_the_servers_clock_runs_ahead(
+    store: Store, clock: Clock
+) -> None:
+    """The server's clock a minute ahead of the database's: on Cassandra a
+    plain write stamped from it would outrank the claim's tombstone (stamped
+    by the nodes' clocks) and revive the key; plain prekey writes are
+    stamped in milliseconds so that cannot happen (rossby/store/cassandra/
+    writeclock.py)."""
+    clock.advance(60.0)
+    box, device = new_id(), new_id()
+    upload = full_upload(range(0, 1), range(0, 1))
+    await put(store, box, device, upload)
+    taken = await claim_one(store, box, device)
+    assert taken.one_time_prekey is not None and not taken.kem_last_resort
+    retried = await put(store, box, device, upload)
+    assert (retried.one_time_prekeys, retried.one_time_kem_prekeys) == (0, 0)
+    again = await claim_one(store, box, device)
+    assert again.one_time_prekey is None and again.kem_last_resort is True

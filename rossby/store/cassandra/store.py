@@ -62,6 +62,11 @@ CAPABILITIES = Capabilities(
     native_expiry=yes("every row is written USING TTL"),
     presence=yes("presence rows are written USING TTL in this server's datacenter"),
     home_regions=yes("each box's queue is coordinated in its home datacenter, which can move"),
+    global_prekey_pools=no(
+        "each region hands out only its own share of a device's one-time prekeys (exactly once"
+        " without a WAN round trip): a region whose share is empty answers the last-resort key"
+        " while another still has keys; counts report the lowest share"
+    ),
 )
 
 

@@ -94,6 +94,9 @@ CAPABILITIES = Capabilities(
         "one SQLite file serves one region: nothing is replicated, so no box has a home to move",
         "NOT_REPLICATED",
     ),
+    global_prekey_pools=yes(
+        "one file, one pool per device: claims empty it before any last-resort answer"
+    ),
 )
 
 
