@@ -508,3 +508,25 @@ def test_draft_draws_the_content_key_from_rng() -> None:
     assert draft.content_key == k and draft.header.sent_at_ms == 5
     assert draft.associated_data == b"rossby/v2/envelope-key\x00" + draft.fixed
     assert len(draft.fixed) == 75 and draft.fixed[0] == 2
+
+
+def test_respond_refuses_a_mismatched_own_identity_and_encode_bad_fields() -> None:
+    alice, bob = Party.make(), Party.make()
+    header, _, _ = initiate(alice.keys.encryption_private, alice.identity, bob.bundle())
+    with pytest.raises(ValueError):
+        respond(
+            alice.keys.encryption_private,
+            bob.identity,
+            alice.identity,
+            header,
+            signed_prekey_private=bob.signed.private,
+            one_time_prekey_private=bob.one_time[min(bob.one_time)].private,
+            kem_private=bob.kem[min(bob.kem)].private,
+        )
+    for bad in (
+        dataclasses.replace(header, ephemeral_public=bytes(31)),
+        dataclasses.replace(header, signed_prekey_id=MAX_KEY_ID + 1),
+        dataclasses.replace(header, one_time_prekey_id=-1),
+    ):
+        with pytest.raises(ValueError):
+            bad.encode()

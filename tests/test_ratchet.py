@@ -12,6 +12,7 @@ import json
 import os
 import random
 import uuid
+import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -378,3 +379,28 @@ def test_the_v1_envelope_falls_to_the_same_theft() -> None:
         sender_lookup=lambda box, dev: alice.keys.signing_public_bytes,
     )
     assert opened.body == b"old secret"
+
+
+async def test_a_previous_chain_beyond_max_skip_is_given_up_quietly() -> None:
+    """More than MAX_SKIP lost messages in the previous chain: the new chain still opens,
+    the lost ones are refused later, and the library's warning does not reach the caller."""
+    p = await pair()
+    lost = [await p.alice.encrypt(b"lost", AD) for _ in range(MAX_SKIP + 1)]
+    await p.alice.decrypt(await p.bob.encrypt(b"reply", AD), AD)
+    fresh = await p.alice.encrypt(b"new chain", AD)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert await p.bob.decrypt(fresh, AD) == b"new chain"
+    assert seen == []
+    for message in (lost[0], lost[-1]):
+        with pytest.raises(InvalidEnvelope):
+            await p.bob.decrypt(message, AD)
+
+
+async def test_initiate_and_respond_refuse_malformed_keys() -> None:
+    with pytest.raises(ValueError):
+        await RatchetSession.initiate(bytes(31), bytes(32), b"x", AD)
+    with pytest.raises(ValueError):
+        await RatchetSession.initiate(bytes(32), bytes(33), b"x", AD)
+    with pytest.raises(ValueError):
+        await RatchetSession.respond(bytes(32), bytes(31), b"x" * 88, AD)
