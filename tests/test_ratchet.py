@@ -404,3 +404,17 @@ async def test_initiate_and_respond_refuse_malformed_keys() -> None:
         await RatchetSession.initiate(bytes(32), bytes(33), b"x", AD)
     with pytest.raises(ValueError):
         await RatchetSession.respond(bytes(32), bytes(31), b"x" * 88, AD)
+
+
+async def test_a_message_claiming_the_peers_initial_ratchet_key_is_refused() -> None:
+    """Before Bob answers, Alice has no receiving chain; a message whose header names
+    Bob's signed prekey as its ratchet key is refused like any other forgery."""
+    alice, bob = Party.make(), Party.make()
+    p = await first_contact(alice, bob, ad=AD)
+    real = await p.bob.encrypt(b"real", AD)
+    forged = bob.signed.public + real[32:]
+    state = json.dumps(p.alice.to_json(), sort_keys=True)
+    with pytest.raises(InvalidEnvelope):
+        await p.alice.decrypt(forged, AD)
+    assert json.dumps(p.alice.to_json(), sort_keys=True) == state
+    assert await p.alice.decrypt(real, AD) == b"real"
