@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rossby.crypto import (
     MAX_RECIPIENTS,
@@ -530,3 +532,25 @@ def test_respond_refuses_a_mismatched_own_identity_and_encode_bad_fields() -> No
     ):
         with pytest.raises(ValueError):
             bad.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=2000),
+    st.integers(min_value=1, max_value=3),
+)
+def test_arbitrary_bytes_are_only_ever_invalid_envelope(tail: bytes, count: int) -> None:
+    """Past the version byte and a plausible count, parsing still fails one way only;
+    an initial header decodes only from its one canonical encoding."""
+    me = uuid.uuid4()
+    for data in (tail, b"\x02" + tail, b"\x02" + tail[:72] + count.to_bytes(2, "big") + tail[72:]):
+        with pytest.raises(InvalidEnvelope):
+            parse_envelope(data, my_device_id=me, expected_recipient_box=uuid.uuid4())
+    # An initial header either fails the one way or is canonical: it re-encodes to itself.
+    raw = tail[:INITIAL_HEADER_BYTES].ljust(INITIAL_HEADER_BYTES, b"\x00")
+    try:
+        decoded = InitialHeader.decode(raw)
+    except InvalidEnvelope:
+        assert raw[0] & ~0x03 or (not raw[0] & 0x01 and raw[37:41] != bytes(4))
+    else:
+        assert decoded.encode() == raw

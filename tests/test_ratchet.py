@@ -418,3 +418,28 @@ async def test_a_message_claiming_the_peers_initial_ratchet_key_is_refused() -> 
         await p.alice.decrypt(forged, AD)
     assert json.dumps(p.alice.to_json(), sort_keys=True) == state
     assert await p.alice.decrypt(real, AD) == b"real"
+
+
+async def test_random_mutations_fail_one_way_only() -> None:
+    """Bounded fuzz (fixed seed): forged counters, keys, lengths and bit flips are all
+    InvalidEnvelope, on both sides, and the genuine message still opens afterwards."""
+    p = await pair()
+    await p.alice.decrypt(await p.bob.encrypt(b"r", AD), AD)
+    good = await p.alice.encrypt(b"k" * 32, AD)
+    rnd = random.Random(18)
+    for _ in range(400):
+        m = bytearray(good)
+        choice = rnd.randrange(4)
+        if choice == 0:
+            m = bytearray(rnd.randbytes(rnd.randrange(200)))
+        elif choice == 1:
+            m[32:40] = rnd.randbytes(8)  # PN and N
+        elif choice == 2:
+            m[0:32] = rnd.randbytes(32)
+            m[32:36] = rnd.choice([0, 999, 1000, 1001, 2**32 - 1]).to_bytes(4, "big")
+        else:
+            m[rnd.randrange(len(m))] ^= 1 << rnd.randrange(8)
+        for session in (p.bob, p.alice):
+            with pytest.raises(InvalidEnvelope):
+                await session.decrypt(bytes(m), AD)
+    assert await p.bob.decrypt(good, AD) == b"k" * 32
