@@ -117,8 +117,11 @@ class PrekeyStore(abc.ABC):
         """Apply one upload and answer the counts after it.
 
         A one-time key whose id is already in its pool replaces it (a retried
-        upload stores nothing twice). Raises ``PoolFull`` (writing nothing)
-        when a pool would hold more than ``pool_max`` keys.
+        upload stores nothing twice). An id already handed out stays spent
+        for at least ``SPENT_HOLD`` (``rossby.store.prekeypools``): naming
+        it again adds nothing, so a retry racing a claim cannot hand one key
+        out twice. Raises ``PoolFull`` (writing nothing) when a pool would
+        hold more than ``pool_max`` keys.
         """
 
     @abc.abstractmethod
@@ -140,7 +143,8 @@ class PrekeyStore(abc.ABC):
     @abc.abstractmethod
     async def delete_prekeys(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
         """Forget every prekey of the device (it was revoked, or rotated its
-        identity keys and so invalidated every signature). Idempotent."""
+        identity keys and so invalidated every signature). Idempotent. Spent
+        ids stay spent (see ``put_prekeys``)."""
 
 
 __all__ = [

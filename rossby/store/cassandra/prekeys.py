@@ -230,14 +230,11 @@ class CassandraPrekeys:
         devices = distinct(device_ids)
         if not devices:
             return []
-        regions = await self._prekey_regions.get()
+        # This region's share only (never another's: see the module docstring).
         own = self._settings.local_dc
         found = await asyncio.gather(*(self._singles(box_id, d) for d in devices))
 
         async def one(device_id: uuid.UUID, singles: dict[PrekeyKind, SingleKey]) -> ClaimedPrekeys:
-            if own not in regions:
-                # Not replicated here: this region holds no share.
-                return claimed(device_id, singles, None, None)
             one_time, kem = await asyncio.gather(
                 self._take(box_id, device_id, Pool.ONE_TIME, own),
                 self._take(box_id, device_id, Pool.ONE_TIME_KEM, own),
