@@ -52,12 +52,15 @@ from rossby.client.models import (
     KeyLogView,
     LinkInvite,
     LinkRequest,
+    PrekeyStatusInfo,
     ProfileInfo,
     ReceivedMessage,
     RegistrationStarted,
     SendReport,
 )
+from rossby.client.prekeys import Prekeys
 from rossby.client.session import DEFAULT_TIMEOUT, Session, split_address
+from rossby.client.sessions import Sessions
 from rossby.client.state import ClientState, TlsConfig
 from rossby.crypto import DeviceKeyfile, DeviceKeyPair, SafetyNumber
 from rossby.crypto.keyfile import DEFAULT_SCRYPT_N
@@ -80,9 +83,13 @@ class RossbyClient:
         self._session = session
         self._directory = Directory(session, KeyLogs(session))
         self._account = Account(session, self._directory)
-        self._devices = Devices(session, self._directory)
-        self._messaging = Messaging(session, self._directory, self._account)
-        self._live = Live(session, self._directory, self._messaging)
+        self._prekeys = Prekeys(session)
+        self._sessions = Sessions(session)
+        self._devices = Devices(session, self._directory, self._prekeys, self._sessions)
+        self._messaging = Messaging(
+            session, self._directory, self._account, self._sessions, self._prekeys
+        )
+        self._live = Live(session, self._directory, self._messaging, self._sessions)
 
     # -- construction ------------------------------------------------------
 
@@ -370,6 +377,21 @@ class RossbyClient:
         """A box's whole key log, verified from the first entry, checked to
         extend what this device saw before (``None``: our own box)."""
         return await self._directory.key_log(target)
+
+    # -- prekeys and sessions ------------------------------------------------------
+
+    async def prekey_status(self) -> PrekeyStatusInfo:
+        """What the server holds of this device's prekeys (counts, ids, ``low``)."""
+        return await self._prekeys.status()
+
+    async def refill_prekeys(self) -> PrekeyStatusInfo:
+        """Top the one-time pools up now (fetch and listen do it when the
+        server says they run low)."""
+        return await self._prekeys.refill()
+
+    def has_session(self, box_id: uuid.UUID, device_id: uuid.UUID) -> bool:
+        """Whether this device sends to that device on an existing ratchet session."""
+        return self._sessions.current(box_id, device_id) is not None
 
     # -- messages --------------------------------------------------------------
 
