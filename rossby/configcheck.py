@@ -213,6 +213,7 @@ def _validate_sends_and_connections(s: Settings) -> None:
             f"messages than one Send of max_recipients ({s.max_recipients}) carries"
         )
     parse_limit("account_rate_per_device", s.account_rate_per_device)
+    _validate_prekeys(s)
     if s.stream_write_timeout < s.stream_stall:
         raise ConfigError(
             "invalid setting stream_write_timeout: must be at least stream_stall, so a "
@@ -225,4 +226,22 @@ def _validate_sends_and_connections(s: Settings) -> None:
         )
 
 
-__all__ = ["MAX_CONTACT_WINDOW", "SDK_PING_INTERVAL", "validate"]
+#: The largest prekey_pool_max: an upload of that many ML-KEM-768 keys is
+#: about 1.3 KB a key, and the request size cap grows with it
+#: (rossby.server.sizes).
+MAX_PREKEY_POOL = 2000
+
+
+def _validate_prekeys(s: Settings) -> None:
+    if not 1 <= s.prekey_pool_max <= MAX_PREKEY_POOL:
+        raise ConfigError(f"invalid setting prekey_pool_max: must be 1 to {MAX_PREKEY_POOL}")
+    if not 0 <= s.prekey_low_water <= s.prekey_pool_max:
+        raise ConfigError(
+            "invalid setting prekey_low_water: must be 0 (never low while keys remain) "
+            "to prekey_pool_max"
+        )
+    parse_limit("prekey_claim_rate_per_device", s.prekey_claim_rate_per_device)
+    parse_limit("prekey_claim_rate_per_box", s.prekey_claim_rate_per_box)
+
+
+__all__ = ["MAX_CONTACT_WINDOW", "MAX_PREKEY_POOL", "SDK_PING_INTERVAL", "validate"]

@@ -249,6 +249,34 @@ class Settings:
             "per serving process; 0: off"
         },
     )
+    prekey_pool_max: int = field(
+        default=200,
+        metadata={
+            "doc": "one-time prekeys a device may hold in each pool (X25519, ML-KEM-768); "
+            "also the most keys of a kind one UploadPrekeys carries"
+        },
+    )
+    prekey_low_water: int = field(
+        default=20,
+        metadata={
+            "doc": "a device is told prekeys_low (Fetch, Subscribe, GetPrekeyStatus) once a "
+            "pool (any region's share) holds fewer keys than this; at most prekey_pool_max"
+        },
+    )
+    prekey_claim_rate_per_device: str = field(
+        default="120/hour",
+        metadata={
+            "doc": "ClaimPrekeys calls one device may make per serving process (each claims "
+            "one bundle per device of one box); 0: off"
+        },
+    )
+    prekey_claim_rate_per_box: str = field(
+        default="60/hour",
+        metadata={
+            "doc": "ClaimPrekeys calls on one target box per serving process, from every "
+            "requester together: how fast anyone can drain a box's one-time prekeys; 0: off"
+        },
+    )
     stream_max_age: float = field(
         default=3600.0,
         metadata={

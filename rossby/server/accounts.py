@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import unicodedata
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from rossby import errors
@@ -103,6 +103,7 @@ class Accounts:
         contact_codes: ContactCodeLimit,
         auth_cache: AuthCache,
         on_device_changed: Callable[[uuid.UUID, uuid.UUID], None],
+        void_prekeys: Callable[[uuid.UUID, uuid.UUID], Awaitable[None]],
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -112,6 +113,9 @@ class Accounts:
         #: or re-keys a device, so state outside the caches (open streams,
         #: ``Realtime.device_changed``) follows at once.
         self.on_device_changed = on_device_changed
+        #: Deletes a revoked or re-keyed device's prekeys
+        #: (``PrekeyStatus.void``): they were signed by its old key.
+        self.void_prekeys = void_prekeys
         self.notifier = notifier
         self.hasher = hasher
         self.code_key = code_key
@@ -288,6 +292,7 @@ class Accounts:
         )
         await self.store.revoke_device(box_id, target_id)
         self._device_changed(box_id, target_id)
+        await self.void_prekeys(box_id, target_id)
         log.info("device_revoked", self_revoked=target_id == caller.device_id)
         return rossby_pb2.RevokeDeviceResponse(entry=to_pb(entry))
 
@@ -308,6 +313,7 @@ class Accounts:
                 raise errors.FailedPrecondition(
                     "these are already the device's keys", reason="KEYS_UNCHANGED"
                 )
+            await self.void_prekeys(caller.box_id, caller.device_id)  # if the first try failed
             return rossby_pb2.RotateKeysResponse(entry=to_pb(mine[-1]))
         if not verify_change(
             me.keys.signing_key,
@@ -332,6 +338,10 @@ class Accounts:
         )
         await self.store.rotate_device_keys(caller.box_id, caller.device_id, keys)
         self._device_changed(caller.box_id, caller.device_id)
+        # After the key change, never before: an upload verified against the
+        # old key and written after this delete finds the new key when it
+        # reads again (``rossby.server.prekeys``) and deletes its own keys.
+        await self.void_prekeys(caller.box_id, caller.device_id)
         log.info("device_keys_rotated")
         return rossby_pb2.RotateKeysResponse(entry=to_pb(entry))
 

@@ -90,11 +90,24 @@ class ExpiringCache(Generic[K, V]):
             del self._entries[key]
         self.misses += 1
         value = await load()
+        newer = self._entries.get(key)
+        if newer is not None and newer.read_at > now:
+            return value, now  # ``put`` while this read was in flight: keep the newer
         if self.ttl > 0 and grants(value):
-            if len(self._entries) >= self.max_entries:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[key] = _Entry(value, now)
+            self._store(key, _Entry(value, now))
         return value, now
+
+    def put(self, key: K, value: V) -> None:
+        """An answer this process just learned without a ``load`` (the result
+        of its own write); a load in flight meanwhile does not replace it."""
+        if self.ttl > 0:
+            self._entries.pop(key, None)
+            self._store(key, _Entry(value, self.clock()))
+
+    def _store(self, key: K, entry: _Entry[V]) -> None:
+        if key not in self._entries and len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = entry
 
     def forget(self, key: K) -> None:
         self._entries.pop(key, None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from rossby import errors
 from rossby.contacts import ContactHasher, normalize
@@ -50,6 +50,7 @@ class Inbox:
         realtime: Realtime,
         send_limit: RateLimit | None = None,
         compactor: Compactor | None = None,
+        prekeys_low: Callable[[uuid.UUID, uuid.UUID], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -68,6 +69,9 @@ class Inbox:
         #: Real-time delivery (rossby.server.realtime): told about every
         #: queued message, and the only path of ephemeral ones.
         self.realtime = realtime
+        #: The calling device's ``prekeys_low`` hint for Fetch
+        #: (``PrekeyStatus.low``: cached, so usually no read at all).
+        self.prekeys_low = prekeys_low
 
     async def request_key(
         self, request: rossby_pb2.RequestKeyRequest, caller: Caller
@@ -211,9 +215,16 @@ class Inbox:
         self, request: rossby_pb2.FetchRequest, caller: Caller
     ) -> rossby_pb2.FetchResponse:
         limit = validate.page_limit(request.limit)
-        page = await self.store.fetch(
+        page_read = self.store.fetch(
             caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )
+        if self.prekeys_low is None:
+            page, low = await page_read, False
+        else:
+            # Side by side: a cache miss's counts read adds no round trip.
+            page, low = await asyncio.gather(
+                page_read, self.prekeys_low(caller.box_id, caller.device_id)
+            )
         messages: list[rossby_pb2.QueuedMessage] = []
         more, size, cut = page.more, 0, False
         for stored in page.messages:
@@ -227,7 +238,11 @@ class Inbox:
         if not cut:
             next_after = max(next_after, page.read_through)
         return rossby_pb2.FetchResponse(
-            messages=messages, more=more, next_after=next_after, cursor=page.cursor
+            messages=messages,
+            more=more,
+            next_after=next_after,
+            cursor=page.cursor,
+            prekeys_low=low,
         )
 
     async def ack(self, request: rossby_pb2.AckRequest, caller: Caller) -> rossby_pb2.AckResponse:

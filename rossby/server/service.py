@@ -1,7 +1,8 @@
 """The Rossby gRPC service: wiring of handlers, Hawk, errors and logs.
 
 Handlers live in ``registration`` (Register, Authorize), ``inbox``
-(RequestKey, Send, Fetch, Ack), ``account_rpcs`` and ``realtime``
+(RequestKey, Send, Fetch, Ack), ``prekeys`` (UploadPrekeys,
+GetPrekeyStatus, ClaimPrekeys), ``account_rpcs`` and ``realtime``
 (Subscribe); ``rossby.server.wiring`` builds them and hands them to
 ``RossbyService``. This module gives each one its Hawk wrapper,
 the single error hook that maps ``RossbyError`` to a status (and anything
@@ -44,6 +45,7 @@ from rossby.server.inbox import Inbox
 from rossby.server.logtags import box_tag
 from rossby.server.metrics import Metrics
 from rossby.server.notify import Notifier
+from rossby.server.prekeys import Prekeys
 from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.realtime import Realtime
 from rossby.server.registration import Registrar
@@ -69,9 +71,20 @@ ACCOUNT_LIMITED = frozenset({"AddContact", "ApproveLink", "RevokeDevice", "Rotat
 
 #: Calls whose handler may run while the request's replay claim is in
 #: flight (``HawkAuth.unary``): reads, and Ack (a cursor only moves forward,
-#: so a second Ack through the same position changes nothing).
+#: so a second Ack through the same position changes nothing). Not
+#: UploadPrekeys (a replay would put back one-time keys claimed since) nor
+#: ClaimPrekeys (a replay would take more).
 CLAIM_ALONGSIDE = frozenset(
-    {"RequestKey", "Fetch", "Ack", "GetLinkOffer", "KeyLog", "GetProfile", "ListSenderRules"}
+    {
+        "RequestKey",
+        "Fetch",
+        "Ack",
+        "GetLinkOffer",
+        "KeyLog",
+        "GetProfile",
+        "ListSenderRules",
+        "GetPrekeyStatus",
+    }
 )
 
 
@@ -179,6 +192,7 @@ class RossbyService:
         log_key: bytes,
         registrar: Registrar,
         inbox: Inbox,
+        prekeys: Prekeys,
         compactor: Compactor,
         account_rpcs: AccountRpcs,
         account_limit: RateLimit,
@@ -192,6 +206,7 @@ class RossbyService:
         self._log_key = log_key
         self.registrar = registrar
         self.inbox = inbox
+        self.prekeys = prekeys
         self.compactor = compactor
         self.account_rpcs = account_rpcs
         self.account_limit = account_limit
@@ -260,6 +275,24 @@ class RossbyService:
             "Send": signed("Send", self.inbox.send, pb.SendRequest, pb.SendResponse),
             "Fetch": signed("Fetch", self.inbox.fetch, pb.FetchRequest, pb.FetchResponse),
             "Ack": signed("Ack", self.inbox.ack, pb.AckRequest, pb.AckResponse),
+            "UploadPrekeys": signed(
+                "UploadPrekeys",
+                self.prekeys.upload,
+                pb.UploadPrekeysRequest,
+                pb.UploadPrekeysResponse,
+            ),
+            "GetPrekeyStatus": signed(
+                "GetPrekeyStatus",
+                self.prekeys.get_status,
+                pb.GetPrekeyStatusRequest,
+                pb.GetPrekeyStatusResponse,
+            ),
+            "ClaimPrekeys": signed(
+                "ClaimPrekeys",
+                self.prekeys.claim,
+                pb.ClaimPrekeysRequest,
+                pb.ClaimPrekeysResponse,
+            ),
         }
         for name, (fn, req, resp) in self.account_rpcs.signed().items():
             handlers[name] = signed(name, fn, req, resp)

@@ -65,6 +65,17 @@ EPHEMERAL_OVERHEAD: Final = 512
 PEER_MAX_WAKES: Final = 2000
 PEER_EPHEMERAL_BUDGET: Final = 256 * 1024
 
+#: UploadPrekeys, per key at its largest: a SignedPrekey of an ML-KEM-768 key
+#: (a five-byte id, the 1,184-byte key, a 64-byte signature, framing: 1,263
+#: bytes) and a OneTimePrekey (id, 32-byte key, framing: 42 bytes), rounded up.
+SIGNED_KEM_PREKEY_BYTES: Final = 1270
+ONE_TIME_PREKEY_BYTES: Final = 48
+#: ClaimPrekeys, per named device id (a 36-character UUID, framed).
+CLAIM_DEVICE_BYTES: Final = 40
+#: Device ids one ClaimPrekeys may name (rossby.server.prekeys imports it);
+#: a box with more is claimed whole (``device_ids`` empty) or in parts.
+MAX_CLAIM_DEVICES: Final = 100
+
 ROSSBY: Final = rossby_pb2.DESCRIPTOR.services_by_name["Rossby"]
 PEER: Final = peer_pb2.DESCRIPTOR.services_by_name["Peer"]
 
@@ -73,6 +84,13 @@ def send_bytes(settings: Settings) -> int:
     """A full group Send: ``max_recipients`` messages of ``max_message_bytes``."""
     per_message = settings.max_message_bytes + MESSAGE_OVERHEAD
     return settings.max_recipients * per_message + SMALL
+
+
+def upload_prekeys_bytes(settings: Settings) -> int:
+    """A full UploadPrekeys: ``prekey_pool_max`` keys of each one-time kind
+    plus the signed and the last-resort prekey (270 KB by default)."""
+    per_pool = settings.prekey_pool_max * (SIGNED_KEM_PREKEY_BYTES + ONE_TIME_PREKEY_BYTES)
+    return SMALL + per_pool + 2 * SIGNED_KEM_PREKEY_BYTES
 
 
 def notify_bytes(settings: Settings, *, max_wakes: int, ephemeral_budget: int) -> int:
@@ -109,6 +127,9 @@ def _limits(settings: Settings, *, max_wakes: int, ephemeral_budget: int) -> dic
         "UpdateProfile": PROFILE_BYTES,
         "SetSenderRule": SMALL,
         "ListSenderRules": SMALL,
+        "UploadPrekeys": upload_prekeys_bytes(settings),
+        "GetPrekeyStatus": SMALL,
+        "ClaimPrekeys": SMALL + MAX_CLAIM_DEVICES * CLAIM_DEVICE_BYTES,
     }
     peer = {
         "Notify": notify_bytes(settings, max_wakes=max_wakes, ephemeral_budget=ephemeral_budget)
@@ -200,6 +221,7 @@ def limit_size(
 
 
 __all__ = [
+    "MAX_CLAIM_DEVICES",
     "PEER_EPHEMERAL_BUDGET",
     "PEER_MAX_WAKES",
     "REASON",
@@ -210,4 +232,5 @@ __all__ = [
     "request_limits",
     "send_bytes",
     "too_large",
+    "upload_prekeys_bytes",
 ]

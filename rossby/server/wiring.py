@@ -3,10 +3,12 @@
 Every part of the server receives its collaborators at construction, so
 the order they are built in is the order they depend on each other, read
 top to bottom here: the store, then the notifier and secrets, the caches,
-the device-key lookup, real-time delivery (which re-checks devices through
+the device-key lookup, the prekey status (whose ``prekeys_low`` hint Fetch
+and streams carry), real-time delivery (which re-checks devices through
 that lookup), the account handlers (which tell real-time delivery of
 device changes), registration (which tells the accounts of a new box), the
-inbox (which asks the accounts and tells real-time delivery), and last the
+inbox (which asks the accounts and tells real-time delivery), the prekey
+RPCs (RequestKey's visibility reads, from the accounts), and last the
 service that wraps them all. ``RossbyServer`` (``rossby.server.app``)
 calls ``server_store`` when it is built and ``build_service`` once its port
 is bound (Hawk signs the real port when listening on :0).
@@ -31,6 +33,8 @@ from rossby.server.linking import Linker
 from rossby.server.logtags import log_key
 from rossby.server.metrics import MeteredNotifier, Metrics, metered_store
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
+from rossby.server.prekeys import Prekeys
+from rossby.server.prekeystatus import PrekeyStatus
 from rossby.server.ratelimit import RateLimit
 from rossby.server.realtime import Realtime
 from rossby.server.registration import ContactCodeLimit, Registrar
@@ -92,6 +96,9 @@ def build_service(
     auth_cache = AuthCache(s.auth_cache_ttl)
     hawk_keys = load_hawk_keyring(s)
     device_keys = DeviceKeys(store, auth_cache, hawk_keys, tag_key)
+    # Counts and the cached prekeys_low hint: read by Fetch and streams,
+    # refreshed by uploads and claims, voided by rotation and revocation.
+    prekey_status = PrekeyStatus(store, low_water=s.prekey_low_water, pool_max=s.prekey_pool_max)
     # Open streams re-check their device like every call does (within
     # auth_cache_ttl), and at once when this process changes it.
     realtime = Realtime(
@@ -102,6 +109,7 @@ def build_service(
         stopping=stopping,
         server_secret=server_secret,
         device_check=device_keys.active_since,
+        prekeys_low=prekey_status.low,
     )
     # One limit for Register and AddContact.
     contact_codes = ContactCodeLimit(
@@ -124,6 +132,7 @@ def build_service(
         contact_codes=contact_codes,
         auth_cache=auth_cache,
         on_device_changed=realtime.device_changed,
+        void_prekeys=prekey_status.void,
     )
     linker = Linker(
         store,
@@ -179,6 +188,24 @@ def build_service(
             "send_rate_per_device", s.send_rate_per_device, reason="SEND_RATE_LIMITED"
         ),
         compactor=compactor,
+        prekeys_low=prekey_status.low,
+    )
+    prekeys = Prekeys(
+        store,
+        accounts,
+        prekey_status,
+        pool_max=s.prekey_pool_max,
+        claim_per_device=RateLimit(
+            "prekey_claim_rate_per_device",
+            s.prekey_claim_rate_per_device,
+            reason="PREKEY_CLAIM_RATE_LIMITED",
+        ),
+        claim_per_box=RateLimit(
+            "prekey_claim_rate_per_box",
+            s.prekey_claim_rate_per_box,
+            reason="PREKEY_CLAIM_RATE_LIMITED",
+        ),
+        clock=clock,
     )
     verifier = HawkVerifier(
         identity_lookup(device_keys.hawk_key),
@@ -195,6 +222,7 @@ def build_service(
         log_key=tag_key,
         registrar=registrar,
         inbox=inbox,
+        prekeys=prekeys,
         compactor=compactor,
         account_rpcs=AccountRpcs(accounts, linker),
         account_limit=RateLimit(

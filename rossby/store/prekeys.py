@@ -83,8 +83,10 @@ class PoolFull(Exception):
     numbers it knows.
     """
 
-    def __init__(self, kind: PrekeyKind, have: int, limit: int) -> None:
-        super().__init__(f"{kind.name} pool would hold {have} keys, limit {limit}")
+    def __init__(self, kind: PrekeyKind | None, have: int, limit: int) -> None:
+        # ``kind`` None: the one-time X25519 pool (those keys carry no signed kind).
+        name = kind.name if kind is not None else "ONE_TIME"
+        super().__init__(f"{name} pool would hold {have} keys, limit {limit}")
         self.kind = kind
         self.have = have
         self.limit = limit

@@ -18,11 +18,13 @@ from typing import Any
 import grpc
 import pytest
 
+from rossby.crypto.prekeys import PrekeyKind
 from rossby.server.sizes import PEER, REASON, ROSSBY, max_receive_bytes, request_limits
 from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import Device, email
+from tests.api.prekeys import kem, one_time, signed, upload
 
 METHODS = [(s.full_name, m.name, m.server_streaming) for s in (ROSSBY, PEER) for m in s.methods]
 SETTINGS = {"max_recipients": 4, "max_message_bytes": 2048}
@@ -72,7 +74,7 @@ async def test_every_method_refuses_a_request_over_its_limit(
     api: Api = await make_api(**SETTINGS)
     path = f"/{service}/{method}"
     limit = request_limits(api.server.settings)[path]
-    assert limit < 64 * 1024 or method in ("Send", "Notify")
+    assert limit < 64 * 1024 or method in ("Send", "Notify", "UploadPrekeys")
 
     over = await call_raw(api, path, streaming, unknown_field_message(limit + 1))
     assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, over.details()
@@ -93,6 +95,28 @@ async def test_a_full_group_send_fits_its_limit(make_api: Callable[..., Any]) ->
     body = b"\xff" * SETTINGS["max_message_bytes"]
     reply = await alice.send(*((o.box_id, body, uuid.uuid4()) for o in others))
     assert {r.outcome for r in reply.results} == {pb.SEND_OUTCOME_QUEUED}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_full_prekey_upload_fits_its_limit(make_api: Callable[..., Any]) -> None:
+    """``prekey_pool_max`` keys of each kind, each the largest it can be
+    (key ids above 2^28 take five bytes), plus both replaceable keys: the
+    upload a client makes when both pools are empty."""
+    api: Api = await make_api(**SETTINGS)
+    alice = await Device(api, email("alice")).join()
+    top = 2**32 - 1
+    n = api.server.settings.prekey_pool_max
+    request = pb.UploadPrekeysRequest(
+        signed_prekey=signed(alice, PrekeyKind.SIGNED, top),
+        one_time_prekeys=one_time(top - n + 1, n),
+        one_time_kem_prekeys=kem(alice, top - n + 1, n),
+        last_resort_kem_prekey=signed(alice, PrekeyKind.LAST_RESORT_KEM, top),
+        replace_pools=True,
+    )
+    limit = request_limits(api.server.settings)["/rossby.v1.Rossby/UploadPrekeys"]
+    assert request.ByteSize() <= limit < request.ByteSize() * 1.05  # fits, and no more
+    status = await upload(alice, request)
+    assert (status.one_time_prekeys, status.one_time_kem_prekeys) == (n, n)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -60,6 +60,7 @@ WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 ErrorHook = Callable[[Exception, Any], Awaitable[object]]
 DeviceCheck = Callable[[uuid.UUID, uuid.UUID], Awaitable[float | None]]
+PrekeysLow = Callable[[uuid.UUID, uuid.UUID], Awaitable[bool]]
 
 
 def split_peer_address(value: str) -> tuple[str, int | None]:
@@ -94,6 +95,7 @@ class Realtime:
         stopping: asyncio.Event,
         server_secret: bytes,
         device_check: DeviceCheck,
+        prekeys_low: PrekeysLow | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -129,6 +131,9 @@ class Realtime:
         #: When "this device is active" was read, None once it is not (the
         #: Hawk key lookup through the auth cache, ``DeviceKeys.active_since``).
         self.device_check = device_check
+        #: The device's ``prekeys_low`` hint for ``live`` and heartbeat
+        #: events (``PrekeyStatus.low``, cached per device).
+        self.prekeys_low = prekeys_low
         self._streams: set[Stream] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._server: grpc.aio.Server | None = None
@@ -298,6 +303,13 @@ class Realtime:
         async def authorized() -> float | None:
             return await check(box, device)
 
+        low = self.prekeys_low
+        prekeys_low = None
+        if low is not None:
+
+            async def prekeys_low() -> bool:
+                return await low(box, device)
+
         return Stream(
             store=self.store,
             hub=self.hub,
@@ -314,6 +326,7 @@ class Realtime:
             max_age=s.stream_max_age,
             clock=self.clock,
             authorized=authorized,
+            prekeys_low=prekeys_low,
             recheck=s.auth_cache_ttl,
             resync_after=s.presence_cache_ttl + RESYNC_MARGIN if s.presence_cache_ttl else 0.0,
         )

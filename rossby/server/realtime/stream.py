@@ -115,6 +115,7 @@ class Stream:
         max_age: float,
         clock: Callable[[], float] = time.time,
         authorized: Callable[[], Awaitable[float | None]] | None = None,
+        prekeys_low: Callable[[], Awaitable[bool]] | None = None,
         recheck: float = 1.0,
         resync_after: float = 0.0,
     ) -> None:
@@ -137,6 +138,9 @@ class Stream:
         #: elsewhere stops the stream within the bound every call keeps.
         self.authorized = authorized
         self.recheck = recheck
+        #: The device's ``prekeys_low`` hint, carried by ``live`` and
+        #: heartbeats so a device that only listens still learns to refill.
+        self.prekeys_low = prekeys_low
         self.resync_after = resync_after
         self._resync = False
         self._valid_until = -1.0
@@ -306,7 +310,14 @@ class Stream:
                     await self._ready.wait()
             except TimeoutError:
                 now_ms = int(self.clock() * 1000)
-                return pb.SubscribeEvent(heartbeat=pb.StreamHeartbeat(server_time_ms=now_ms))
+                return pb.SubscribeEvent(
+                    heartbeat=pb.StreamHeartbeat(
+                        server_time_ms=now_ms, prekeys_low=await self._low()
+                    )
+                )
+
+    async def _low(self) -> bool:
+        return False if self.prekeys_low is None else await self.prekeys_low()
 
     # -- the producer ------------------------------------------------------------
 
@@ -333,7 +344,8 @@ class Stream:
     async def _produce(self) -> None:
         try:
             await self._drain(self._initial_after())
-            await self._put(pb.SubscribeEvent(live=pb.StreamLive(after=self.high)))
+            live = pb.StreamLive(after=self.high, prekeys_low=await self._low())
+            await self._put(pb.SubscribeEvent(live=live))
             retry: float | None = None
             while True:
                 woke = await self._wait_wake(self.poll if retry is None else retry)

@@ -31,6 +31,7 @@ from rossby.store.sqlite.codesends import SqliteCodeSends
 from rossby.store.sqlite.devices import SqliteDevices
 from rossby.store.sqlite.errors import translate_error
 from rossby.store.sqlite.nonces import SqliteNonces
+from rossby.store.sqlite.prekeys import SqlitePrekeys
 from rossby.store.sqlite.presence import SqlitePresence
 from rossby.store.sqlite.queue import SqliteQueue
 from rossby.store.sqlite.registrations import SqliteRegistrations
@@ -107,6 +108,7 @@ class SqliteStore(
     SqliteNonces,
     SqliteAccounts,
     SqliteCodeSends,
+    SqlitePrekeys,
     Store,
 ):
     """A ``Store`` on one SQLite file (or ``:memory:``): the plumbing and
