@@ -56,6 +56,14 @@ class _Unverified(Exception):
     """The envelope's signature does not verify under the key we tried."""
 
 
+class _Replayed(InvalidMessage):
+    """A verified v2 envelope at or below its sender's replay floor.
+
+    Caught before the ratchet decrypt: its message key is spent, so it would
+    otherwise show up as a failure to decrypt rather than as the repeat it is.
+    """
+
+
 _OUTCOMES: dict[int, Outcome] = {
     pb.SEND_OUTCOME_QUEUED: "queued",
     pb.SEND_OUTCOME_DUPLICATE: "duplicate",
@@ -266,6 +274,9 @@ class Messaging:
             )
             self.stats.held += 1
             return [HeldMessage(str(mid), m.position, str(sender[0]), m.received_at_ms)]
+        except _Replayed:
+            self.stats.duplicates += 1
+            return events
         except InvalidMessage:
             state.rejected.add(rejected_key)
             self.stats.rejected += 1
@@ -371,6 +382,9 @@ class Messaging:
         device = pin.devices.get(parsed.header.sender_device) if pin else None
         if device is None or device.signing_key != signing_key:
             raise InvalidMessage
+        h = parsed.header
+        if self._session.state.seen.replayed(f"{h.sender_box}.{h.sender_device}", h.sent_at_ms):
+            raise _Replayed
         try:
             return await self._sessions.open(parsed, device)
         except InvalidEnvelope:
