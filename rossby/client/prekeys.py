@@ -18,7 +18,8 @@ Lifecycle:
   the old privates stay for ``GRACE_MS`` (30 days), for first messages
   already on their way, then are deleted;
 * a one-time private is deleted as soon as a session used it
-  (``rossby.client.sessions``).
+  (``rossby.client.sessions``); the privates of keys someone claimed but
+  never used are bounded (``KEEP_CLAIMED``).
 
 Private halves are saved BEFORE the upload, marked retired until the server
 takes them: a crash after the server accepted cannot lose a key the server
@@ -44,6 +45,14 @@ from rossby.v1 import rossby_pb2 as pb
 POOL_TARGET = 100
 """One-time keys of each kind this device keeps published (the server's
 ``prekey_pool_max`` defaults to 200, its ``prekey_low_water`` to 20)."""
+
+KEEP_CLAIMED = POOL_TARGET
+"""One-time privates kept, per pool, beyond the ones still published: keys
+someone claimed but has not used yet. The device cannot tell which keys were
+claimed, only how many the server still holds; the server hands the oldest
+(lowest id) out first, so past ``POOL_TARGET + KEEP_CLAIMED`` privates the
+oldest retire (and are deleted after ``GRACE_MS``). Without the bound,
+anyone who claims and never writes would make the state grow forever."""
 
 DAY_MS = 86_400_000
 ROTATE_AFTER_MS = 7 * DAY_MS
@@ -182,6 +191,10 @@ class Prekeys:
             raise
         for key_id in new_ids:
             vault.retired.pop(key_id, None)
+        for pool in (vault.one_time, vault.kem):
+            live = sorted(k for k in pool if k not in vault.retired)
+            for key_id in live[: max(0, len(live) - POOL_TARGET - KEEP_CLAIMED)]:
+                vault.retire(key_id, now)
         if signed is not None and last_resort is not None:
             vault.retire(vault.signed_id, now)
             vault.retire(vault.last_resort_id, now)
@@ -191,4 +204,4 @@ class Prekeys:
         return status_info(reply.status)
 
 
-__all__ = ["GRACE_MS", "POOL_TARGET", "ROTATE_AFTER_MS", "Prekeys", "status_info"]
+__all__ = ["GRACE_MS", "KEEP_CLAIMED", "POOL_TARGET", "ROTATE_AFTER_MS", "Prekeys", "status_info"]

@@ -389,6 +389,12 @@ class RossbyClient:
         server says they run low)."""
         return await self._prekeys.refill()
 
+    async def rotate_prekeys(self) -> PrekeyStatusInfo:
+        """A new signed and last-resort prekey now (fetch and listen rotate
+        them every 7 days); the old privates stay 30 days for first messages
+        already on their way."""
+        return await self._prekeys.rotate()
+
     def has_session(self, box_id: uuid.UUID, device_id: uuid.UUID) -> bool:
         """Whether this device sends to that device on an existing ratchet session."""
         return self._sessions.current(box_id, device_id) is not None
@@ -435,6 +441,10 @@ class RossbyClient:
 
     async def open_message(self, message: pb.QueuedMessage) -> ReceivedMessage:
         """Verify and decrypt one queued message without touching the seen set.
+
+        A v2 message does move its ratchet session on (and uses up the
+        one-time prekey of a first message): the same message does not open
+        twice, as with any Double Ratchet.
 
         Raises ``InvalidMessage`` for anything untrustworthy and
         ``UnknownSender`` when the sender's keys cannot be looked up.
