@@ -1,4 +1,9 @@
-"""The end-to-end message envelope: one body, a key for every reader, one signature.
+"""The v1 message envelope: one body, a key for every reader, one signature.
+
+Read-only since envelope v2 (``rossby.crypto.envelope_v2``), which carries
+the content key in Double Ratchet sessions for forward secrecy: clients open
+v1 envelopes queued before their upgrade and send only v2. ``seal_envelope``
+stays for the tests and vectors that pin this format.
 
 A box has one queue that all of its devices read, so a message must be
 readable by every active device of the recipient box, and by the sender's own

@@ -273,13 +273,21 @@ class RatchetSession:
         starts a new chain (a DH ratchet step).
         """
         try:
+            parsed = _decode(message)
+            if self._ratchet.receiving_chain_length is None and parsed.header.ratchet_pub == (
+                self._ratchet.model.diffie_hellman_ratchet.other_ratchet_pub
+            ):
+                # An initiator that has not heard back has no receiving chain; a
+                # message claiming the peer's initial ratchet key would trip the
+                # library's internal assert instead of failing like any forgery.
+                raise ValueError
             with _drawing_from(rng), warnings.catch_warnings():
                 # The library warns (and skips the lost keys) when the previous
                 # chain left more than MAX_SKIP messages behind; that is the
                 # documented bound, not news for the caller.
                 warnings.simplefilter("ignore", UserWarning)
                 return await self._ratchet.decrypt_message(
-                    _decode(message), _ad(self._session_ad, associated_data)
+                    parsed, _ad(self._session_ad, associated_data)
                 )
         except _FAILURES:
             raise InvalidEnvelope from None

@@ -34,6 +34,9 @@ class Op(enum.StrEnum):
     CONTACTS = "contacts"  # contact -> box claims: LWT, globally unique
     REGISTRATIONS = "registrations"  # pending registrations: LWT
     NONCES = "nonces"  # Hawk nonces: write then read, in this server's DC
+    PREKEYS = (
+        "prekeys"  # prekeys: plain writes; claims LWT at LOCAL_SERIAL on the own region's share
+    )
     EVERYWHERE = "everywhere"  # written in every DC at once: home moves, schema versions
     SCHEMA = "schema"  # DDL and schema_version
 
@@ -62,6 +65,7 @@ RULES: dict[Op, Rule] = {
     Op.CONTACTS: Rule(Routing.LOCAL, None, serial=CL.SERIAL),
     Op.REGISTRATIONS: Rule(Routing.LOCAL, None, serial=CL.SERIAL),
     Op.NONCES: Rule(Routing.LOCAL, None),
+    Op.PREKEYS: Rule(Routing.LOCAL, None, serial=CL.LOCAL_SERIAL),
     Op.EVERYWHERE: Rule(Routing.LOCAL, CL.EACH_QUORUM),
     Op.SCHEMA: Rule(Routing.LOCAL, None, timeout=SCHEMA_TIMEOUT),
 }

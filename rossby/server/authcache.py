@@ -97,6 +97,17 @@ class ExpiringCache(Generic[K, V]):
             self._store(key, _Entry(value, now))
         return value, now
 
+    def peek(self, key: K) -> V | None:
+        """The fresh answer for ``key`` without loading it (None: absent or
+        stale), for a hot path that would otherwise start a task to ask."""
+        entry = self._entries.get(key)
+        if entry is None or entry.read_at + self.ttl <= self.clock():
+            return None
+        if self.changed_at is not None and self.changed_at(key) >= entry.read_at:
+            return None
+        self.hits += 1
+        return entry.value
+
     def put(self, key: K, value: V) -> None:
         """An answer this process just learned without a ``load`` (the result
         of its own write); a load in flight meanwhile does not replace it."""

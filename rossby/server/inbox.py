@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from rossby import errors
 from rossby.contacts import ContactHasher, normalize
@@ -18,6 +18,7 @@ from rossby.server.authcache import AuthCache
 from rossby.server.caller import Caller
 from rossby.server.compaction import Compactor
 from rossby.server.messages import ephemeral_message, queued_message
+from rossby.server.prekeystatus import PrekeyStatus
 from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.realtime import Realtime
 from rossby.server.visibility import sees
@@ -50,7 +51,7 @@ class Inbox:
         realtime: Realtime,
         send_limit: RateLimit | None = None,
         compactor: Compactor | None = None,
-        prekeys_low: Callable[[uuid.UUID, uuid.UUID], Awaitable[bool]] | None = None,
+        prekey_status: PrekeyStatus | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -70,8 +71,8 @@ class Inbox:
         #: queued message, and the only path of ephemeral ones.
         self.realtime = realtime
         #: The calling device's ``prekeys_low`` hint for Fetch
-        #: (``PrekeyStatus.low``: cached, so usually no read at all).
-        self.prekeys_low = prekeys_low
+        #: (``rossby.server.prekeystatus``: cached, so usually no read at all).
+        self.prekey_status = prekey_status
 
     async def request_key(
         self, request: rossby_pb2.RequestKeyRequest, caller: Caller
@@ -218,13 +219,13 @@ class Inbox:
         page_read = self.store.fetch(
             caller.box_id, caller.device_id, after=min(request.after, 2**63 - 1), limit=limit
         )
-        if self.prekeys_low is None:
-            page, low = await page_read, False
+        status = self.prekey_status
+        low = None if status is None else status.cached_low(caller.box_id, caller.device_id)
+        if status is None or low is not None:
+            page = await page_read
         else:
-            # Side by side: a cache miss's counts read adds no round trip.
-            page, low = await asyncio.gather(
-                page_read, self.prekeys_low(caller.box_id, caller.device_id)
-            )
+            # A miss reads the counts beside the page: no round trip added.
+            page, low = await asyncio.gather(page_read, status.low(caller.box_id, caller.device_id))
         messages: list[rossby_pb2.QueuedMessage] = []
         more, size, cut = page.more, 0, False
         for stored in page.messages:
@@ -242,7 +243,7 @@ class Inbox:
             more=more,
             next_after=next_after,
             cursor=page.cursor,
-            prekeys_low=low,
+            prekeys_low=bool(low),
         )
 
     async def ack(self, request: rossby_pb2.AckRequest, caller: Caller) -> rossby_pb2.AckResponse:

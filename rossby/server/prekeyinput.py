@@ -1,12 +1,13 @@
-"""UploadPrekeys input: the request checked field by field, before any read.
+"""UploadPrekeys input: the request checked field by field, before any write.
 
 The store keeps bytes and never looks inside them (``rossby.store.prekeys``),
 so everything a sender will later rely on is checked here: exact sizes, key
 material that parses (a sender's PQXDH ``initiate`` must not fail on a key
 the server accepted), no key id twice within one pool of one request, and
-at most ``pool_max`` keys of a kind. Signatures are checked apart
-(``signed_parts`` lists them), because they need the device's current key,
-which only a store read answers.
+at most ``pool_max`` keys of a kind. ``signed_parts`` lists the signatures
+for the caller to check against the device's current key, which only a
+store read answers. Plain functions, so the server runs them in a thread
+(a full upload parses 400 keys).
 
 Every refusal is INVALID_ARGUMENT ``PREKEY_INVALID`` with ``metadata.field``
 naming the offending field the way the request spells it

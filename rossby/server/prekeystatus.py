@@ -100,6 +100,10 @@ class PrekeyStatus:
         self.counted(box_id, device_id, counts)
         return self.to_pb(counts)
 
+    def cached_low(self, box_id: uuid.UUID, device_id: uuid.UUID) -> bool | None:
+        """The hint when this process has it fresh, else None (then ``low``)."""
+        return self._low.peek((box_id, device_id))
+
     async def low(self, box_id: uuid.UUID, device_id: uuid.UUID) -> bool:
         """The hint for Fetch and Subscribe; from the cache when it has it."""
 

@@ -188,7 +188,7 @@ def build_service(
             "send_rate_per_device", s.send_rate_per_device, reason="SEND_RATE_LIMITED"
         ),
         compactor=compactor,
-        prekeys_low=prekey_status.low,
+        prekey_status=prekey_status,
     )
     prekeys = Prekeys(
         store,

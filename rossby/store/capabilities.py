@@ -75,6 +75,11 @@ class Capabilities:
     presence: Capability
     #: Boxes have a home region that can move (``Store.home_regions``).
     home_regions: Capability
+    #: A device's one-time prekey pools are one pool wherever the claim is
+    #: served: ``claim_prekeys`` answers the last-resort KEM key only once
+    #: every one-time key is spent. Without it each region hands out only
+    #: its share, and ``PrekeyCounts.lowest_*`` says how full the emptiest is.
+    global_prekey_pools: Capability
 
     def items(self) -> list[tuple[str, Capability]]:
         """(name, capability) for every field, in declaration order."""

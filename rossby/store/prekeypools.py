@@ -28,6 +28,14 @@ class Pool(enum.IntEnum):
         return PrekeyKind.ONE_TIME_KEM if self is Pool.ONE_TIME_KEM else None
 
 
+#: Seconds a handed-out key id stays *spent* in its pool: an upload naming it
+#: again (a client's retry of the upload that first carried it) does not put
+#: it back, so a retry racing a claim cannot hand one key out twice. Three
+#: hours, Cassandra's ``gc_grace_seconds`` of ``prekey_pools`` (the claim's
+#: tombstone is the marker there) and far beyond any client's retry. Ids are
+#: a per-device counter in the client, so no legitimate upload reuses one.
+SPENT_HOLD = 3 * 3600.0
+
 #: The two replaceable keys, stored under their signed kind.
 SINGLE_KINDS = (PrekeyKind.SIGNED, PrekeyKind.LAST_RESORT_KEM)
 
@@ -118,6 +126,7 @@ def distinct(device_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
 
 __all__ = [
     "SINGLE_KINDS",
+    "SPENT_HOLD",
     "Pool",
     "SingleKey",
     "check_pool_size",

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rossby.crypto.prekeys import PrekeyKind
+from rossby.errors import StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,15 @@ class PoolFull(Exception):
         self.limit = limit
 
 
+class PrekeyClaimContended(StoreUnavailable):
+    """A claim lost every compare-and-set round to concurrent claims of the
+    same pool (Cassandra, other processes of the region). Keys this call
+    may already have taken for other pools are spent, never handed out
+    twice; retry after a moment."""
+
+    default_reason = "PREKEY_CLAIM_CONTENDED"
+
+
 class PrekeyStore(abc.ABC):
     """Per-device prekeys: two replaceable keys and two claim-once pools."""
 
@@ -107,8 +117,11 @@ class PrekeyStore(abc.ABC):
         """Apply one upload and answer the counts after it.
 
         A one-time key whose id is already in its pool replaces it (a retried
-        upload stores nothing twice). Raises ``PoolFull`` (writing nothing)
-        when a pool would hold more than ``pool_max`` keys.
+        upload stores nothing twice). An id already handed out stays spent
+        for at least ``SPENT_HOLD`` (``rossby.store.prekeypools``): naming
+        it again adds nothing, so a retry racing a claim cannot hand one key
+        out twice. Raises ``PoolFull`` (writing nothing) when a pool would
+        hold more than ``pool_max`` keys.
         """
 
     @abc.abstractmethod
@@ -130,13 +143,15 @@ class PrekeyStore(abc.ABC):
     @abc.abstractmethod
     async def delete_prekeys(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
         """Forget every prekey of the device (it was revoked, or rotated its
-        identity keys and so invalidated every signature). Idempotent."""
+        identity keys and so invalidated every signature). Idempotent. Spent
+        ids stay spent (see ``put_prekeys``)."""
 
 
 __all__ = [
     "ClaimedPrekeys",
     "PoolFull",
     "Prekey",
+    "PrekeyClaimContended",
     "PrekeyCounts",
     "PrekeyStore",
     "PrekeyUpload",

@@ -417,7 +417,8 @@ class RossbyServicer:
         when that pool is empty. Hawk-signed; same visibility as RequestKey by
         box id. Errors: NOT_FOUND (NOT_FOUND), RESOURCE_EXHAUSTED
         (PREKEY_CLAIM_RATE_LIMITED: the caller, or claims on the target box,
-        went over `prekey_claim_rate`; metadata retry_after_s).
+        went over `prekey_claim_rate_per_device` or `_per_box`; metadata
+        retry_after_seconds, limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -166,6 +166,23 @@ async def test_a_change_during_a_read_makes_its_answer_stale() -> None:
     assert await cache.get("k", load, bool) == 2
 
 
+async def test_a_put_during_a_read_is_kept_over_the_older_answer() -> None:
+    """The prekeys_low hint: an upload's fresh counts are ``put`` while a
+    Fetch's read of the old counts is out; the read must not replace them."""
+    clock = FakeClock(100.0)
+    cache: ExpiringCache[str, str] = ExpiringCache(10.0, clock=clock)
+
+    async def load() -> str:
+        clock.now += 0.1
+        cache.put("k", "new")  # lands while this read is out
+        return "old"
+
+    assert await cache.get("k", load, bool) == "old"  # the caller gets what it read
+    assert cache.peek("k") == "new"
+    clock.now += 10.0
+    assert cache.peek("k") is None  # put entries expire like loaded ones
+
+
 @pytest.mark.parametrize("answer", [0, None])
 async def test_refusals_are_never_cached(answer: int | None) -> None:
     cache: ExpiringCache[str, int | None] = ExpiringCache(60.0)

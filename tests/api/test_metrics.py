@@ -13,6 +13,7 @@ import pytest
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api
 from tests.api.device import SERVICE, Device, email
+from tests.api.prekeys import claim, full_upload, status, upload
 from tests.ops.helpers import metric, scrape_registry
 from tests.serverproc import free_port
 
@@ -94,3 +95,29 @@ async def test_notifier_failures_are_counted(make_api: Callable[..., Any]) -> No
     assert metric(s, "rossby_notifier_failures_total", kind="email") == 1
     assert metric(s, "rossby_notifier_deliveries_total", kind="email", outcome="failed") == 1
     assert metric(s, "rossby_rpc_requests_total", method="Register", code="UNAVAILABLE") == 1
+
+
+async def test_the_prekey_calls_are_counted_and_timed(make_api: Callable[..., Any]) -> None:
+    api: Api = await make_api(prekey_claim_rate_per_box="1/hour")
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, email("bob")).join()
+    await upload(alice, full_upload(alice, one_time_count=1, kem_count=1))
+    await status(alice)
+    await claim(bob, alice.box_id)
+    with pytest.raises(grpc.aio.AioRpcError) as limited:
+        await claim(bob, alice.box_id)
+    assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    rpc = "rossby_rpc_requests_total"
+    for _ in range(100):  # the last call's counter may trail its status (above)
+        s = _scrape(api)
+        if metric(s, rpc, method="ClaimPrekeys", code="RESOURCE_EXHAUSTED"):
+            break
+        await asyncio.sleep(0.05)
+    assert metric(s, rpc, method="UploadPrekeys", code="OK") == 1
+    assert metric(s, rpc, method="GetPrekeyStatus", code="OK") == 1
+    assert metric(s, rpc, method="ClaimPrekeys", code="OK") == 1
+    assert metric(s, rpc, method="ClaimPrekeys", code="RESOURCE_EXHAUSTED") == 1
+    store = "rossby_store_request_duration_seconds_count"
+    assert metric(s, store, operation="put_prekeys", outcome="ok") == 1
+    assert metric(s, store, operation="claim_prekeys", outcome="ok") == 1
+    assert metric(s, store, operation="prekey_counts", outcome="ok") >= 1

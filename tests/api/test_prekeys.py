@@ -300,6 +300,29 @@ async def test_a_drained_pool_falls_back_to_the_last_resort_key(api: Api) -> Non
     assert (await alice.fetch()).prekeys_low
 
 
+async def test_concurrent_claims_through_two_servers_never_share_a_one_time_key(
+    make_api: Callable[..., Any],
+) -> None:
+    """Two server processes on one store, sixteen requesters claiming at
+    once: each of the ten one-time keys of each kind goes to exactly one of
+    them, the other six get the last-resort key."""
+    limits = {"prekey_claim_rate_per_device": 0, "prekey_claim_rate_per_box": 0}
+    one: Api = await make_api(**limits)
+    two: Api = await make_api(**limits)
+    alice = await Device(one, email("alice")).join()
+    await upload(alice, full_upload(alice, one_time_count=10, kem_count=10))
+    requesters = [await Device((one, two)[i % 2], email(f"r{i}")).join() for i in range(16)]
+    replies = await asyncio.gather(*(claim(r, alice.box_id) for r in requesters))
+    bundles = [b for reply in replies for b in reply.bundles]
+    assert len(bundles) == 16
+    fresh = [b for b in bundles if not b.kem_last_resort]
+    assert sorted(b.kem_prekey.key_id for b in fresh) == list(range(1, 11))
+    assert sorted(b.one_time_prekey.key_id for b in bundles if b.HasField("one_time_prekey")) == (
+        list(range(1, 11))
+    )
+    assert len(bundles) - len(fresh) == 6
+
+
 async def test_hidden_boxes_are_not_found_and_lose_no_keys(api: Api) -> None:
     alice, bob = await pair(api)
     carol = await Device(api, email("carol")).join()
@@ -361,7 +384,8 @@ async def test_fetch_says_when_the_pools_run_low(make_api: Callable[..., Any]) -
     page = await alice.fetch()
     assert not page.prekeys_low and len(page.messages) == 1
     await claim(bob, alice.box_id)  # one key of each left: below 2
-    assert (await alice.fetch()).prekeys_low
+    assert (await alice.fetch()).prekeys_low  # read beside the page
+    assert (await alice.fetch()).prekeys_low  # and now from the cache
     assert (await bob.fetch()).prekeys_low  # bob never uploaded
 
 
@@ -448,6 +472,33 @@ async def test_rotating_keys_drops_the_prekeys_their_old_key_signed(api: Api) ->
         == new.public().signing_public
         != (old.public().signing_public)
     )
+
+
+async def test_a_rotation_retried_after_its_delete_failed_still_drops_the_prekeys(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await pair(api)
+    await upload(alice, full_upload(alice, one_time_count=2, kem_count=2))
+    store = api.store
+    real_delete = store.delete_prekeys
+    failures = [StoreUnavailable("injected", reason="STORE_UNAVAILABLE")]
+
+    async def delete_once_down(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real_delete(*args)
+
+    monkeypatch.setattr(store, "delete_prekeys", delete_once_down)
+    request = rotate_request(alice, DeviceKeyPair.generate())
+    await expect(
+        C.UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        alice.call("RotateKeys", request, pb.RotateKeysResponse),
+    )
+    assert (await counts(api, alice)).signed_prekey_id == 1  # the keys changed, these stayed
+    await alice.call("RotateKeys", request, pb.RotateKeysResponse)  # the client's retry
+    assert (await counts(api, alice)).signed_prekey_id is None
+    assert (await claim(bob, alice.box_id)).bundles == []
 
 
 async def test_revoking_a_device_drops_its_prekeys(api: Api) -> None:

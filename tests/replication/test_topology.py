@@ -41,6 +41,9 @@ def test_consistency_table() -> None:
     assert RULES[Op.REGISTRATIONS].serial == CL.SERIAL
     assert RULES[Op.KEYS].routing is Routing.LOCAL
     assert RULES[Op.EVERYWHERE].consistency == CL.EACH_QUORUM
+    # Prekey claims: Paxos among the local replicas on the region's own share.
+    assert RULES[Op.PREKEYS].routing is Routing.LOCAL
+    assert RULES[Op.PREKEYS].serial == CL.LOCAL_SERIAL
 
 
 def test_one_profile_per_operation_and_datacenter() -> None:

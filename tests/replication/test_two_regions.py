@@ -20,6 +20,7 @@ from rossby.client.hawk import HawkSigner
 from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.device import Device, email
+from tests.api.prekeys import claim, full_upload, status, upload
 from tests.ops.helpers import SERVING, ProcessApi, async_wait_for, health_is
 from tests.replication.conftest import Regions
 from tests.serverproc import ServerProcess, rossby
@@ -124,6 +125,37 @@ async def test_contact_claim_race_across_regions_has_exactly_one_winner(
         for region in (a, b):
             key = await via(winner, region).request_key(contact)
             assert key.box_id == str(winner.box_id)
+
+
+async def test_prekeys_claimed_in_both_regions_at_once_are_each_handed_out_once(
+    two: dict[str, Region],
+) -> None:
+    """The issue's acceptance check through the API: a device's one-time
+    keys, claimed concurrently through both regions' servers, each reach
+    exactly one requester; then both regions answer the last-resort key."""
+    a, b = two["dc1"], two["dc2"]
+    alice, _ = await joined(a, "alice")
+    sent = full_upload(alice, one_time_count=10, kem_count=10)
+    await upload(alice, sent)
+    requesters = [(await joined(region, f"r{i}"))[0] for i, region in enumerate((a, b) * 4)]
+    replies = await asyncio.gather(*(claim(r, alice.box_id) for r in requesters))
+    handed = [b for reply in replies for b in reply.bundles]
+    # Then each region until its share is spent (replication may have
+    # delayed a share's rows a moment; the loop is bounded).
+    for region in (a, b):
+        for _ in range(12):
+            (bundle,) = (await claim(via(requesters[0], region), alice.box_id)).bundles
+            if bundle.kem_last_resort:
+                assert bundle.kem_prekey == sent.last_resort_kem_prekey
+                break
+            handed.append(bundle)
+        else:
+            raise AssertionError(f"{region.name} never ran out of one-time keys")
+    fresh = [h for h in handed if not h.kem_last_resort]
+    assert sorted(h.kem_prekey.key_id for h in fresh) == list(range(1, 11))
+    one_time = sorted(h.one_time_prekey.key_id for h in handed if h.HasField("one_time_prekey"))
+    assert one_time == list(range(1, 11))
+    assert (await status(alice)).low
 
 
 async def _drain_exactly_once(device: Device) -> dict[str, int]:

@@ -20,6 +20,7 @@ from rossby.status import status_code
 from rossby.store import Store
 from rossby.store.base import Presence
 from rossby.store.capabilities import Capabilities, Capability, Unsupported
+from rossby.store.prekeys import Prekey, PrekeyUpload
 from tests.store.conftest import Clock
 from tests.store.test_contract import make_message, new_box, send
 
@@ -103,3 +104,21 @@ async def test_presence_rows_are_kept(store: Store, clock: Clock) -> None:
     )
     await store.put_presence(row)
     assert [p.server_id for p in await store.list_presence(row.box_id)] == ["s1"]
+
+
+async def test_one_prekey_pool_is_emptied_before_any_last_resort_answer(store: Store) -> None:
+    """Declared: every one-time key is handed out before the last-resort
+    key is. Declined (per-region shares): the lowest share is reported, and
+    it is never above the total."""
+    box, device = uuid.uuid4(), uuid.uuid4()
+    upload = PrekeyUpload(
+        signed_prekey=Prekey(1, bytes(32), bytes(64)),
+        one_time_kem_prekeys=[Prekey(i, bytes(1184), bytes(64)) for i in range(4)],
+        last_resort_kem_prekey=Prekey(9, bytes(1184), bytes(64)),
+    )
+    counts = await store.put_prekeys(box, device, upload, pool_max=10)
+    assert counts.lowest_one_time_kem_prekeys <= counts.one_time_kem_prekeys == 4
+    require(store.capabilities.global_prekey_pools)
+    assert counts.lowest_one_time_kem_prekeys == 4
+    answers = [b for _ in range(5) for b in await store.claim_prekeys(box, [device])]
+    assert [b.kem_last_resort for b in answers] == [False] * 4 + [True]

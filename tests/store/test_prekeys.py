@@ -13,6 +13,7 @@ random bytes of the right sizes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable
@@ -21,8 +22,9 @@ import pytest
 
 from rossby.crypto.prekeys import MLKEM768_PUBLIC_BYTES, X25519_PUBLIC_BYTES, PrekeyKind
 from rossby.store import Store
+from rossby.store.prekeypools import SPENT_HOLD
 from rossby.store.prekeys import ClaimedPrekeys, PoolFull, Prekey, PrekeyCounts, PrekeyUpload
-from tests.store.conftest import new_id
+from tests.store.conftest import Clock, new_id
 
 MakeStore = Callable[..., Store]
 
@@ -316,3 +318,64 @@ async def test_concurrent_claims_from_two_sessions_hand_out_every_key_at_most_on
     assert sum(r.kem_last_resort for r in results) == 20
     counts = await two.prekey_counts(box, device)
     assert (counts.one_time_prekeys, counts.one_time_kem_prekeys) == (0, 0)
+
+
+async def test_a_key_handed_out_never_comes_back_not_even_by_a_retried_upload(
+    store: Store,
+) -> None:
+    """A client retrying an upload after one of its keys was claimed (the
+    first attempt landed, the answer was lost) must not put that key back:
+    a second sender would get it. Nor may ``replace_pools`` or a
+    ``delete_prekeys`` followed by the same upload."""
+    box, device = new_id(), new_id()
+    upload = full_upload(range(0, 2), range(0, 2))
+    await put(store, box, device, upload)
+    first = [await claim_one(store, box, device) for _ in range(2)]
+    assert all(b.one_time_prekey is not None and not b.kem_last_resort for b in first)
+    retried = await put(store, box, device, upload)
+    assert (retried.one_time_prekeys, retried.one_time_kem_prekeys) == (0, 0)
+    replaced = await put(store, box, device, dataclasses.replace(upload, replace_pools=True))
+    assert (replaced.one_time_prekeys, replaced.one_time_kem_prekeys) == (0, 0)
+    await store.delete_prekeys(box, device)
+    again = await put(store, box, device, upload)
+    assert (again.one_time_prekeys, again.one_time_kem_prekeys) == (0, 0)
+    after = await claim_one(store, box, device)
+    assert after.one_time_prekey is None and after.kem_last_resort is True
+    # Fresh ids are welcome as ever.
+    fresh = await put(store, box, device, PrekeyUpload(one_time_prekeys=[x25519(2)]))
+    assert fresh.one_time_prekeys == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_spent_ids_are_purged_after_the_hold(store: Store, clock: Clock) -> None:
+    """SQLite keeps a spent row for SPENT_HOLD, then housekeeping deletes it
+    (Cassandra's marker is the claim's tombstone, gone after gc_grace)."""
+    box, device = new_id(), new_id()
+    await put(store, box, device, full_upload(range(0, 1)))
+    await claim_one(store, box, device)
+    clock.advance(SPENT_HOLD - 1)
+    await store.purge_expired()
+    assert (await put(store, box, device, full_upload(range(0, 1)))).one_time_prekeys == 0
+    clock.advance(2)
+    await store.purge_expired()
+    assert (await put(store, box, device, full_upload(range(0, 1)))).one_time_prekeys == 1
+
+
+async def test_a_spent_key_stays_spent_when_the_servers_clock_runs_ahead(
+    store: Store, clock: Clock
+) -> None:
+    """The server's clock a minute ahead of the database's: on Cassandra a
+    plain write stamped from it would outrank the claim's tombstone (stamped
+    by the nodes' clocks) and revive the key; plain prekey writes are
+    stamped in milliseconds so that cannot happen (rossby/store/cassandra/
+    writeclock.py)."""
+    clock.advance(60.0)
+    box, device = new_id(), new_id()
+    upload = full_upload(range(0, 1), range(0, 1))
+    await put(store, box, device, upload)
+    taken = await claim_one(store, box, device)
+    assert taken.one_time_prekey is not None and not taken.kem_last_resort
+    retried = await put(store, box, device, upload)
+    assert (retried.one_time_prekeys, retried.one_time_kem_prekeys) == (0, 0)
+    again = await claim_one(store, box, device)
+    assert again.one_time_prekey is None and again.kem_last_resort is True

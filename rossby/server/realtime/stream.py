@@ -342,9 +342,11 @@ class Stream:
         self._enqueue(event)
 
     async def _produce(self) -> None:
+        # Beside the first drain, so a counts read does not delay ``live``.
+        low = asyncio.ensure_future(self._low())
         try:
             await self._drain(self._initial_after())
-            live = pb.StreamLive(after=self.high, prekeys_low=await self._low())
+            live = pb.StreamLive(after=self.high, prekeys_low=await low)
             await self._put(pb.SubscribeEvent(live=live))
             retry: float | None = None
             while True:
@@ -373,6 +375,9 @@ class Stream:
         except Exception as exc:  # ends the stream with this error
             self._error = exc
         finally:
+            low.cancel()  # nothing when it is done
+            if low.done() and not low.cancelled():
+                low.exception()  # retrieved: the stream ended for its own reason
             self._done = True
             self._ready.set()
 

@@ -23,7 +23,8 @@ Parameters:
     Consistency of reads and writes. Levels without read-your-writes are
     refused: the settle window and idempotent enqueue rely on it.
     Lightweight transactions use SERIAL (contacts, registrations) or
-    LOCAL_SERIAL (message claims).
+    LOCAL_SERIAL (message claims; prekey claims, each region on its own
+    share of a device's pools).
 ``max_in_flight`` (default 64)
     Requests one store sends concurrently; further callers wait.
 

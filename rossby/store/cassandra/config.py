@@ -28,6 +28,7 @@ CLAIM = Op.CLAIM.value  # (box, message id) -> position claims: LWT at LOCAL_SER
 CURSOR = Op.CURSOR.value  # device cursors and purged_through
 KEYS = Op.KEYS.value  # boxes, devices, public keys, profiles
 NONCES = Op.NONCES.value  # Hawk nonces: write then read at the store's consistency
+PREKEYS = Op.PREKEYS.value  # prekeys: claims are LWT at LOCAL_SERIAL on this region's share
 CONTACTS = Op.CONTACTS.value  # contact -> box claims: LWT at SERIAL (global)
 REGISTRATIONS = Op.REGISTRATIONS.value  # pending registrations: LWT at SERIAL
 SCHEMA = Op.SCHEMA.value  # DDL and schema_version: slow, so a long timeout
@@ -38,6 +39,7 @@ __all__ = [
     "CURSOR",
     "KEYS",
     "NONCES",
+    "PREKEYS",
     "QUEUE",
     "REGISTRATIONS",
     "SCHEMA",

@@ -12,6 +12,8 @@ docs/store.md ("Cassandra backend", "Cursor edge").
 ``homes``              moving a box's home region (``HomeRegions``)
 ``lifecycle``          migrate, check_schema, ping, close
 ``attempts``           the LWT counter and insert-or-replace loops
+``prekeys``            prekeys: per-region one-time pools (``prekeytake``,
+                       ``regions``, ``writeclock``)
 =====================  ==================================================
 """
 
@@ -21,7 +23,7 @@ from rossby.replication.homes import HomeCache, HomeRegions
 from rossby.store.capabilities import Capabilities, no, yes
 from rossby.store.cassandra.accounts import CassandraAccounts
 from rossby.store.cassandra.codesends import CassandraCodeSends
-from rossby.store.cassandra.config import parse_settings
+from rossby.store.cassandra.config import KEYS, parse_settings
 from rossby.store.cassandra.cql import Cql
 from rossby.store.cassandra.devices import CassandraDevices
 from rossby.store.cassandra.driver import Bridge
@@ -31,8 +33,11 @@ from rossby.store.cassandra.locks import KeyedLocks
 from rossby.store.cassandra.nonces import CassandraNonces
 from rossby.store.cassandra.pending import PendingEstimates
 from rossby.store.cassandra.positions import Allocator, span
+from rossby.store.cassandra.prekeys import CassandraPrekeys, PrekeyCql
 from rossby.store.cassandra.presence import CassandraPresence
+from rossby.store.cassandra.regions import KeyspaceRegions
 from rossby.store.cassandra.registrations import CassandraRegistrations
+from rossby.store.cassandra.writeclock import MillisClock
 from rossby.store.contract import Store
 from rossby.store.model import StoreOptions
 from rossby.store.url import StoreURL
@@ -57,6 +62,11 @@ CAPABILITIES = Capabilities(
     native_expiry=yes("every row is written USING TTL"),
     presence=yes("presence rows are written USING TTL in this server's datacenter"),
     home_regions=yes("each box's queue is coordinated in its home datacenter, which can move"),
+    global_prekey_pools=no(
+        "each region hands out only its own share of a device's one-time prekeys (exactly once"
+        " without a WAN round trip): a region whose share is empty answers the last-resort key"
+        " while another still has keys; counts report the lowest share"
+    ),
 )
 
 
@@ -69,6 +79,7 @@ class CassandraStore(
     CassandraNonces,
     CassandraAccounts,
     CassandraCodeSends,
+    CassandraPrekeys,
     Store,
 ):
     """Apache Cassandra 5.0 backend (see the package docstring for the URL)."""
@@ -86,6 +97,15 @@ class CassandraStore(
         self._topology = self._settings.topology
         self._homes = HomeCache()
         self._pending = PendingEstimates()
+        self._prekey_regions = KeyspaceRegions(self._keyspace_replication)
+        self._write_clock = MillisClock(options.clock)
+        self._pk = PrekeyCql(self._settings.keyspace)
+
+    async def _keyspace_replication(self) -> dict[str, str] | None:
+        rows = await self._db.execute(
+            self._cql.keyspace_replication, (self._settings.keyspace,), profile=KEYS
+        )
+        return dict(rows[0]["replication"]) if rows and rows[0]["replication"] else None
 
     def home_regions(self) -> HomeRegions:
         return self

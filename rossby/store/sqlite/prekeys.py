@@ -5,9 +5,13 @@ in the writer's transaction (group commit, one savepoint each):
 
 - an upload inserts, then counts, then raises ``PoolFull`` if a pool is
   over its limit, and the savepoint undoes all of it: nothing is written;
-- a claim takes each key with ``DELETE ... RETURNING``; SQLite's write lock
-  serialises it against every other process on the file, so no two claims
-  ever get one row.
+- a claim takes each key with one ``UPDATE ... SET claimed_at ...
+  RETURNING`` (the statement that reads the key marks it spent); SQLite's
+  write lock serialises it against every other process on the file, so no
+  two claims ever get one row;
+- a spent row stays ``SPENT_HOLD``: an upload naming its id leaves it spent
+  (``ON CONFLICT ... WHERE claimed_at IS NULL``), and ``purge_expired``
+  deletes it after that.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from rossby.crypto.prekeys import PrekeyKind
 from rossby.store.prekeypools import (
+    SPENT_HOLD,
     Pool,
     SingleKey,
     check_pool_size,
@@ -30,7 +35,11 @@ from rossby.store.prekeypools import (
     single_keys,
 )
 from rossby.store.prekeys import ClaimedPrekeys, Prekey, PrekeyCounts, PrekeyUpload
+from rossby.store.sqlite.batches import delete_until_short
 from rossby.store.sqlite.rows import WorkerCalls, _rows, _value
+
+#: Spent rows one ``purge_spent_prekeys`` transaction deletes at most.
+PURGE_BATCH = 2000
 
 
 def _singles(conn: sqlite3.Connection, box: bytes, device: bytes) -> dict[PrekeyKind, SingleKey]:
@@ -52,7 +61,8 @@ def _pool_size(conn: sqlite3.Connection, box: bytes, device: bytes, pool: Pool) 
     return int(
         _value(
             conn,
-            "SELECT count(*) FROM prekey_pools WHERE box_id = ? AND device_id = ? AND pool = ?",
+            "SELECT count(*) FROM prekey_pools WHERE box_id = ? AND device_id = ? AND pool = ?"
+            " AND claimed_at IS NULL",
             (box, device, int(pool)),
         )
     )
@@ -64,19 +74,30 @@ def _counts(conn: sqlite3.Connection, box: bytes, device: bytes) -> PrekeyCounts
     return counts(_singles(conn, box, device), shares)
 
 
-def _take(conn: sqlite3.Connection, box: bytes, device: bytes, pool: Pool) -> Prekey | None:
-    """The pool's lowest id, removed in the same statement that reads it."""
+def _take(
+    conn: sqlite3.Connection, box: bytes, device: bytes, pool: Pool, now: float
+) -> Prekey | None:
+    """The pool's lowest unspent id, marked spent by the statement that reads it."""
     row: Any = _rows(
         conn,
-        "DELETE FROM prekey_pools WHERE box_id = ? AND device_id = ? AND pool = ?"
+        "UPDATE prekey_pools SET claimed_at = ?"
+        " WHERE box_id = ? AND device_id = ? AND pool = ? AND claimed_at IS NULL"
         " AND key_id = (SELECT min(key_id) FROM prekey_pools"
-        " WHERE box_id = ? AND device_id = ? AND pool = ?)"
+        " WHERE box_id = ? AND device_id = ? AND pool = ? AND claimed_at IS NULL)"
         " RETURNING key_id, public_key, signature",
-        (box, device, int(pool), box, device, int(pool)),
+        (now, box, device, int(pool), box, device, int(pool)),
     )
     if not row:
         return None
     return Prekey(row[0]["key_id"], row[0]["public_key"], row[0]["signature"])
+
+
+def _drop_unspent(conn: sqlite3.Connection, box: bytes, device: bytes) -> None:
+    """Both pools emptied; the spent rows stay (they guard against a retry)."""
+    conn.execute(
+        "DELETE FROM prekey_pools WHERE box_id = ? AND device_id = ? AND claimed_at IS NULL",
+        (box, device),
+    )
 
 
 class SqlitePrekeys(WorkerCalls):
@@ -96,9 +117,7 @@ class SqlitePrekeys(WorkerCalls):
 
         def body(conn: sqlite3.Connection) -> PrekeyCounts:
             if upload.replace_pools:
-                conn.execute(
-                    "DELETE FROM prekey_pools WHERE box_id = ? AND device_id = ?", (box, device)
-                )
+                _drop_unspent(conn, box, device)
             for pool, keys in pools.items():
                 if not keys:
                     continue
@@ -106,7 +125,8 @@ class SqlitePrekeys(WorkerCalls):
                     "INSERT INTO prekey_pools (box_id, device_id, pool, key_id, public_key,"
                     " signature) VALUES (?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (box_id, device_id, pool, key_id) DO UPDATE SET"
-                    " public_key = excluded.public_key, signature = excluded.signature",
+                    " public_key = excluded.public_key, signature = excluded.signature"
+                    " WHERE prekey_pools.claimed_at IS NULL",
                     [
                         (box, device, int(pool), k.key_id, k.public_key, k.signature)
                         for k in keys.values()
@@ -146,6 +166,7 @@ class SqlitePrekeys(WorkerCalls):
     ) -> list[ClaimedPrekeys]:
         box = box_id.bytes
         devices = distinct(device_ids)
+        now = self._now()
 
         def body(conn: sqlite3.Connection) -> list[ClaimedPrekeys]:
             out: list[ClaimedPrekeys] = []
@@ -154,8 +175,8 @@ class SqlitePrekeys(WorkerCalls):
                 singles = _singles(conn, box, device)
                 if not claimable(singles):
                     continue  # its pools stay untouched
-                one_time = _take(conn, box, device, Pool.ONE_TIME)
-                kem = _take(conn, box, device, Pool.ONE_TIME_KEM)
+                one_time = _take(conn, box, device, Pool.ONE_TIME, now)
+                kem = _take(conn, box, device, Pool.ONE_TIME_KEM, now)
                 out.append(claimed(device_id, singles, one_time, kem))
             return out
 
@@ -168,11 +189,22 @@ class SqlitePrekeys(WorkerCalls):
 
         def body(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM prekeys WHERE box_id = ? AND device_id = ?", (box, device))
-            conn.execute(
-                "DELETE FROM prekey_pools WHERE box_id = ? AND device_id = ?", (box, device)
-            )
+            _drop_unspent(conn, box, device)
 
         await self._write(body)
+
+    async def purge_spent_prekeys(self) -> int:
+        """Delete spent pool rows older than ``SPENT_HOLD``; answer how many."""
+
+        def batch(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM prekey_pools WHERE (box_id, device_id, pool, key_id) IN"
+                " (SELECT box_id, device_id, pool, key_id FROM prekey_pools"
+                " WHERE claimed_at IS NOT NULL AND claimed_at <= ? LIMIT ?)",
+                (self._now() - SPENT_HOLD, PURGE_BATCH),
+            ).rowcount
+
+        return await delete_until_short(lambda: self._write(batch), PURGE_BATCH)
 
 
 __all__ = ["SqlitePrekeys"]

@@ -94,6 +94,9 @@ CAPABILITIES = Capabilities(
         "one SQLite file serves one region: nothing is replicated, so no box has a home to move",
         "NOT_REPLICATED",
     ),
+    global_prekey_pools=yes(
+        "one file, one pool per device: claims empty it before any last-resort answer"
+    ),
 )
 
 
@@ -239,8 +242,9 @@ class SqliteStore(
 
     async def purge_expired(self) -> int:
         """Remove expired messages and registrations (answered: how many), and
-        the remembered ids of expired messages and expired Hawk nonces (not
-        counted: they are bookkeeping)."""
+        the remembered ids of expired messages, expired Hawk nonces and
+        prekeys spent more than ``SPENT_HOLD`` ago (not counted: they are
+        bookkeeping)."""
 
         def batch(conn: sqlite3.Connection) -> tuple[int, bool]:
             now = self._now()
@@ -275,6 +279,7 @@ class SqliteStore(
             if not more:
                 break
         await self.purge_nonces()
+        await self.purge_spent_prekeys()
         return total
 
 
