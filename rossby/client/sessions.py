@@ -201,6 +201,7 @@ class Sessions:
             peer_signing=reader.device.signing_key,
             created_at_ms=self._clock(),
             initial=initial,
+            own_dh=self._own_identity().dh_public,
         )
         self._book.setdefault((reader.box_id, reader.device.device_id), DeviceSessions()).install(
             record
@@ -272,8 +273,8 @@ class Sessions:
                 continue
             record.ratchet = ratchet.to_json()
             record.initial = None  # the peer has this session: no header needed any more
-            if record is not book.current:
-                book.install(record)  # the peer uses it: send on it too
+            if record is not book.current and self._sendable(record, sender):
+                book.install(record)  # the peer writes on it: so do we
             self._book[key] = book
             return _opened(parsed, kind, body)
         if entry.initial is None:
@@ -328,8 +329,17 @@ class Sessions:
             peer_dh=sender.encryption_key,
             peer_signing=sender.signing_key,
             created_at_ms=self._clock(),
+            own_dh=self._own_identity().dh_public,
         )
         return record, kind, body, used
+
+    def _sendable(self, record: SessionRecord, peer: PinnedDevice) -> bool:
+        """Agreed with the peer's pinned keys and our current identity key."""
+        return (record.peer_dh, record.peer_signing, record.own_dh) == (
+            peer.encryption_key,
+            peer.signing_key,
+            self._own_identity().dh_public,
+        )
 
     def _own_identity(self) -> IdentityKeys:
         keys = self._session.keyfile.keys

@@ -142,6 +142,9 @@ class SessionRecord:
     peer_signing: bytes
     created_at_ms: int
     initial: bytes | None = None
+    #: Our own identity DH key when the session was agreed: after we rotate,
+    #: an older session may still decrypt but is never sent on again.
+    own_dh: bytes = b""
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -150,6 +153,7 @@ class SessionRecord:
             "peer_signing": _b64(self.peer_signing),
             "created_at_ms": self.created_at_ms,
             "initial": None if self.initial is None else _b64(self.initial),
+            "own_dh": _b64(self.own_dh),
         }
 
     @classmethod
@@ -164,6 +168,7 @@ class SessionRecord:
             peer_signing=_unb64(doc["peer_signing"]),
             created_at_ms=int(doc["created_at_ms"]),
             initial=None if initial is None else _unb64(initial),
+            own_dh=_unb64(doc.get("own_dh", "")),
         )
 
 

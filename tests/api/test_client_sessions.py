@@ -270,3 +270,52 @@ async def test_keychange_event_when_a_rotated_peer_writes_first(api: Api, people
         events = await drain(bob)
     assert texts(events) == ["new keys here"]
     assert not any(isinstance(e, (RejectedMessage, KeyChange)) for e in events)
+
+
+async def test_two_devices_that_start_sessions_at_once_converge(api: Api, people: Join) -> None:
+    """Both write first: each ends up with two sessions and keeps the one the
+    other writes on, so no message of the crossing is lost."""
+    alice, bob = await people("alice"), await people("bob")
+    await alice.resolve(contact_of(bob))
+    await bob.resolve(contact_of(alice))
+    a1 = await alice.send([contact_of(bob)], "a1")
+    b1 = await bob.send([contact_of(alice)], "b1")
+    assert entry_for(alice, await captured(api, alice, b1.message_id)).entry.initial is not None
+    assert entry_for(bob, await captured(api, bob, a1.message_id)).entry.initial is not None
+    assert texts(await drain(alice)) == ["b1"]
+    assert texts(await drain(bob)) == ["a1"]
+    assert alice.box_id is not None and bob.box_id is not None
+    assert len(alice._state.sessions[(bob.box_id, bob.device_id)].archived) == 1
+    headers = []
+    for i in range(2, 4):
+        sent = await alice.send([contact_of(bob)], f"a{i}")
+        headers.append(entry_for(bob, await captured(api, bob, sent.message_id)).entry.initial)
+        assert texts(await drain(bob)) == [f"a{i}"]
+        reply = await bob.send([contact_of(alice)], f"b{i}")
+        headers.append(entry_for(alice, await captured(api, alice, reply.message_id)).entry.initial)
+        assert texts(await drain(alice)) == [f"b{i}"]
+    # Settled on one session pair: no first-contact header either way.
+    assert headers == [None] * 4
+    current = alice._state.sessions[(bob.box_id, bob.device_id)].current
+    assert current is not None and bob.has_session(alice.box_id, alice.device_id)
+
+
+async def test_after_rotating_a_device_still_reads_what_was_sent_before(
+    api: Api, people: Join
+) -> None:
+    """Bob wrote on the old session before Alice rotated: her archived
+    session still opens it; her next message starts a new session."""
+    alice, bob = await people("alice"), await people("bob")
+    await bob.resolve(contact_of(alice))
+    await alice.send([contact_of(bob)], "hi")
+    assert texts(await drain(bob)) == ["hi"]
+    await bob.send([contact_of(alice)], "in flight")
+    await alice.rotate_keys()
+    assert alice.box_id is not None and bob.box_id is not None
+    assert not alice.has_session(bob.box_id, bob.device_id)
+    assert texts(await drain(alice)) == ["in flight"]
+    report = await alice.send([contact_of(bob)], "new session")
+    assert entry_for(bob, await captured(api, bob, report.message_id)).entry.initial is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KeyChangeWarning)
+        assert texts(await drain(bob)) == ["new session"]
