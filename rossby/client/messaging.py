@@ -1,12 +1,16 @@
 """Messages in and out: send, the fetch/ack loop, and opening what arrives.
 
-Sending encrypts once per recipient box to the devices the directory has
-pinned. Every message that arrives (fetched here, or streamed by
-``rossby.client.live``) goes through ``process``: dropped if seen before,
-opened and verified against the sender's pinned keys (looking them up once
-when unknown or changed), held when the sender cannot be looked up yet,
-rejected when it does not verify. The seen set, held and rejected lists
-live in the session's state so a repeat is dropped across runs too.
+Sending encrypts once per recipient box (a v2 envelope, its content key
+carried to each reader device by ``rossby.client.sessions``) to the devices
+the directory has pinned. Every message that arrives (fetched here, or
+streamed by ``rossby.client.live``) goes through ``process``: dropped if
+seen before, BEFORE any ratchet runs (a message's ratchet key is spent once
+it opened), verified against the sender's pinned keys (looking them up once
+when unknown or changed), then decrypted (v2 on its session, v1 with the
+device's X25519 key for envelopes queued before the upgrade); held when the
+sender cannot be looked up yet, rejected when it does not verify or open.
+The seen set, sessions, held and rejected lists live in the session's state,
+saved before every Ack, so a repeat is dropped across runs too.
 """
 
 from __future__ import annotations

@@ -19,10 +19,12 @@ and state live in a home directory (``rossby.client.state``)::
 the one whose job it is. The ``Session`` (rossby.client.session) is the
 unlocked device: keys, state, home lock, signed channel. The ``Directory``
 resolves and pins keys (with ``KeyLogs``); ``Messaging`` sends, fetches and
-opens; ``Live`` streams, types and sends receipts; ``Devices`` registers,
-links, revokes and rotates; ``Account`` holds contacts, profile and sender
-rules. Each gets its collaborators at construction. The trust model is in
-rossby.client.directory (and at length in docs/client.md).
+opens, with ``Sessions`` (a ratchet session per peer device) and
+``Prekeys`` (this device's published prekeys); ``Live`` streams, types and
+sends receipts; ``Devices`` registers, links, revokes and rotates;
+``Account`` holds contacts, profile and sender rules. Each gets its
+collaborators at construction. The trust model is in rossby.client.directory
+(and at length in docs/client.md).
 """
 
 from __future__ import annotations
@@ -385,14 +387,11 @@ class RossbyClient:
         return await self._prekeys.status()
 
     async def refill_prekeys(self) -> PrekeyStatusInfo:
-        """Top the one-time pools up now (fetch and listen do it when the
-        server says they run low)."""
+        """Top the one-time pools up now (fetch and listen do it when low)."""
         return await self._prekeys.refill()
 
     async def rotate_prekeys(self) -> PrekeyStatusInfo:
-        """A new signed and last-resort prekey now (fetch and listen rotate
-        them every 7 days); the old privates stay 30 days for first messages
-        already on their way."""
+        """A new signed and last-resort prekey now (else every 7 days)."""
         return await self._prekeys.rotate()
 
     def has_session(self, box_id: uuid.UUID, device_id: uuid.UUID) -> bool:
@@ -442,9 +441,7 @@ class RossbyClient:
     async def open_message(self, message: pb.QueuedMessage) -> ReceivedMessage:
         """Verify and decrypt one queued message without touching the seen set.
 
-        A v2 message does move its ratchet session on (and uses up the
-        one-time prekey of a first message): the same message does not open
-        twice, as with any Double Ratchet.
+        A v2 message moves its ratchet session on: it does not open twice.
 
         Raises ``InvalidMessage`` for anything untrustworthy and
         ``UnknownSender`` when the sender's keys cannot be looked up.

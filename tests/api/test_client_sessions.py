@@ -9,6 +9,7 @@ by tests/store/test_prekeys.py and tests/api/test_prekeys.py.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 import warnings
@@ -25,6 +26,7 @@ from rossby.client import (
     RossbyClient,
     UntrustedKeys,
 )
+from rossby.crypto.envelope_v2 import SIGN_LABEL
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import FAST, PASS, Api, Join, MakeApi
 from tests.api.sessions_support import captured, contact_of, drain, entry_for, queued, texts
@@ -319,3 +321,43 @@ async def test_after_rotating_a_device_still_reads_what_was_sent_before(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KeyChangeWarning)
         assert texts(await drain(bob)) == ["new session"]
+
+
+def resigned(message: pb.QueuedMessage, sender: RossbyClient, flip_at: int) -> pb.QueuedMessage:
+    """``message`` with one byte flipped and signed again by its real sender
+    device: a message that verifies but does not open."""
+    data = bytearray(message.ciphertext[:-64])
+    data[flip_at] ^= 0x01
+    signature = sender._keyfile.keys.signing_private.sign(SIGN_LABEL + bytes(data))
+    forged = pb.QueuedMessage()
+    forged.CopyFrom(message)
+    forged.ciphertext = bytes(data) + signature
+    return forged
+
+
+async def test_a_message_that_verifies_but_does_not_open_changes_nothing(
+    api: Api, people: Join
+) -> None:
+    """The body fails after the ratchet step succeeded (a first message: the
+    PQXDH respond too): no session, no one-time key spent; then the genuine
+    message opens. The same on an established session."""
+    alice, bob = await people("alice"), await people("bob")
+    assert alice.box_id is not None
+    await bob.resolve(contact_of(alice))
+    first = await captured(api, bob, (await alice.send([contact_of(bob)], "first")).message_id)
+    vault = bob._state.prekeys
+    before = (dict(vault.one_time), dict(vault.kem))
+    with pytest.raises(ClientError):
+        await bob.open_message(resigned(first, alice, len(first.ciphertext) - 65))
+    assert (vault.one_time, vault.kem) == before
+    assert (alice.box_id, alice.device_id) not in bob._state.sessions
+    assert (await bob.open_message(first)).text == "first"
+
+    second = await captured(api, bob, (await alice.send([contact_of(bob)], "second")).message_id)
+    book = bob._state.sessions[(alice.box_id, alice.device_id)]
+    assert book.current is not None
+    ratchet = json.dumps(book.current.ratchet, sort_keys=True)
+    with pytest.raises(ClientError):
+        await bob.open_message(resigned(second, alice, len(second.ciphertext) - 65))
+    assert json.dumps(book.current.ratchet, sort_keys=True) == ratchet
+    assert (await bob.open_message(second)).text == "second"
