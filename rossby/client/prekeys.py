@@ -72,6 +72,21 @@ def status_info(status: pb.PrekeyStatus) -> PrekeyStatusInfo:
     )
 
 
+def one_time_to_add(count: int, status: PrekeyStatusInfo) -> int:
+    """How many one-time keys to add to a pool holding ``count``.
+
+    Up to ``POOL_TARGET``; and when the server says ``low`` although the
+    total is there (on Cassandra each region hands out its own share, and
+    one share can run dry while another is full), twice the low water more,
+    spread over the shares like every upload. Never past ``pool_max``.
+    """
+    pool_max = status.pool_max or 2 * POOL_TARGET
+    wanted = max(0, POOL_TARGET - count)
+    if status.low and not wanted:
+        wanted = 2 * status.low_water
+    return max(0, min(wanted, pool_max - count))
+
+
 def _signed(secret: PrekeySecret) -> pb.SignedPrekey:
     return pb.SignedPrekey(
         key_id=secret.key_id, public_key=secret.public, signature=secret.signature
@@ -121,9 +136,8 @@ class Prekeys:
             # The server dropped our prekeys (an identity rotation elsewhere,
             # a restored state): start over.
             return await self.publish(replace=True)
-        cap = min(POOL_TARGET, status.pool_max or POOL_TARGET)
-        one_time = max(0, cap - status.one_time)
-        kem = max(0, cap - status.one_time_kem)
+        one_time = one_time_to_add(status.one_time, status)
+        kem = one_time_to_add(status.one_time_kem, status)
         if not one_time and not kem:
             return status
         return await self._upload(one_time=one_time, kem=kem, rotate=False, replace_pools=False)
@@ -204,4 +218,12 @@ class Prekeys:
         return status_info(reply.status)
 
 
-__all__ = ["GRACE_MS", "KEEP_CLAIMED", "POOL_TARGET", "ROTATE_AFTER_MS", "Prekeys", "status_info"]
+__all__ = [
+    "GRACE_MS",
+    "KEEP_CLAIMED",
+    "POOL_TARGET",
+    "ROTATE_AFTER_MS",
+    "Prekeys",
+    "one_time_to_add",
+    "status_info",
+]
