@@ -2,9 +2,8 @@
 
 People are real ``RossbyClient`` devices. What the server queued is read
 from its store to look at the envelopes (which entries still carry a PQXDH
-initial header) and to deliver messages out of order. SQLite only: the
-session logic is the client's; the prekey store is covered on both backends
-by tests/store/test_prekeys.py and tests/api/test_prekeys.py.
+initial header) and to deliver messages out of order. On each store
+backend, like the rest of the SDK's tests (the claims are the store's).
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import FAST, PASS, Api, Join, MakeApi
 from tests.api.sessions_support import captured, contact_of, drain, entry_for, queued, texts
 from tests.api.test_client_sdk import add_second_device
-
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 async def test_a_conversation_both_ways_across_every_device(
@@ -242,6 +239,7 @@ async def test_a_bundle_for_other_identity_keys_is_not_trusted(api: Api, people:
     assert not alice.has_session(bob.box_id, bob.device_id)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the forgery is written with sqlite3
 async def test_a_bundle_whose_signature_fails_is_not_trusted(api: Api, people: Join) -> None:
     """A malicious store swaps bob's signed prekey for one bob never signed."""
     alice, bob = await people("alice"), await people("bob")

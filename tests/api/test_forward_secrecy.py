@@ -30,8 +30,6 @@ from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import FAST, PASS, Api, Join
 from tests.api.sessions_support import captured, contact_of, drain, texts
 
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
-
 N_MORE = 4
 
 
