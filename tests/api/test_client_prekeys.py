@@ -23,8 +23,6 @@ from rossby.v1 import rossby_pb2 as pb
 from tests.api.conftest import Api, Join, MakeApi
 from tests.api.sessions_support import contact_of, drain, texts
 
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
-
 DAY_MS = 86_400_000
 
 
