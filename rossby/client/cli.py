@@ -253,6 +253,35 @@ async def _whoami(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+async def _prekeys(args: argparse.Namespace, out: Output) -> int:
+    async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
+        if args.rotate:
+            status = await c.rotate_prekeys()
+        elif args.refill:
+            status = await c.refill_prekeys()
+        else:
+            status = await c.prekey_status()
+    out.doc = {
+        "one_time_prekeys": status.one_time,
+        "one_time_kem_prekeys": status.one_time_kem,
+        "signed_prekey_id": status.signed_prekey_id,
+        "signed_prekey_uploaded_at_ms": status.signed_uploaded_at_ms,
+        "last_resort_kem_prekey_id": status.last_resort_id,
+        "low": status.low,
+        "low_water": status.low_water,
+        "pool_max": status.pool_max,
+    }
+    out.line(
+        f"one-time prekeys on the server: {status.one_time} X25519, "
+        f"{status.one_time_kem} ML-KEM-768 (low water {status.low_water}, max {status.pool_max})"
+    )
+    out.line(
+        f"signed prekey {status.signed_prekey_id}, last-resort prekey {status.last_resort_id}"
+        + ("; LOW: the next fetch or listen refills" if status.low else "")
+    )
+    return 0
+
+
 async def _dev_code(args: argparse.Namespace, out: Output) -> int:
     codes: list[str] = []
     for raw in args.contacts:
@@ -287,6 +316,7 @@ COMMANDS: dict[str, Handler] = {
     "resolve": _resolve,
     "whoami": _whoami,
     "dev-code": _dev_code,
+    "prekeys": _prekeys,
     "listen": cli_live.listen,
     "typing": cli_live.typing,
     **cli_accounts.COMMANDS,
@@ -337,6 +367,12 @@ def add_parser(sub: Any) -> None:
     p = cmd("resolve", "look up and pin a contact's keys (makes their messages readable)")
     p.add_argument("contact", metavar="CONTACT")
     cmd("whoami", "this device's identity (local, no network)")
+    p = cmd("prekeys", "how many prekeys the server holds for this device (forward secrecy)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--refill", action="store_true", help="top the one-time pools up now")
+    what.add_argument(
+        "--rotate", action="store_true", help="replace the signed and last-resort prekeys now"
+    )
     p = cmd("dev-code", "DEV ONLY: print the latest code(s) from the server's outbox dir")
     p.add_argument("contacts", nargs="+", metavar="CONTACT")
     p.add_argument("--outbox", default="var/outbox", help="the server's --outbox-dir")

@@ -34,7 +34,9 @@ from rossby.client.models import (
     LinkRequest,
     RegistrationStarted,
 )
+from rossby.client.prekeys import Prekeys
 from rossby.client.session import Session
+from rossby.client.sessions import Sessions
 from rossby.client.state import PendingLink, PinnedDevice
 from rossby.client.wire import pb_contact
 from rossby.crypto import RecipientDevice, SenderIdentity, seal_envelope, verify_key_signature
@@ -57,9 +59,13 @@ LINK_POLL = 1.0
 class Devices:
     """Registration, linking, revocation and key rotation, through the session."""
 
-    def __init__(self, session: Session, directory: Directory) -> None:
+    def __init__(
+        self, session: Session, directory: Directory, prekeys: Prekeys, sessions: Sessions
+    ) -> None:
         self._session = session
         self._directory = directory
+        self._prekeys = prekeys
+        self._sessions = sessions
 
     # -- registration ----------------------------------------------------------
 
@@ -105,6 +111,7 @@ class Devices:
         await s.adopt_credentials(box_id, reply.sealed_credentials, reply.home_region)
         await self._directory.lookup_own()  # pin our own devices from the start
         s.save()
+        await self._prekeys.publish()  # so others can start sessions with us
         return s.whoami()
 
     # -- linking: the old device -------------------------------------------------
@@ -211,7 +218,12 @@ class Devices:
         return next(d for d in own.devices if d.device_id == request.device_id)
 
     async def _sync_contacts(self, own: ContactInfo) -> None:
-        """Our contacts and address book, to our other devices (E2E)."""
+        """Our contacts and address book, to our other devices (E2E).
+
+        A v1 envelope (sealed to the devices' identity keys), not a ratchet
+        one: the device just approved has not completed the link yet, so it
+        has published no prekeys and no session can be started with it.
+        """
         s = self._session
         box_id = s.box_id
         assert box_id is not None
@@ -328,6 +340,8 @@ class Devices:
         await s.adopt_credentials(box_id, reply.sealed_credentials, reply.home_region)
         s.state.pending_link = None
         info = await self._directory.lookup_own()
+        s.save()
+        await self._prekeys.publish()
         approver_pin = s.state.pins[box_id].devices.get(approver)
         if approver_pin is None or approver_pin.signing_key != approver_key:
             # Not fatal for the link (the log verified the approval), but say so.
@@ -368,6 +382,7 @@ class Devices:
         if pin is not None:
             pin.devices.pop(device_id, None)  # our own change: no warning
         await self._directory.lookup_own()
+        self._sessions.prune(box_id)  # no session with a device that left the box
         s.save()
 
     async def rotate_keys(self) -> DeviceInfo:
@@ -405,7 +420,11 @@ class Devices:
                 d.device_id, d.name, pub.encryption_public, pub.signing_public
             )
         own = await self._directory.lookup_own()
+        # Our sessions were agreed with the old identity key, and the server
+        # deleted the prekeys the old key signed: new sessions, new prekeys.
+        self._sessions.reset_all()
         s.save()
+        await self._prekeys.publish()
         return next(d for d in own.devices if d.device_id == s.device_id)
 
 

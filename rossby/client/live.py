@@ -57,6 +57,7 @@ from rossby.client.models import (
     SendReport,
 )
 from rossby.client.session import Session, now_ms
+from rossby.client.sessions import Reader, Sessions
 from rossby.client.state import PinnedDevice
 from rossby.crypto import RecipientDevice, SenderIdentity, seal_envelope
 from rossby.logging import get_logger
@@ -156,10 +157,13 @@ class _End:
 class Live:
     """Listening, typing and receipts, on top of the messaging paths."""
 
-    def __init__(self, session: Session, directory: Directory, messaging: Messaging) -> None:
+    def __init__(
+        self, session: Session, directory: Directory, messaging: Messaging, sessions: Sessions
+    ) -> None:
         self._session = session
         self._directory = directory
         self._messaging = messaging
+        self._sessions = sessions
 
     # -- sending ephemeral and receipt messages ---------------------------------
 
@@ -208,17 +212,23 @@ class Live:
             pin = s.state.pins.get(box_id)
         if pin is None:
             raise ClientError(f"no keys known for box {box_id}")
-        readers = [
-            RecipientDevice(d.device_id, d.encryption_key)
-            for d in _devices(pin.devices)
-            if d.device_id != s.device_id
-        ]
-        if not readers:
+        devices = [d for d in _devices(pin.devices) if d.device_id != s.device_id]
+        if not devices:
             raise ClientError("no other device could read this message")
         mid = uuid.uuid4()
         sent_at = now_ms()
-        sender = SenderIdentity(own_box, s.device_id, s.keyfile.keys.signing_private)
-        envelope = seal_envelope(sender, box_id, readers, mid, kind, body, now_ms=sent_at)
+        if ephemeral:
+            # Typing stays v1 (sealed to identity keys): an ephemeral message
+            # is never stored, so a ratchet step for it would be a skipped key
+            # for every device offline at the time; enough typing while a
+            # peer is away would push its next real message past MAX_SKIP.
+            sender = SenderIdentity(own_box, s.device_id, s.keyfile.keys.signing_private)
+            readers = [RecipientDevice(d.device_id, d.encryption_key) for d in devices]
+            envelope = seal_envelope(sender, box_id, readers, mid, kind, body, now_ms=sent_at)
+        else:
+            envelope = await self._sessions.seal(
+                box_id, [Reader(box_id, d) for d in devices], mid, kind, body, sent_at_ms=sent_at
+            )
         request = pb.SendRequest(
             ephemeral=ephemeral,
             messages=[
@@ -320,6 +330,11 @@ class Live:
                         elif kind == "live":
                             backoff = min_backoff
                             yield UpToDate(item.live.after)
+                            # Also rotates a signed prekey that is due.
+                            await self._messaging.maintain_prekeys(low=item.live.prekeys_low)
+                        elif kind == "heartbeat":
+                            if item.heartbeat.prekeys_low:
+                                await self._messaging.maintain_prekeys(low=True)
                         elif kind == "catch_up":
                             reason = "CATCH_UP"  # the reopened stream reads what waits
                             break

@@ -1,12 +1,16 @@
 """Messages in and out: send, the fetch/ack loop, and opening what arrives.
 
-Sending encrypts once per recipient box to the devices the directory has
-pinned. Every message that arrives (fetched here, or streamed by
-``rossby.client.live``) goes through ``process``: dropped if seen before,
-opened and verified against the sender's pinned keys (looking them up once
-when unknown or changed), held when the sender cannot be looked up yet,
-rejected when it does not verify. The seen set, held and rejected lists
-live in the session's state so a repeat is dropped across runs too.
+Sending encrypts once per recipient box (a v2 envelope, its content key
+carried to each reader device by ``rossby.client.sessions``) to the devices
+the directory has pinned. Every message that arrives (fetched here, or
+streamed by ``rossby.client.live``) goes through ``process``: dropped if
+seen before, BEFORE any ratchet runs (a message's ratchet key is spent once
+it opened), verified against the sender's pinned keys (looking them up once
+when unknown or changed), then decrypted (v2 on its session, v1 with the
+device's X25519 key for envelopes queued before the upgrade); held when the
+sender cannot be looked up yet, rejected when it does not verify or open.
+The seen set, sessions, held and rejected lists live in the session's state,
+saved before every Ack, so a repeat is dropped across runs too.
 """
 
 from __future__ import annotations
@@ -31,22 +35,38 @@ from rossby.client.models import (
     RejectedMessage,
     SendReport,
 )
+from rossby.client.prekeys import Prekeys
 from rossby.client.session import Session, now_ms
+from rossby.client.sessions import Reader, Sessions
 from rossby.client.state import MAX_HELD, HeldEnvelope
 from rossby.client.wire import queued_from
 from rossby.contacts import NormalizedContact
-from rossby.crypto import (
-    InvalidEnvelope,
-    OpenedMessage,
-    RecipientDevice,
-    SenderIdentity,
-    open_envelope,
-    peek_header,
-    seal_envelope,
+from rossby.crypto import EnvelopeHeader, InvalidEnvelope, OpenedMessage, open_envelope, peek_header
+from rossby.crypto.envelope_v2 import (
+    ParsedEnvelope,
+    parse_envelope,
+    peek_version,
+    verify_envelope,
 )
+from rossby.logging import get_logger
 from rossby.v1 import rossby_pb2 as pb
 
+log = get_logger(__name__)
+
 FETCH_PAGE = 100
+
+
+class _Unverified(Exception):
+    """The envelope's signature does not verify under the key we tried."""
+
+
+class _Replayed(InvalidMessage):
+    """A verified v2 envelope at or below its sender's replay floor.
+
+    Caught before the ratchet decrypt: its message key is spent, so it would
+    otherwise show up as a failure to decrypt rather than as the repeat it is.
+    """
+
 
 _OUTCOMES: dict[int, Outcome] = {
     pb.SEND_OUTCOME_QUEUED: "queued",
@@ -57,10 +77,19 @@ _OUTCOMES: dict[int, Outcome] = {
 class Messaging:
     """Send, fetch and open messages through the session and the directory."""
 
-    def __init__(self, session: Session, directory: Directory, account: Account) -> None:
+    def __init__(
+        self,
+        session: Session,
+        directory: Directory,
+        account: Account,
+        sessions: Sessions,
+        prekeys: Prekeys,
+    ) -> None:
         self._session = session
         self._directory = directory
         self._account = account
+        self._sessions = sessions
+        self._prekeys = prekeys
         self.stats = FetchStats()
 
     # -- sending ---------------------------------------------------------------
@@ -84,36 +113,46 @@ class Messaging:
             if info.key_change is not None:
                 changes.append(info.key_change)
             targets.setdefault(info.box_id, info)
-        others = [d for d in own.devices if not d.this_device]
         mid = message_id or uuid.uuid4()
         sent_at = now_ms()
         body = encode_text(text, list(targets))
-        assert s.keyfile.box_id is not None
-        sender = SenderIdentity(s.keyfile.box_id, s.device_id, s.keyfile.keys.signing_private)
+        assert s.box_id is not None
+        own_pin = s.state.pins[s.box_id].devices
+        others = [Reader(s.box_id, d) for d in own_pin.values() if d.device_id != s.device_id]
+        # Our other devices read the one envelope that reaches our own box:
+        # the one to our box when it is a recipient, else the first one,
+        # whose copy goes to our box too (one ratchet step per device, not
+        # one per recipient box).
+        own_reader_box = s.box_id if s.box_id in targets else next(iter(targets))
         outgoing: list[pb.OutgoingMessage] = []
-        for box_id, info in targets.items():
-            readers = {
-                d.device_id: RecipientDevice(d.device_id, d.encryption_key)
-                for d in (*info.devices, *others)
-                if d.device_id != s.device_id
-            }
+        for box_id in targets:
+            readers = [
+                Reader(box_id, d)
+                for d in s.state.pins[box_id].devices.values()
+                if (box_id, d.device_id) != (s.box_id, s.device_id)
+            ]
+            if box_id == own_reader_box and box_id != s.box_id:
+                readers += others
             if not readers:
                 raise ClientError("no other device could read this message")
-            envelope = seal_envelope(
-                sender, box_id, list(readers.values()), mid, TEXT_KIND, body, now_ms=sent_at
+            envelope = await self._sessions.seal(
+                box_id, readers, mid, TEXT_KIND, body, sent_at_ms=sent_at
             )
+            if box_id == own_reader_box:
+                unreachable = set(self._sessions.unreachable)
+                others = [o for o in others if o.device.device_id not in unreachable]
             outgoing.append(
                 pb.OutgoingMessage(
                     recipient_box_id=str(box_id), message_id=str(mid), ciphertext=envelope
                 )
             )
         await self._account.accept_recipients(list(targets))
-        own_copy = bool(others) and s.keyfile.box_id not in targets
+        own_copy = bool(others) and s.box_id not in targets
         if own_copy:
-            # Any recipient's envelope lists our other devices as readers.
+            # The first recipient's envelope lists our other devices as readers.
             outgoing.append(
                 pb.OutgoingMessage(
-                    recipient_box_id=str(s.keyfile.box_id),
+                    recipient_box_id=str(s.box_id),
                     message_id=str(mid),
                     ciphertext=outgoing[0].ciphertext,
                 )
@@ -148,11 +187,12 @@ class Messaging:
         try:
             async for event in self.release_held(refreshed):
                 yield event
-            after, highest = 0, 0
+            after, highest, low = 0, 0, False
             while True:
                 page = await s.call(
                     "Fetch", pb.FetchRequest(after=after, limit=page_size), pb.FetchResponse
                 )
+                low = low or page.prekeys_low
                 for message in page.messages:
                     highest = max(highest, message.position)
                     for event in await self.process(message, refreshed) or ():
@@ -164,8 +204,20 @@ class Messaging:
                 s.save()  # seen ids first: a crash before the ack only repeats
                 reply = await s.call("Ack", pb.AckRequest(through=highest), pb.AckResponse)
                 self.stats.acked_through = reply.cursor
+            await self.maintain_prekeys(low=low)
         finally:
             s.save()
+
+    async def maintain_prekeys(self, *, low: bool) -> None:
+        """Refill or rotate prekeys after a fetch (or when a stream says so).
+
+        The messages were delivered already; an upload that fails now is
+        logged and tried again the next time the server says the pools run low.
+        """
+        try:
+            await self._prekeys.maintain(low=low)
+        except errors.RossbyError as exc:
+            log.warning("prekeys_not_uploaded", reason=exc.reason, error=str(exc))
 
     async def release_held(self, refreshed: set[uuid.UUID]) -> AsyncIterator[Event]:
         """The events of held messages whose sender became known since."""
@@ -226,6 +278,9 @@ class Messaging:
             )
             self.stats.held += 1
             return [HeldMessage(str(mid), m.position, str(sender[0]), m.received_at_ms)]
+        except _Replayed:
+            self.stats.duplicates += 1
+            return events
         except InvalidMessage:
             state.rejected.add(rejected_key)
             self.stats.rejected += 1
@@ -264,8 +319,18 @@ class Messaging:
     ) -> ReceivedMessage:
         """Verify and decrypt one message; key changes met on the way go to ``events``."""
         data = bytes(m.ciphertext)
+        parsed: ParsedEnvelope | None = None
         try:
-            header = peek_header(data)
+            if peek_version(data) == 1:  # queued before this device's upgrade
+                header: EnvelopeHeader = peek_header(data)
+            else:
+                assert self._session.box_id is not None
+                parsed = parse_envelope(
+                    data,
+                    my_device_id=self._session.device_id,
+                    expected_recipient_box=self._session.box_id,
+                )
+                header = parsed.header
         except InvalidEnvelope:
             raise InvalidMessage from None
         # The server saw which device's credentials sent it; the signed
@@ -284,8 +349,8 @@ class Messaging:
             if key is None:
                 raise InvalidMessage
         try:
-            opened = self._open_with(data, key)
-        except InvalidEnvelope:
+            opened = await self._open_with(data, parsed, key)
+        except _Unverified:
             # Perhaps the device re-keyed since we pinned it: look once more.
             if sender_box in refreshed:
                 raise InvalidMessage from None
@@ -294,12 +359,42 @@ class Messaging:
             if fresh is None or fresh == key:
                 raise InvalidMessage from None
             try:
-                opened = self._open_with(data, fresh)
-            except InvalidEnvelope:
+                opened = await self._open_with(data, parsed, fresh)
+            except _Unverified:
                 raise InvalidMessage from None
         return self._received(m, opened)
 
-    def _open_with(self, data: bytes, signing_key: bytes) -> OpenedMessage:
+    async def _open_with(
+        self, data: bytes, parsed: ParsedEnvelope | None, signing_key: bytes
+    ) -> OpenedMessage:
+        """Open a v1 envelope, or verify a v2 one and decrypt it on its session.
+
+        ``_Unverified`` when the signature (or, for v1, anything) fails, so
+        the caller looks the sender's keys up again; a v2 envelope that
+        verifies but does not decrypt is ``InvalidMessage`` at once.
+        """
+        if parsed is None:
+            try:
+                return self._open_v1(data, signing_key)
+            except InvalidEnvelope:
+                raise _Unverified from None
+        try:
+            verify_envelope(parsed, signing_key)
+        except InvalidEnvelope:
+            raise _Unverified from None
+        pin = self._session.state.pins.get(parsed.header.sender_box)
+        device = pin.devices.get(parsed.header.sender_device) if pin else None
+        if device is None or device.signing_key != signing_key:
+            raise InvalidMessage
+        h = parsed.header
+        if self._session.state.seen.replayed(f"{h.sender_box}.{h.sender_device}", h.sent_at_ms):
+            raise _Replayed
+        try:
+            return await self._sessions.open(parsed, device)
+        except InvalidEnvelope:
+            raise InvalidMessage from None
+
+    def _open_v1(self, data: bytes, signing_key: bytes) -> OpenedMessage:
         s = self._session
         assert s.box_id is not None
         keys = [s.keyfile.keys.encryption_private_bytes(), *s.state.previous_keys]

@@ -291,6 +291,25 @@ class FetchStats:
     acked_through: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PrekeyStatusInfo:
+    """The server's count of this device's published prekeys (``GetPrekeyStatus``).
+
+    ``low``: a pool is below the server's ``low_water`` (in some region), or
+    the signed or last-resort prekey is missing; the SDK refills on its own
+    when a fetch or a stream says so.
+    """
+
+    one_time: int
+    one_time_kem: int
+    signed_prekey_id: int
+    signed_uploaded_at_ms: int
+    last_resort_id: int
+    low: bool
+    low_water: int
+    pool_max: int
+
+
 __all__ = [
     "ContactInfo",
     "DeviceInfo",
@@ -305,6 +324,7 @@ __all__ = [
     "LinkInvite",
     "LinkRequest",
     "Outcome",
+    "PrekeyStatusInfo",
     "ProfileInfo",
     "ReceivedMessage",
     "RecipientResult",

@@ -19,10 +19,12 @@ and state live in a home directory (``rossby.client.state``)::
 the one whose job it is. The ``Session`` (rossby.client.session) is the
 unlocked device: keys, state, home lock, signed channel. The ``Directory``
 resolves and pins keys (with ``KeyLogs``); ``Messaging`` sends, fetches and
-opens; ``Live`` streams, types and sends receipts; ``Devices`` registers,
-links, revokes and rotates; ``Account`` holds contacts, profile and sender
-rules. Each gets its collaborators at construction. The trust model is in
-rossby.client.directory (and at length in docs/client.md).
+opens, with ``Sessions`` (a ratchet session per peer device) and
+``Prekeys`` (this device's published prekeys); ``Live`` streams, types and
+sends receipts; ``Devices`` registers, links, revokes and rotates;
+``Account`` holds contacts, profile and sender rules. Each gets its
+collaborators at construction. The trust model is in rossby.client.directory
+(and at length in docs/client.md).
 """
 
 from __future__ import annotations
@@ -52,12 +54,15 @@ from rossby.client.models import (
     KeyLogView,
     LinkInvite,
     LinkRequest,
+    PrekeyStatusInfo,
     ProfileInfo,
     ReceivedMessage,
     RegistrationStarted,
     SendReport,
 )
+from rossby.client.prekeys import Prekeys
 from rossby.client.session import DEFAULT_TIMEOUT, Session, split_address
+from rossby.client.sessions import Sessions
 from rossby.client.state import ClientState, TlsConfig
 from rossby.crypto import DeviceKeyfile, DeviceKeyPair, SafetyNumber
 from rossby.crypto.keyfile import DEFAULT_SCRYPT_N
@@ -80,9 +85,13 @@ class RossbyClient:
         self._session = session
         self._directory = Directory(session, KeyLogs(session))
         self._account = Account(session, self._directory)
-        self._devices = Devices(session, self._directory)
-        self._messaging = Messaging(session, self._directory, self._account)
-        self._live = Live(session, self._directory, self._messaging)
+        self._prekeys = Prekeys(session)
+        self._sessions = Sessions(session)
+        self._devices = Devices(session, self._directory, self._prekeys, self._sessions)
+        self._messaging = Messaging(
+            session, self._directory, self._account, self._sessions, self._prekeys
+        )
+        self._live = Live(session, self._directory, self._messaging, self._sessions)
 
     # -- construction ------------------------------------------------------
 
@@ -371,6 +380,24 @@ class RossbyClient:
         extend what this device saw before (``None``: our own box)."""
         return await self._directory.key_log(target)
 
+    # -- prekeys and sessions ------------------------------------------------------
+
+    async def prekey_status(self) -> PrekeyStatusInfo:
+        """What the server holds of this device's prekeys (counts, ids, ``low``)."""
+        return await self._prekeys.status()
+
+    async def refill_prekeys(self) -> PrekeyStatusInfo:
+        """Top the one-time pools up now (fetch and listen do it when low)."""
+        return await self._prekeys.refill()
+
+    async def rotate_prekeys(self) -> PrekeyStatusInfo:
+        """A new signed and last-resort prekey now (else every 7 days)."""
+        return await self._prekeys.rotate()
+
+    def has_session(self, box_id: uuid.UUID, device_id: uuid.UUID) -> bool:
+        """Whether this device sends to that device on an existing ratchet session."""
+        return self._sessions.current(box_id, device_id) is not None
+
     # -- messages --------------------------------------------------------------
 
     async def send(
@@ -413,6 +440,8 @@ class RossbyClient:
 
     async def open_message(self, message: pb.QueuedMessage) -> ReceivedMessage:
         """Verify and decrypt one queued message without touching the seen set.
+
+        A v2 message moves its ratchet session on: it does not open twice.
 
         Raises ``InvalidMessage`` for anything untrustworthy and
         ``UnknownSender`` when the sender's keys cannot be looked up.

@@ -10,7 +10,9 @@ Layout of ``--home`` (directory mode 0700)::
 
 ``state.bin`` holds the address book (contact -> box), the pinned device keys
 of every box we have resolved, the bounded set of message ids already
-processed, and messages held because their sender is not known yet. It is
+processed, messages held because their sender is not known yet, and the
+forward-secrecy records (rossby.client.vault): the private halves of this
+device's prekeys and a ratchet session per peer device. It is
 encrypted rather than merely 0600 because the address book is exactly the
 metadata end-to-end encryption is meant to keep private, and authenticated
 because a pin that someone else can rewrite protects nothing.
@@ -41,6 +43,13 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from rossby.client.errors import HomeLocked, WrongPassphrase
+from rossby.client.vault import (
+    DeviceSessions,
+    PrekeyVault,
+    SessionKey,
+    sessions_from_doc,
+    sessions_to_doc,
+)
 from rossby.contacts import NormalizedContact, normalize
 from rossby.crypto import DeviceKeyPair
 from rossby.crypto.keyfile import write_private_file
@@ -232,6 +241,10 @@ class ClientState:
     accept_from: str = "anyone"
     #: None: plaintext gRPC.
     tls: TlsConfig | None = None
+    #: Private halves of this device's published prekeys (rossby.client.vault).
+    prekeys: PrekeyVault = field(default_factory=PrekeyVault)
+    #: Ratchet sessions per (peer box, peer device).
+    sessions: dict[SessionKey, DeviceSessions] = field(default_factory=dict)
 
     def contact_of(self, box_id: uuid.UUID) -> NormalizedContact | None:
         """The first contact we know ``box_id`` by (sorted, so it is stable)."""
@@ -325,6 +338,8 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
         "previous_keys": [_b64(k) for k in state.previous_keys],
         "rules": {str(b): r for b, r in state.rules.items()},
         "accept_from": state.accept_from,
+        "prekeys": state.prekeys.to_doc(),
+        "sessions": sessions_to_doc(state.sessions),
     }
 
 
@@ -396,6 +411,9 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
         previous_keys=[_unb64(k) for k in doc.get("previous_keys", [])],
         rules={uuid.UUID(b): str(r) for b, r in doc.get("rules", {}).items()},
         accept_from=str(doc.get("accept_from", "anyone")),
+        # Absent from states written before forward secrecy (issue 18).
+        prekeys=PrekeyVault.from_doc(doc.get("prekeys")),
+        sessions=sessions_from_doc(doc.get("sessions")),
     )
 
 

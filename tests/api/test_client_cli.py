@@ -108,6 +108,17 @@ def test_two_people_register_talk_and_compare_safety_numbers(
     (device,) = doc(client(homes["alice"], "devices"))["devices"]
     assert device["this_device"] and device["device_id"] == who["device_id"]
 
+    # Alice's first contact claimed one prekey of each kind of Bob's; Bob
+    # answered on that session, so none of Alice's were claimed.
+    assert doc(client(homes["alice"], "prekeys"))["one_time_prekeys"] == 100
+    prekeys = doc(client(homes["bob"], "prekeys"))
+    assert (prekeys["one_time_prekeys"], prekeys["one_time_kem_prekeys"]) == (99, 99)
+    assert prekeys["signed_prekey_id"] and prekeys["low"] is False
+    rotated = doc(client(homes["bob"], "prekeys", "--rotate"))
+    assert rotated["signed_prekey_id"] not in (0, prekeys["signed_prekey_id"])
+    refilled = doc(client(homes["bob"], "prekeys", "--refill"))
+    assert (refilled["one_time_prekeys"], refilled["one_time_kem_prekeys"]) == (100, 100)
+
     wrong = client(homes["alice"], "whoami", passphrase="nope", check=False)
     assert wrong.returncode == 1
     assert doc(wrong)["error"]["type"] == "WrongPassphrase"
