@@ -108,9 +108,6 @@ class Sessions:
             if entry.current is None and not entry.archived:
                 del self._book[key]
 
-    def drop(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
-        self._book.pop((box_id, device_id), None)
-
     def reset_all(self) -> None:
         """Our identity keys changed: send on no existing session again."""
         for entry in self._book.values():
