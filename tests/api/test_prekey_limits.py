@@ -95,3 +95,22 @@ async def test_claims_on_a_box_hidden_from_the_caller_spend_none_of_its_budget(
     for _ in range(3):  # as for a box that does not exist
         await expect(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", claim(mallory, alice.box_id))
     assert len((await claim(bob, alice.box_id)).bundles) == 1
+
+
+async def test_a_claim_the_box_limit_refuses_still_costs_the_caller(
+    make_api: Callable[..., Any],
+) -> None:
+    """Hammering a box whose budget is spent is not free: each refusal
+    spends the caller's own unit (docs/security.md, "Prekey claims")."""
+    api: Api = await make_api(
+        prekey_claim_rate_per_device="2/hour", prekey_claim_rate_per_box="1/hour"
+    )
+    alice, carol, bob = await devices(api, "alice", "carol", "bob")
+    for target in (alice, carol):
+        await upload(target, full_upload(target, one_time_count=2, kem_count=2))
+    await claim(bob, alice.box_id)
+    box = await refused(claim(bob, alice.box_id), REASON)
+    assert box["limit"] == "1 per 1 hour"  # the box's limit refused
+    device = await refused(claim(bob, carol.box_id), REASON)
+    assert device["limit"] == "2 per 1 hour"  # and bob's own budget is spent
+    assert (await status(carol)).one_time_prekeys == 2
