@@ -226,9 +226,10 @@ class Live:
             readers = [RecipientDevice(d.device_id, d.encryption_key) for d in devices]
             envelope = seal_envelope(sender, box_id, readers, mid, kind, body, now_ms=sent_at)
         else:
-            envelope = await self._sessions.seal(
+            sealed = await self._sessions.seal(
                 box_id, [Reader(box_id, d) for d in devices], mid, kind, body, sent_at_ms=sent_at
             )
+            envelope = sealed.envelope
         request = pb.SendRequest(
             ephemeral=ephemeral,
             messages=[

@@ -135,12 +135,12 @@ class Messaging:
                 readers += others
             if not readers:
                 raise ClientError("no other device could read this message")
-            envelope = await self._sessions.seal(
+            sealed = await self._sessions.seal(
                 box_id, readers, mid, TEXT_KIND, body, sent_at_ms=sent_at
             )
+            envelope = sealed.envelope
             if box_id == own_reader_box:
-                unreachable = set(self._sessions.unreachable)
-                others = [o for o in others if o.device.device_id not in unreachable]
+                others = [o for o in others if o.device.device_id not in sealed.unreachable]
             outgoing.append(
                 pb.OutgoingMessage(
                     recipient_box_id=str(box_id), message_id=str(mid), ciphertext=envelope

@@ -34,7 +34,7 @@ envelope's own (``draft.associated_data`` / ``parsed.associated_data``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -65,14 +65,20 @@ class Reader:
     device: PinnedDevice
 
 
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A signed envelope, and the reader devices left out of it (no prekeys)."""
+
+    envelope: bytes
+    unreachable: tuple[uuid.UUID, ...]
+
+
 class Sessions:
     """Encrypts content keys to reader devices and decrypts them, per session."""
 
     def __init__(self, session: Session, *, clock: Callable[[], int] = now_ms) -> None:
         self._session = session
         self._clock = clock
-        #: Devices the last ``seal`` could not reach (no prekeys published).
-        self.unreachable: tuple[uuid.UUID, ...] = ()
 
     @property
     def _book(self) -> dict[SessionKey, DeviceSessions]:
@@ -102,9 +108,6 @@ class Sessions:
             if entry.current is None and not entry.archived:
                 del self._book[key]
 
-    def drop(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
-        self._book.pop((box_id, device_id), None)
-
     def reset_all(self) -> None:
         """Our identity keys changed: send on no existing session again."""
         for entry in self._book.values():
@@ -122,9 +125,10 @@ class Sessions:
         body: bytes,
         *,
         sent_at_ms: int,
-    ) -> bytes:
+    ) -> Sealed:
         """The signed v2 envelope for ``readers``; devices that published no
-        prekeys yet cannot read it (``unreachable``); ``ClientError`` if none can."""
+        prekeys yet cannot read it (``Sealed.unreachable``); ``ClientError``
+        if none can."""
         s = self._session
         for box in {r.box_id for r in readers}:
             self.prune(box)
@@ -140,7 +144,7 @@ class Sessions:
             for r in readers
             if r.device.device_id in bundles or self.current(r.box_id, r.device.device_id)
         ]
-        self.unreachable = tuple(r.device.device_id for r in readers if r not in reachable)
+        unreachable = tuple(r.device.device_id for r in readers if r not in reachable)
         if not reachable:
             raise ClientError(
                 "no device of the recipient has published prekeys yet, so none could read it"
@@ -166,7 +170,7 @@ class Sessions:
                 entries[device_id] = await self._start(
                     r, bundle, draft.content_key, draft.associated_data
                 )
-        return seal_draft(draft, entries, kind, body)
+        return Sealed(seal_draft(draft, entries, kind, body), unreachable)
 
     async def _encrypt(self, reader: Reader, content_key: bytes, envelope_ad: bytes) -> DeviceEntry:
         record = self.current(reader.box_id, reader.device.device_id)
@@ -364,8 +368,4 @@ def _opened(parsed: ParsedEnvelope, kind: str, body: bytes) -> OpenedMessage:
     )
 
 
-def readers_of(box_id: uuid.UUID, devices: Mapping[uuid.UUID, PinnedDevice]) -> list[Reader]:
-    return [Reader(box_id, d) for d in devices.values()]
-
-
-__all__ = ["Reader", "Sessions", "readers_of"]
+__all__ = ["Reader", "Sealed", "Sessions"]

@@ -371,3 +371,25 @@ async def test_a_message_that_verifies_but_does_not_open_changes_nothing(
         await bob.open_message(resigned(second, alice, len(second.ciphertext) - 65))
     assert json.dumps(book.current.ratchet, sort_keys=True) == ratchet
     assert (await bob.open_message(second)).text == "second"
+
+
+async def test_devices_without_prekeys_are_left_out_of_the_envelope(
+    api: Api, people: Join, tmp_path: Path
+) -> None:
+    """Bob's tablet and Alice's tablet have no prekeys (say, not upgraded):
+    the message reaches Bob's phone, and no own-box copy is queued that no
+    other device of Alice's could open."""
+    alice, bob = await people("alice"), await people("bob")
+    async with AsyncExitStack() as stack:
+        bob_tablet = await add_second_device(api, bob, tmp_path / "bob-tablet", stack)
+        alice_tablet = await add_second_device(api, alice, tmp_path / "alice-tablet", stack)
+        assert bob.box_id is not None and alice.box_id is not None
+        await api.store.delete_prekeys(bob.box_id, bob_tablet.device_id)
+        await api.store.delete_prekeys(alice.box_id, alice_tablet.device_id)
+        report = await alice.send([contact_of(bob)], "phone only")
+        assert [(r.box_id, r.own_copy) for r in report.results] == [(bob.box_id, False)]
+        message = await captured(api, bob, report.message_id)
+        assert entry_for(bob, message).header.recipient_devices == (bob.device_id,)
+        await bob.resolve(contact_of(alice))
+        assert texts(await drain(bob)) == ["phone only"]
+        assert not alice.has_session(bob.box_id, bob_tablet.device_id)
