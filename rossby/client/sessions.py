@@ -43,6 +43,7 @@ from rossby.client.errors import ClientError, UntrustedKeys
 from rossby.client.session import Session, now_ms
 from rossby.client.state import PinnedDevice
 from rossby.client.vault import DeviceSessions, SessionKey, SessionRecord
+from rossby.client.wire import bundle_from
 from rossby.crypto import OpenedMessage, SenderIdentity
 from rossby.crypto.envelope_v2 import (
     DeviceEntry,
@@ -242,19 +243,8 @@ class Sessions:
                     f"the keystore's prekey bundle for device {device_id} names other "
                     "identity keys than the ones pinned for it"
                 )
-            has_one_time = b.HasField("one_time_prekey")
-            out[device_id] = Bundle(
-                identity=IdentityKeys(device_id, pin.encryption_key, pin.signing_key),
-                signed_prekey_id=b.signed_prekey.key_id,
-                signed_prekey=bytes(b.signed_prekey.public_key),
-                signed_prekey_signature=bytes(b.signed_prekey.signature),
-                one_time_prekey_id=b.one_time_prekey.key_id if has_one_time else None,
-                one_time_prekey=bytes(b.one_time_prekey.public_key) if has_one_time else None,
-                kem_prekey_id=b.kem_prekey.key_id,
-                kem_prekey=bytes(b.kem_prekey.public_key),
-                kem_prekey_signature=bytes(b.kem_prekey.signature),
-                kem_last_resort=b.kem_last_resort,
-            )
+            identity = IdentityKeys(device_id, pin.encryption_key, pin.signing_key)
+            out[device_id] = bundle_from(b, identity)
         return out
 
     # -- receiving ---------------------------------------------------------------

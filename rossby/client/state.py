@@ -25,7 +25,6 @@ Deriving the key costs nothing per run, unlike a second scrypt.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -47,8 +46,10 @@ from rossby.client.vault import (
     DeviceSessions,
     PrekeyVault,
     SessionKey,
+    b64,
     sessions_from_doc,
     sessions_to_doc,
+    unb64,
 )
 from rossby.contacts import NormalizedContact, normalize
 from rossby.crypto import DeviceKeyPair
@@ -263,16 +264,6 @@ def parse_contact_key(key: str) -> NormalizedContact:
     return normalize(kind, value)
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _unb64(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise ValueError("expected base64 text")
-    return base64.b64decode(text, validate=True)
-
-
 def _to_doc(state: ClientState) -> dict[str, Any]:
     return {
         "v": 1,
@@ -280,9 +271,9 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
         "tls": None
         if state.tls is None
         else {
-            "ca": _b64(state.tls.ca) if state.tls.ca else None,
-            "client_cert": _b64(state.tls.client_cert) if state.tls.client_cert else None,
-            "client_key": _b64(state.tls.client_key) if state.tls.client_key else None,
+            "ca": b64(state.tls.ca) if state.tls.ca else None,
+            "client_cert": b64(state.tls.client_cert) if state.tls.client_cert else None,
+            "client_key": b64(state.tls.client_key) if state.tls.client_key else None,
             "server_name": state.tls.server_name,
         },
         "hawk_address": state.hawk_address,
@@ -296,8 +287,8 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
                 "devices": {
                     str(d.device_id): {
                         "name": d.name,
-                        "enc": _b64(d.encryption_key),
-                        "sig": _b64(d.signing_key),
+                        "enc": b64(d.encryption_key),
+                        "sig": b64(d.signing_key),
                     }
                     for d in pin.devices.values()
                 },
@@ -316,15 +307,15 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
                 "sender_box": h.sender_box,
                 "sender_device": h.sender_device,
                 "received_at_ms": h.received_at_ms,
-                "ciphertext": _b64(h.ciphertext),
+                "ciphertext": b64(h.ciphertext),
             }
             for h in state.held
         ],
         "logs": {
             str(box): {
                 "seq": log.seq,
-                "head": _b64(log.head),
-                "devices": {str(d): [_b64(k[0]), _b64(k[1])] for d, k in log.devices.items()},
+                "head": b64(log.head),
+                "devices": {str(d): [b64(k[0]), b64(k[1])] for d, k in log.devices.items()},
                 "retired": sorted(str(d) for d in log.retired),
             }
             for box, log in state.logs.items()
@@ -333,9 +324,9 @@ def _to_doc(state: ClientState) -> dict[str, Any]:
         if state.pending_link is None
         else {
             "offer_id": str(state.pending_link.offer_id),
-            "mac_key": _b64(state.pending_link.mac_key),
+            "mac_key": b64(state.pending_link.mac_key),
         },
-        "previous_keys": [_b64(k) for k in state.previous_keys],
+        "previous_keys": [b64(k) for k in state.previous_keys],
         "rules": {str(b): r for b, r in state.rules.items()},
         "accept_from": state.accept_from,
         "prekeys": state.prekeys.to_doc(),
@@ -351,7 +342,7 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
         box_id = uuid.UUID(box)
         devices = {
             uuid.UUID(d): PinnedDevice(
-                uuid.UUID(d), str(v["name"]), _unb64(v["enc"]), _unb64(v["sig"])
+                uuid.UUID(d), str(v["name"]), unb64(v["enc"]), unb64(v["sig"])
             )
             for d, v in p["devices"].items()
         }
@@ -362,8 +353,8 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
         logs[box_id] = ChainState(
             box_id,
             int(entry["seq"]),
-            _unb64(entry["head"]),
-            {uuid.UUID(d): (_unb64(k[0]), _unb64(k[1])) for d, k in entry["devices"].items()},
+            unb64(entry["head"]),
+            {uuid.UUID(d): (unb64(k[0]), unb64(k[1])) for d, k in entry["devices"].items()},
             {uuid.UUID(d) for d in entry["retired"]},
         )
     pending = doc.get("pending_link")
@@ -372,9 +363,9 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
         None
         if tls_doc is None
         else TlsConfig(
-            ca=_unb64(tls_doc["ca"]) if tls_doc.get("ca") else None,
-            client_cert=_unb64(tls_doc["client_cert"]) if tls_doc.get("client_cert") else None,
-            client_key=_unb64(tls_doc["client_key"]) if tls_doc.get("client_key") else None,
+            ca=unb64(tls_doc["ca"]) if tls_doc.get("ca") else None,
+            client_cert=unb64(tls_doc["client_cert"]) if tls_doc.get("client_cert") else None,
+            client_key=unb64(tls_doc["client_key"]) if tls_doc.get("client_key") else None,
             server_name=tls_doc.get("server_name"),
         )
     )
@@ -400,15 +391,15 @@ def _from_doc(doc: dict[str, Any]) -> ClientState:
                 str(h["sender_box"]),
                 str(h["sender_device"]),
                 int(h["received_at_ms"]),
-                _unb64(h["ciphertext"]),
+                unb64(h["ciphertext"]),
             )
             for h in doc["held"]
         ],
         logs=logs,
         pending_link=None
         if pending is None
-        else PendingLink(uuid.UUID(pending["offer_id"]), _unb64(pending["mac_key"])),
-        previous_keys=[_unb64(k) for k in doc.get("previous_keys", [])],
+        else PendingLink(uuid.UUID(pending["offer_id"]), unb64(pending["mac_key"])),
+        previous_keys=[unb64(k) for k in doc.get("previous_keys", [])],
         rules={uuid.UUID(b): str(r) for b, r in doc.get("rules", {}).items()},
         accept_from=str(doc.get("accept_from", "anyone")),
         # Absent from states written before forward secrecy (issue 18).

@@ -29,11 +29,11 @@ SessionKey = tuple[uuid.UUID, uuid.UUID]
 """(peer box, peer device)."""
 
 
-def _b64(raw: bytes) -> str:
+def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _unb64(text: Any) -> bytes:
+def unb64(text: Any) -> bytes:
     if not isinstance(text, str):
         raise ValueError("expected base64 text")
     return base64.b64decode(text, validate=True)
@@ -94,10 +94,10 @@ class PrekeyVault:
             "signed_id": self.signed_id,
             "last_resort_id": self.last_resort_id,
             "rotated_at_ms": self.rotated_at_ms,
-            "signed": {str(k): _b64(v) for k, v in self.signed.items()},
-            "one_time": {str(k): _b64(v) for k, v in self.one_time.items()},
-            "kem": {str(k): _b64(v) for k, v in self.kem.items()},
-            "last_resort": {str(k): _b64(v) for k, v in self.last_resort.items()},
+            "signed": {str(k): b64(v) for k, v in self.signed.items()},
+            "one_time": {str(k): b64(v) for k, v in self.one_time.items()},
+            "kem": {str(k): b64(v) for k, v in self.kem.items()},
+            "last_resort": {str(k): b64(v) for k, v in self.last_resort.items()},
             "retired": {str(k): v for k, v in self.retired.items()},
         }
 
@@ -107,7 +107,7 @@ class PrekeyVault:
             return cls()
 
         def pool(name: str) -> dict[int, bytes]:
-            return {int(k): _unb64(v) for k, v in doc.get(name, {}).items()}
+            return {int(k): unb64(v) for k, v in doc.get(name, {}).items()}
 
         return cls(
             next_id=int(doc["next_id"]),
@@ -149,11 +149,11 @@ class SessionRecord:
     def to_doc(self) -> dict[str, Any]:
         return {
             "ratchet": self.ratchet,
-            "peer_dh": _b64(self.peer_dh),
-            "peer_signing": _b64(self.peer_signing),
+            "peer_dh": b64(self.peer_dh),
+            "peer_signing": b64(self.peer_signing),
             "created_at_ms": self.created_at_ms,
-            "initial": None if self.initial is None else _b64(self.initial),
-            "own_dh": _b64(self.own_dh),
+            "initial": None if self.initial is None else b64(self.initial),
+            "own_dh": b64(self.own_dh),
         }
 
     @classmethod
@@ -164,11 +164,11 @@ class SessionRecord:
         initial = doc.get("initial")
         return cls(
             ratchet=ratchet,
-            peer_dh=_unb64(doc["peer_dh"]),
-            peer_signing=_unb64(doc["peer_signing"]),
+            peer_dh=unb64(doc["peer_dh"]),
+            peer_signing=unb64(doc["peer_signing"]),
             created_at_ms=int(doc["created_at_ms"]),
-            initial=None if initial is None else _unb64(initial),
-            own_dh=_unb64(doc.get("own_dh", "")),
+            initial=None if initial is None else unb64(initial),
+            own_dh=unb64(doc.get("own_dh", "")),
         )
 
 
@@ -231,6 +231,8 @@ __all__ = [
     "PrekeyVault",
     "SessionKey",
     "SessionRecord",
+    "b64",
     "sessions_from_doc",
     "sessions_to_doc",
+    "unb64",
 ]

@@ -13,6 +13,7 @@ from rossby.client.models import KeyLogRecord, ProfileInfo
 from rossby.client.state import HeldEnvelope
 from rossby.contacts import NormalizedContact
 from rossby.crypto.keylog import ChangeKind, LogEntry
+from rossby.crypto.pqxdh import Bundle, IdentityKeys
 from rossby.v1 import rossby_pb2 as pb
 
 _KINDS = {int(k): k for k in ChangeKind}
@@ -22,6 +23,24 @@ ACCEPT_PB = {
 }
 _ACCEPT_NAME = {v: k for k, v in ACCEPT_PB.items()}
 RULE_PB = {"blocked": pb.SENDER_RULE_BLOCKED, "accepted": pb.SENDER_RULE_ACCEPTED}
+
+
+def bundle_from(b: pb.PrekeyBundle, identity: IdentityKeys) -> Bundle:
+    """A claimed bundle for PQXDH, under ``identity``: the keys the caller trusts
+    for that device (its pin), which it has checked against ``b.device``."""
+    has_one_time = b.HasField("one_time_prekey")
+    return Bundle(
+        identity=identity,
+        signed_prekey_id=b.signed_prekey.key_id,
+        signed_prekey=bytes(b.signed_prekey.public_key),
+        signed_prekey_signature=bytes(b.signed_prekey.signature),
+        one_time_prekey_id=b.one_time_prekey.key_id if has_one_time else None,
+        one_time_prekey=bytes(b.one_time_prekey.public_key) if has_one_time else None,
+        kem_prekey_id=b.kem_prekey.key_id,
+        kem_prekey=bytes(b.kem_prekey.public_key),
+        kem_prekey_signature=bytes(b.kem_prekey.signature),
+        kem_last_resort=b.kem_last_resort,
+    )
 
 
 def pb_contact(contact: NormalizedContact) -> pb.Contact:

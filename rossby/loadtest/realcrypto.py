@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rossby.client.wire import bundle_from
 from rossby.crypto import SenderIdentity
 from rossby.crypto.envelope_v2 import (
     DeviceEntry,
@@ -107,20 +108,10 @@ def _identity(device: SimDevice) -> IdentityKeys:
 
 
 def _bundle(b: pb.PrekeyBundle) -> Bundle:
+    """The harness trusts the keystore for identity keys (it has no pins)."""
     keys = b.device.keys
-    has_one_time = b.HasField("one_time_prekey")
-    return Bundle(
-        identity=IdentityKeys(uuid.UUID(b.device.device_id), keys.encryption_key, keys.signing_key),
-        signed_prekey_id=b.signed_prekey.key_id,
-        signed_prekey=b.signed_prekey.public_key,
-        signed_prekey_signature=b.signed_prekey.signature,
-        one_time_prekey_id=b.one_time_prekey.key_id if has_one_time else None,
-        one_time_prekey=b.one_time_prekey.public_key if has_one_time else None,
-        kem_prekey_id=b.kem_prekey.key_id,
-        kem_prekey=b.kem_prekey.public_key,
-        kem_prekey_signature=b.kem_prekey.signature,
-        kem_last_resort=b.kem_last_resort,
-    )
+    identity = IdentityKeys(uuid.UUID(b.device.device_id), keys.encryption_key, keys.signing_key)
+    return bundle_from(b, identity)
 
 
 class RealCrypto:

@@ -61,6 +61,7 @@ from rossby.crypto import (
     seal_envelope,
 )
 from rossby.v1 import rossby_pb2
+from tests.support.sessions import ScriptedRng
 
 OUT = Path(__file__).with_name("envelope_v1.json")
 OUT_V2 = Path(__file__).with_name("envelope_v2.json")
@@ -73,18 +74,6 @@ def fixed(label: str, n: int = 32) -> bytes:
 def fixed64(label: str) -> bytes:
     """64 fixed bytes (an ML-KEM-768 seed): the two halves are labelled apart."""
     return fixed(label + " (d)") + fixed(label + " (z)")
-
-
-class ScriptedRng:
-    """Answers a fixed list of byte strings, in order, checking each requested length."""
-
-    def __init__(self, *answers: bytes) -> None:
-        self.answers = list(answers)
-
-    def __call__(self, n: int) -> bytes:
-        out = self.answers.pop(0)
-        assert len(out) == n, (len(out), n)
-        return out
 
 
 def device(label: str) -> dict[str, str]:
