@@ -89,6 +89,9 @@ class Server:
             "ROSSBY_SEND_RATE_PER_DEVICE": "0",
             # Every loadtest user registers from 127.0.0.1.
             "ROSSBY_REGISTER_RATE_PER_ADDRESS": "0",
+            # --crypto real: every pair of users claims prekeys once, within seconds.
+            "ROSSBY_PREKEY_CLAIM_RATE_PER_DEVICE": "0",
+            "ROSSBY_PREKEY_CLAIM_RATE_PER_BOX": "0",
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -127,7 +130,13 @@ class Server:
 
 
 def loadtest(
-    server: Server, name: str, mix: str, args: argparse.Namespace, out: Path, settle: float
+    server: Server,
+    name: str,
+    mix: str,
+    args: argparse.Namespace,
+    out: Path,
+    settle: float,
+    crypto: str = "random",
 ) -> dict[str, Any]:
     report = out / f"loadtest-{name}.json"
     cmd = [
@@ -136,6 +145,7 @@ def loadtest(
         "--processes", str(args.lt_processes), "--concurrency", str(args.concurrency),
         "--duration", str(args.seconds), "--mix", mix, "--payload-bytes", "1024",
         "--settle", str(settle), "--report", str(report), "--no-progress", "--quiet",
+        "--crypto", crypto,
     ]  # fmt: skip
     assert server.proc is not None
     with CpuSampler(server.proc.pid) as cpu:
@@ -160,6 +170,8 @@ def loadtest(
         # The server's own CPU during the run phase, per RPC answered OK then.
         "server_cpu_seconds": round(server_cpu, 3),
         "server_cpu_us_per_call": cpu_per_call_us(server_cpu, calls),
+        # --crypto real: the load generator's CPU ms per seal/open (mean, p50, p99).
+        "client_crypto": data.get("crypto", {}),
         "report": str(report),
         "command": " ".join(cmd[1:]),
     }  # fmt: skip
@@ -209,7 +221,7 @@ def main() -> int:
     p.add_argument("--users", type=int, default=100)
     p.add_argument("--lt-processes", type=int, default=1, help="rossby loadtest --processes")
     p.add_argument("--workers", type=int, default=1, help="rossby serve --workers (env)")
-    p.add_argument("--skip", default="", help="comma list: grpc,storage,sqlite,cassandra,synapse")
+    p.add_argument("--skip", default="", help="comma list: grpc,storage,sqlite,realcrypto,cassandra,synapse")
     p.add_argument("--synapse-python", default="/tmp/bench-synapse-venv/bin/python")
     p.add_argument(
         "--keyspace",
@@ -295,6 +307,10 @@ def main() -> int:
                     server, "sqlite-send", "send=1", args, out, 0.0))  # fmt: skip
                 part("rossby_sqlite_mix", lambda: loadtest(
                     server, "sqlite-mix", "send=6,group=1,fetch=3", args, out, 0.0))  # fmt: skip
+                if "realcrypto" not in skip:
+                    part("rossby_sqlite_mix_realcrypto", lambda: loadtest(
+                        server, "sqlite-mix-realcrypto", "send=6,group=1,fetch=3", args, out,
+                        0.0, crypto="real"))  # fmt: skip
         if "cassandra" not in skip:
             url = f"cassandra://127.0.0.1:9042/{args.keyspace}?{CASS_OPTS}"
             with Server(url, out / "rossby-cassandra", args.workers) as server:

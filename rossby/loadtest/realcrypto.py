@@ -55,9 +55,9 @@ from rossby.loadtest.stats import Recorder
 from rossby.v1 import rossby_pb2 as pb
 
 KIND = "loadtest"
-POOL = 32
-"""One-time prekeys of each kind per device: enough for a few dozen first contacts;
-a device whose pool runs dry is claimed with its last-resort key, as in production."""
+POOL = 100
+"""One-time prekeys of each kind per device, as the SDK publishes; a device whose
+pool runs dry is claimed with its last-resort key, as in production."""
 MAX_SESSIONS = 4
 """Sessions kept per peer device (the newest first)."""
 
