@@ -221,7 +221,9 @@ def main() -> int:
     p.add_argument("--users", type=int, default=100)
     p.add_argument("--lt-processes", type=int, default=1, help="rossby loadtest --processes")
     p.add_argument("--workers", type=int, default=1, help="rossby serve --workers (env)")
-    p.add_argument("--skip", default="", help="comma list: grpc,storage,sqlite,realcrypto,cassandra,synapse")
+    p.add_argument(
+        "--skip", default="", help="comma list: grpc,storage,sqlite,realcrypto,cassandra,synapse"
+    )
     p.add_argument("--synapse-python", default="/tmp/bench-synapse-venv/bin/python")
     p.add_argument(
         "--keyspace",
