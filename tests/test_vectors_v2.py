@@ -55,8 +55,7 @@ def device_id(name: str) -> uuid.UUID:
 
 
 def identity(name: str) -> IdentityKeys:
-    k = keys(name)
-    return IdentityKeys(device_id(name), k.encryption_public_bytes, k.signing_public_bytes)
+    return IdentityKeys.of(device_id(name), keys(name))
 
 
 def prekey(name: str, which: str) -> dict[str, Any]:

@@ -37,12 +37,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from rossby.client.errors import ClientError, UntrustedKeys
 from rossby.client.session import Session, now_ms
 from rossby.client.state import PinnedDevice
-from rossby.client.vault import DeviceSessions, SessionKey, SessionRecord
+from rossby.client.vault import DeviceSessions, FirstContactKeys, SessionKey, SessionRecord
 from rossby.client.wire import bundle_from
 from rossby.crypto import OpenedMessage, SenderIdentity
 from rossby.crypto.envelope_v2 import (
@@ -274,47 +272,34 @@ class Sessions:
         if entry.initial is None:
             raise InvalidEnvelope
         record, kind, body, used = await self._respond(parsed, entry.initial, sender)
-        for pool, key_id in used:
-            pool.pop(key_id, None)  # a one-time private is used once, then gone
+        self._session.state.prekeys.spend(used)  # a one-time private is used once, then gone
         book.install(record)
         self._book[key] = book
         return _opened(parsed, kind, body)
 
     async def _respond(
         self, parsed: ParsedEnvelope, header: InitialHeader, sender: PinnedDevice
-    ) -> tuple[SessionRecord, str, bytes, list[tuple[dict[int, bytes], int]]]:
+    ) -> tuple[SessionRecord, str, bytes, FirstContactKeys]:
         """PQXDH respond and the ratchet's first decrypt, with the privates
         ``header`` names; answers the session and the one-time keys it used."""
         s = self._session
-        vault = s.state.prekeys
-        signed = vault.signed.get(header.signed_prekey_id)
-        kem_pool = vault.last_resort if header.kem_last_resort else vault.kem
-        kem = kem_pool.get(header.kem_prekey_id)
-        one_time: bytes | None = None
-        used: list[tuple[dict[int, bytes], int]] = []
-        if header.one_time_prekey_id is not None:
-            one_time = vault.one_time.get(header.one_time_prekey_id)
-            if one_time is None:
-                raise InvalidEnvelope  # spent (a replayed first message) or never ours
-            used.append((vault.one_time, header.one_time_prekey_id))
-        if signed is None or kem is None:
-            raise InvalidEnvelope
-        if not header.kem_last_resort:
-            used.append((vault.kem, header.kem_prekey_id))
+        used = s.state.prekeys.first_contact(header)
+        own = self._own_identity()
         peer = IdentityKeys(sender.device_id, sender.encryption_key, sender.signing_key)
         try:
             secret, ad = respond(
                 s.keyfile.keys.encryption_private_bytes(),
-                self._own_identity(),
+                own,
                 peer,
                 header,
-                signed_prekey_private=signed,
-                one_time_prekey_private=one_time,
-                kem_private=kem,
+                signed_prekey_private=used.signed,
+                one_time_prekey_private=used.one_time,
+                kem_private=used.kem,
             )
             ratchet, content_key = await RatchetSession.respond(
-                secret, signed, parsed.entry.ratchet_message, parsed.associated_data, session_ad=ad
-            )
+                secret, used.signed, parsed.entry.ratchet_message, parsed.associated_data,
+                session_ad=ad,
+            )  # fmt: skip
             kind, body = open_body(parsed, content_key)
         except (CryptoError, ValueError):
             raise InvalidEnvelope from None
@@ -323,7 +308,7 @@ class Sessions:
             peer_dh=sender.encryption_key,
             peer_signing=sender.signing_key,
             created_at_ms=self._clock(),
-            own_dh=self._own_identity().dh_public,
+            own_dh=own.dh_public,
         )
         return record, kind, body, used
 
@@ -336,13 +321,7 @@ class Sessions:
         )
 
     def _own_identity(self) -> IdentityKeys:
-        keys = self._session.keyfile.keys
-        private = X25519PrivateKey.from_private_bytes(keys.encryption_private_bytes())
-        return IdentityKeys(
-            self._session.device_id,
-            private.public_key().public_bytes_raw(),
-            keys.signing_public_bytes,
-        )
+        return IdentityKeys.of(self._session.device_id, self._session.keyfile.keys)
 
 
 def _opened(parsed: ParsedEnvelope, kind: str, body: bytes) -> OpenedMessage:

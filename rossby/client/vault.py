@@ -19,6 +19,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from rossby.crypto.errors import InvalidEnvelope
+from rossby.crypto.pqxdh import InitialHeader
+
 MAX_ARCHIVED = 3
 """Older sessions kept per peer device for decryption only: messages the
 peer sent on a session before it learned of a newer one (two devices that
@@ -37,6 +40,18 @@ def unb64(text: Any) -> bytes:
     if not isinstance(text, str):
         raise ValueError("expected base64 text")
     return base64.b64decode(text, validate=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FirstContactKeys:
+    """The privates a first message's PQXDH header names (PQXDH 3.4)."""
+
+    signed: bytes = field(repr=False)
+    one_time: bytes | None = field(repr=False)
+    kem: bytes = field(repr=False)
+    #: One-time key ids to delete once the message opened: (X25519 id, KEM id).
+    one_time_id: int | None
+    kem_one_time_id: int | None
 
 
 @dataclass(slots=True)
@@ -87,6 +102,35 @@ class PrekeyVault:
             for pool in (self.signed, self.one_time, self.kem, self.last_resort):
                 pool.pop(key_id, None)
             self.retired.pop(key_id, None)
+
+    def first_contact(self, header: InitialHeader) -> FirstContactKeys:
+        """The privates ``header`` names; ``InvalidEnvelope`` when one is not here
+        (spent: a replayed first message; retired and purged; or never ours)."""
+        signed = self.signed.get(header.signed_prekey_id)
+        kem_pool = self.last_resort if header.kem_last_resort else self.kem
+        kem = kem_pool.get(header.kem_prekey_id)
+        one_time: bytes | None = None
+        if header.one_time_prekey_id is not None:
+            one_time = self.one_time.get(header.one_time_prekey_id)
+            if one_time is None:
+                raise InvalidEnvelope
+        if signed is None or kem is None:
+            raise InvalidEnvelope
+        return FirstContactKeys(
+            signed=signed,
+            one_time=one_time,
+            kem=kem,
+            one_time_id=header.one_time_prekey_id,
+            kem_one_time_id=None if header.kem_last_resort else header.kem_prekey_id,
+        )
+
+    def spend(self, keys: FirstContactKeys) -> None:
+        """Delete the one-time privates a first message used: once it opened, they
+        are what a thief must not find (PQXDH 3.4)."""
+        if keys.one_time_id is not None:
+            self.one_time.pop(keys.one_time_id, None)
+        if keys.kem_one_time_id is not None:
+            self.kem.pop(keys.kem_one_time_id, None)
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -228,6 +272,7 @@ def sessions_from_doc(doc: dict[str, Any] | None) -> dict[SessionKey, DeviceSess
 __all__ = [
     "MAX_ARCHIVED",
     "DeviceSessions",
+    "FirstContactKeys",
     "PrekeyVault",
     "SessionKey",
     "SessionRecord",

@@ -43,6 +43,7 @@ from rossby.crypto._common import (
     x25519_public,
 )
 from rossby.crypto.errors import InvalidBundle, InvalidEnvelope
+from rossby.crypto.keys import DeviceKeyPair
 from rossby.crypto.prekeys import (
     MAX_KEY_ID,
     MLKEM768_CIPHERTEXT_BYTES,
@@ -76,6 +77,11 @@ class IdentityKeys:
     device_id: uuid.UUID
     dh_public: bytes
     signing_public: bytes
+
+    @classmethod
+    def of(cls, device_id: uuid.UUID, keys: DeviceKeyPair) -> IdentityKeys:
+        """The public identity of a device whose key pair we hold (our own)."""
+        return cls(device_id, keys.encryption_public_bytes, keys.signing_public_bytes)
 
     def encode(self) -> bytes:
         """device id (16) || X25519 IK (32) || Ed25519 (32): fixed length, so concatenable."""

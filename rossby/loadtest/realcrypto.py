@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rossby.client.vault import PrekeyVault
 from rossby.client.wire import bundle_from
 from rossby.crypto import SenderIdentity
 from rossby.crypto.envelope_v2 import (
@@ -73,8 +74,6 @@ class _Session:
     ratchet: RatchetSession
     #: Our PQXDH header, sent with every message until the peer answers on the session.
     initial: InitialHeader | None = None
-    #: The peer's PQXDH ephemeral key when the peer started the session.
-    peer_ephemeral: bytes = b""
 
 
 @dataclass
@@ -83,10 +82,8 @@ class _DeviceCrypto:
 
     device: SimDevice
     identity: IdentityKeys
-    signed: PrekeySecret
-    last_resort: PrekeySecret
-    one_time: dict[int, PrekeySecret]
-    one_time_kem: dict[int, PrekeySecret]
+    #: The private halves of the published prekeys, kept as the SDK keeps them.
+    vault: PrekeyVault
     sessions: dict[uuid.UUID, list[_Session]] = field(default_factory=dict)
     #: Recipient box -> its (only) device's identity, learned from a claim.
     readers: dict[str, IdentityKeys] = field(default_factory=dict)
@@ -100,11 +97,6 @@ class _DeviceCrypto:
         kept = self.sessions.setdefault(peer, [])
         kept.insert(0, session)
         del kept[MAX_SESSIONS:]
-
-
-def _identity(device: SimDevice) -> IdentityKeys:
-    pub = device.keys.public()
-    return IdentityKeys(device.device_id, pub.encryption_public, pub.signing_public)
 
 
 def _bundle(b: pb.PrekeyBundle) -> Bundle:
@@ -125,33 +117,36 @@ class RealCrypto:
     async def prepare(self, device: SimDevice, deadline: float) -> None:
         signing = device.keys.signing_private
         did = device.device_id
-        state = _DeviceCrypto(
-            device=device,
-            identity=_identity(device),
-            signed=generate_signed_prekey(signing, did, 1),
-            last_resort=generate_kem_prekeys(signing, did, 1, 1, last_resort=True)[0],
-            one_time={k.key_id: k for k in generate_one_time_prekeys(1, POOL)},
-            one_time_kem={k.key_id: k for k in generate_kem_prekeys(signing, did, 1, POOL)},
-        )
+        vault = PrekeyVault()
+        signed = generate_signed_prekey(signing, did, vault.take_ids(1))
+        last_resort = generate_kem_prekeys(signing, did, vault.take_ids(1), 1, last_resort=True)
+        one_time = generate_one_time_prekeys(vault.take_ids(POOL), POOL)
+        kem = generate_kem_prekeys(signing, did, vault.take_ids(POOL), POOL)
+        for pool, keys in (
+            (vault.signed, [signed]),
+            (vault.last_resort, last_resort),
+            (vault.one_time, one_time),
+            (vault.kem, kem),
+        ):
+            pool.update((k.key_id, k.private) for k in keys)
 
-        def signed(k: PrekeySecret) -> pb.SignedPrekey:
+        def published(k: PrekeySecret) -> pb.SignedPrekey:
             return pb.SignedPrekey(key_id=k.key_id, public_key=k.public, signature=k.signature)
 
         await device.call(
             "UploadPrekeys",
             pb.UploadPrekeysRequest(
-                signed_prekey=signed(state.signed),
+                signed_prekey=published(signed),
                 one_time_prekeys=[
-                    pb.OneTimePrekey(key_id=k.key_id, public_key=k.public)
-                    for k in state.one_time.values()
+                    pb.OneTimePrekey(key_id=k.key_id, public_key=k.public) for k in one_time
                 ],
-                one_time_kem_prekeys=[signed(k) for k in state.one_time_kem.values()],
-                last_resort_kem_prekey=signed(state.last_resort),
+                one_time_kem_prekeys=[published(k) for k in kem],
+                last_resort_kem_prekey=published(last_resort[0]),
             ),
             pb.UploadPrekeysResponse,
             deadline,
         )
-        self._devices[did] = state
+        self._devices[did] = _DeviceCrypto(device, IdentityKeys.of(did, device.keys), vault)
 
     # -- sending ---------------------------------------------------------------
 
@@ -277,39 +272,22 @@ class RealCrypto:
         entry = parsed.entry
         header = entry.initial
         assert header is not None
-        if header.signed_prekey_id != me.signed.key_id:
-            raise CryptoError("unknown signed prekey")
-        one_time = None
-        if header.one_time_prekey_id is not None:
-            found = me.one_time.get(header.one_time_prekey_id)
-            if found is None:
-                raise CryptoError("one-time prekey already used")
-            one_time = found.private
-        if header.kem_last_resort:
-            kem = me.last_resort if header.kem_prekey_id == me.last_resort.key_id else None
-        else:
-            kem = me.one_time_kem.get(header.kem_prekey_id)
-        if kem is None:
-            raise CryptoError("unknown KEM prekey")
+        used = me.vault.first_contact(header)
         secret, ad = respond(
             me.device.keys.encryption_private,
             me.identity,
             sender,
             header,
-            signed_prekey_private=me.signed.private,
-            one_time_prekey_private=one_time,
-            kem_private=kem.private,
+            signed_prekey_private=used.signed,
+            one_time_prekey_private=used.one_time,
+            kem_private=used.kem,
         )
         ratchet, key = await RatchetSession.respond(
-            secret, me.signed.private, entry.ratchet_message, parsed.associated_data, session_ad=ad
+            secret, used.signed, entry.ratchet_message, parsed.associated_data, session_ad=ad
         )
         _, body = open_body(parsed, key)
-        # Spec 3.4: the one-time privates go once the first message decrypted.
-        if header.one_time_prekey_id is not None:
-            me.one_time.pop(header.one_time_prekey_id, None)
-        if not header.kem_last_resort:
-            me.one_time_kem.pop(header.kem_prekey_id, None)
-        me.keep(sender.device_id, _Session(ratchet, peer_ephemeral=header.ephemeral_public))
+        me.vault.spend(used)
+        me.keep(sender.device_id, _Session(ratchet))
         return body
 
 

@@ -67,9 +67,7 @@ class Party:
 
     @property
     def identity(self) -> IdentityKeys:
-        return IdentityKeys(
-            self.id, self.keys.encryption_public_bytes, self.keys.signing_public_bytes
-        )
+        return IdentityKeys.of(self.id, self.keys)
 
     def sender(self) -> SenderIdentity:
         return SenderIdentity(self.box, self.id, self.keys.signing_private)

@@ -352,10 +352,7 @@ async def build_v2(previous: dict[str, Any]) -> dict[str, Any]:
     names = ("a1", "a2", "b1")
     ids = {n: uuid.UUID(v1["devices"][n]["device_id"]) for n in names}
     keys = {n: keypair(v1["devices"][n]) for n in names}
-    ident = {
-        n: IdentityKeys(ids[n], keys[n].encryption_public_bytes, keys[n].signing_public_bytes)
-        for n in names
-    }
+    ident = {n: IdentityKeys.of(ids[n], keys[n]) for n in names}
     prekeys = {n: _prekeys(n, keys[n], ids[n]) for n in ("a2", "b1")}
     kem_inputs: dict[str, dict[str, str]] = {}
 
