@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import Callable
 
 from rossby.store import Store
@@ -77,6 +78,19 @@ async def test_a_claim_is_forgotten_after_its_ttl(store: Store, clock: Clock) ->
     clock.advance(2.5)
     await asyncio.sleep(2.5)  # Cassandra's TTL runs on the server's own clock
     assert await store.claim_nonce(box, device, nonce, 1.0) is True
+
+
+async def test_a_short_claim_is_remembered_across_a_second_boundary(store: Store) -> None:
+    """Cassandra counts TTLs in whole seconds from the write's second: a
+    1-second TTL written late in a second is gone a few milliseconds later,
+    before the claim's own read. Claim just before a boundary and re-claim
+    just after it: the nonce must still be taken."""
+    box, device, nonce = new_id(), new_id(), os.urandom(16)
+    await asyncio.sleep((0.93 - time.time() % 1.0) % 1.0)
+    boundary = float(int(time.time()) + 1)
+    assert await store.claim_nonce(box, device, nonce, 1.0) is True
+    await asyncio.sleep(max(0.0, boundary + 0.05 - time.time()))
+    assert await store.claim_nonce(box, device, nonce, 1.0) is False
 
 
 async def test_housekeeping_removes_expired_claims_only(store: Store, clock: Clock) -> None:

@@ -16,6 +16,13 @@ acknowledged, and its read quorum meets each of their write quorums: it sees
 their rows and loses. Several may lose (a legitimate request never claims a
 nonce twice, so only replays do); none can win alongside another.
 
+Rows carry ``USING TTL`` in whole seconds, and Cassandra expires a cell once
+the clock's *second* passes the write's second plus the TTL, so a TTL of
+``ceil(ttl)`` can end up to a second early: with ``ttl = 1`` a row written at
+x.999 s is gone at (x+1).000 s, before the claim's own read (a flaky
+conformance test caught exactly that). ``_ttl_seconds`` adds that second, so
+a nonce is remembered for at least ``ttl`` as the contract says.
+
 Each row goes to every DC with the keyspace's replication, so a replay sent
 to another region after replication is refused there too; before that only
 the Hawk MAC, which binds each region's own public host name, refuses it.
@@ -34,6 +41,11 @@ if TYPE_CHECKING:
     from rossby.store.cassandra.driver import Bridge
 
 
+def _ttl_seconds(ttl: float) -> int:
+    """The smallest ``USING TTL`` that keeps a row for at least ``ttl`` seconds."""
+    return max(1, math.ceil(ttl)) + 1
+
+
 class CassandraNonces:
     """``claim_nonce``."""
 
@@ -49,7 +61,7 @@ class CassandraNonces:
         await self._db.execute(
             f"INSERT INTO {ks}.hawk_nonces (box_id, device_id, nonce, attempt)"
             " VALUES (?, ?, ?, ?) USING TTL ?",
-            (box_id, device_id, nonce, attempt, max(1, math.ceil(ttl))),
+            (box_id, device_id, nonce, attempt, _ttl_seconds(ttl)),
             profile=NONCES,
         )
         rows = await self._db.execute(
