@@ -20,7 +20,7 @@ Rows carry ``USING TTL`` in whole seconds, and Cassandra expires a cell once
 the clock's *second* passes the write's second plus the TTL, so a TTL of
 ``ceil(ttl)`` can end up to a second early: with ``ttl = 1`` a row written at
 x.999 s is gone at (x+1).000 s, before the claim's own read (a flaky
-conformance test caught exactly that). ``_ttl_seconds`` adds that second, so
+conformance test caught exactly that). ``ttl_covering`` adds that second, so
 a nonce is remembered for at least ``ttl`` as the contract says.
 
 Each row goes to every DC with the keyspace's replication, so a replay sent
@@ -30,20 +30,15 @@ the Hawk MAC, which binds each region's own public host name, refuses it.
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import TYPE_CHECKING
 
 from rossby.store.cassandra.config import NONCES
+from rossby.store.cassandra.plumbing import ttl_covering
 
 if TYPE_CHECKING:
     from rossby.store.cassandra.config import Settings
     from rossby.store.cassandra.driver import Bridge
-
-
-def _ttl_seconds(ttl: float) -> int:
-    """The smallest ``USING TTL`` that keeps a row for at least ``ttl`` seconds."""
-    return max(1, math.ceil(ttl)) + 1
 
 
 class CassandraNonces:
@@ -61,7 +56,7 @@ class CassandraNonces:
         await self._db.execute(
             f"INSERT INTO {ks}.hawk_nonces (box_id, device_id, nonce, attempt)"
             " VALUES (?, ?, ?, ?) USING TTL ?",
-            (box_id, device_id, nonce, attempt, _ttl_seconds(ttl)),
+            (box_id, device_id, nonce, attempt, ttl_covering(ttl)),
             profile=NONCES,
         )
         rows = await self._db.execute(

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from rossby.store.cassandra.positions import Allocator
 
 
+def ttl_covering(seconds: float) -> int:
+    """The smallest ``USING TTL`` that keeps a row for at least ``seconds``.
+
+    Cassandra expires a cell once the clock's *second* passes the write's
+    second plus the TTL, so ``ceil(seconds)`` alone can end up to a second
+    early (a 1-s TTL written at x.999 s is gone at (x+1).000 s)."""
+    return max(1, math.ceil(seconds)) + 1
+
+
 class Plumbing:
     """The store's shared state and helpers (a base of every concern)."""
 
@@ -58,4 +67,4 @@ class Plumbing:
         return self._settings.request_timeout
 
 
-__all__ = ["Plumbing"]
+__all__ = ["Plumbing", "ttl_covering"]
