@@ -21,6 +21,7 @@ from rossby.config import Settings, add_flags, settings_from_args
 from rossby.errors import ConfigError, RossbyError
 from rossby.logging import configure_logging, get_logger
 from rossby.replication import admin
+from rossby.server.push.vapid import b64url, generate_vapid_key_file
 from rossby.server.rewrap import rewrap_all
 from rossby.server.secrets import load_hawk_keyring
 from rossby.server.workers import serve
@@ -51,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_flags(rotate)
     add_client_parser(sub)
-    admin.add_parser(sub, add_flags)
+    actions = admin.add_parser(sub, add_flags)
+    keygen = actions.add_parser(
+        "vapid-keygen",
+        help="write a new VAPID private key (Web Push) to PATH, mode 0600, and print "
+        "its public key (base64url, the browsers' applicationServerKey)",
+    )
+    keygen.add_argument("path", metavar="PATH", help="the key file to create (never overwritten)")
     # Parsed by rossby.loadtest.cli (main() hands it the rest of argv); listed for --help.
     sub.add_parser(
         "loadtest", help="simulate users against servers; audit delivery", add_help=False
@@ -98,11 +105,36 @@ def _admin(args: argparse.Namespace) -> Callable[[Settings], Coroutine[Any, Any,
     return run_admin
 
 
+def _vapid_keygen(path: str) -> int:
+    """Needs no settings: the key is made before the configuration naming it."""
+    try:
+        public = generate_vapid_key_file(path)
+    except FileExistsError:
+        print(
+            f"rossby: admin vapid-keygen: {path} exists; not overwritten (a new key "
+            "invalidates every browser subscription made with the old one)",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:
+        print(f"rossby: admin vapid-keygen failed: {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(b64url(public))
+    print(
+        f"rossby: wrote {path} (mode 0600); set push_vapid_private_key_file to it, and "
+        "push_vapid_subject",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "client":
         return run_client(args)
+    if args.command == "admin" and args.action == "vapid-keygen":
+        return _vapid_keygen(args.path)
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:

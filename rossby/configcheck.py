@@ -7,15 +7,17 @@ job: what a setting may hold is here, where it comes from is there.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from rossby.errors import ConfigError
 from rossby.masterkeys import parse_keyring
+from rossby.pushspec import parse_allowed_hosts, parse_gateways
 from rossby.ratespec import parse_limit
 from rossby.replication.topology import resolve as resolve_topology
-from rossby.settings import CASSANDRA_KEYS, Settings
+from rossby.settings import CASSANDRA_KEYS, MAX_WEBPUSH_TTL, Settings
 from rossby.store import parse_store_url
 
 _CHOICES: Mapping[str, Sequence[str]] = {
@@ -70,6 +72,9 @@ def validate(s: Settings) -> Settings:
         "keepalive_timeout",
         "keepalive_min_interval",
         "connection_idle",
+        "push_coalesce_seconds",
+        "push_retry_base",
+        "push_timeout",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}: must be positive")
@@ -82,6 +87,14 @@ def validate(s: Settings) -> Settings:
         )
     if not 0 <= s.compact_interval <= 60:
         raise ConfigError("invalid setting compact_interval: must be 0 (every Ack) to 60 seconds")
+    if s.device_idle_days != 0 and not 1 <= s.device_idle_days <= 3650:
+        raise ConfigError("invalid setting device_idle_days: must be 0 (never) or 1 to 3650")
+    if s.device_idle_warning_days < 0 or (
+        s.device_idle_days and s.device_idle_warning_days >= s.device_idle_days
+    ):
+        raise ConfigError(
+            "invalid setting device_idle_warning_days: must be 0 (none) or below device_idle_days"
+        )
     if not 0 <= s.auth_cache_ttl <= 60:
         raise ConfigError("invalid setting auth_cache_ttl: must be 0 (off) to 60 seconds")
     if not 0 <= s.workers <= 1024:
@@ -98,6 +111,8 @@ def validate(s: Settings) -> Settings:
     _validate_store_connection(s)
     _validate_abuse_limits(s)
     _validate_sends_and_connections(s)
+    _validate_webpush(s)
+    _validate_push(s)
     if s.peer_address:
         p_host, p_sep, p_port = s.peer_address.rpartition(":")
         if p_sep and p_host.startswith("[") is p_host.endswith("]") and p_port.isdigit():
@@ -224,6 +239,45 @@ def _validate_sends_and_connections(s: Settings) -> None:
             f"invalid setting keepalive_min_interval: at most {SDK_PING_INTERVAL:g} "
             "(the SDK pings that often; slower would disconnect it with too_many_pings)"
         )
+
+
+#: What py_vapid signs as a JWT ``sub`` (RFC 8292 section 2.1: a mailto: or
+#: https: contact; py_vapid takes an https origin only, no path or port).
+_VAPID_SUBJECT = re.compile(
+    r"mailto:[^@\s/]+@(localhost|[\w-]+(\.[\w-]+)+)|https://(localhost|[\w-]+(\.[\w-]+)+)",
+    re.IGNORECASE,
+)
+
+
+def _validate_webpush(s: Settings) -> None:
+    if not 0 <= s.push_webpush_ttl <= MAX_WEBPUSH_TTL:
+        raise ConfigError(f"invalid setting push_webpush_ttl: must be 0 to {MAX_WEBPUSH_TTL}")
+    path = s.push_vapid_private_key_file
+    if not path:
+        return
+    if not Path(path).is_file():
+        raise ConfigError(f"invalid setting push_vapid_private_key_file: no such file {path!r}")
+    if not s.push_vapid_subject:
+        raise ConfigError(
+            "invalid setting push_vapid_subject: Web Push (push_vapid_private_key_file) "
+            "needs a contact, mailto:ops@example.com or https://example.com"
+        )
+    if not _VAPID_SUBJECT.fullmatch(s.push_vapid_subject):
+        raise ConfigError(
+            f"invalid setting push_vapid_subject: {s.push_vapid_subject!r} is neither "
+            "mailto:user@domain nor https://host (no path)"
+        )
+
+
+def _validate_push(s: Settings) -> None:
+    parse_gateways("push_gateways", s.push_gateways)
+    parse_allowed_hosts("push_webpush_allowed_hosts", s.push_webpush_allowed_hosts)
+    if not 1 <= s.push_retry_attempts <= 20:
+        raise ConfigError("invalid setting push_retry_attempts: must be 1 to 20")
+    if not 1 <= s.push_concurrency <= 1024:
+        raise ConfigError("invalid setting push_concurrency: must be 1 to 1024")
+    if not 0 <= s.push_target_cache_ttl <= 60:
+        raise ConfigError("invalid setting push_target_cache_ttl: must be 0 (off) to 60 seconds")
 
 
 #: The largest prekey_pool_max: an upload of that many ML-KEM-768 keys is

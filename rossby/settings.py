@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 #: ``code_ttl``, so a late call hears CODE_EXPIRED rather than a not-found
 #: reason; the store keeps registrations that long (``registration_ttl``).
 EXPIRED_GRACE = 3600.0
+#: The longest push_webpush_ttl: four weeks, the most the big push services
+#: keep a message (FCM's limit); longer would be cut silently.
+MAX_WEBPUSH_TTL = 28 * 86400
 
 SECRET_KEYS = frozenset(
     {
@@ -227,6 +230,21 @@ class Settings:
             "trailing compaction; 0: every Ack compacts"
         },
     )
+    device_idle_days: float = field(
+        default=45.0,
+        metadata={
+            "doc": "days without a signed call after which a device is unlinked by the "
+            "server (a key-log IDLE_UNLINK entry); the box's most recently seen device is "
+            "never unlinked; 0: never"
+        },
+    )
+    device_idle_warning_days: float = field(
+        default=7.0,
+        metadata={
+            "doc": "days before an idle unlink that the box's other devices see the idle "
+            "device in Fetch (idle_devices); 0: no warning"
+        },
+    )
     presence_cache_ttl: float = field(
         default=1.0,
         metadata={
@@ -307,6 +325,77 @@ class Settings:
         default=600.0,
         metadata={"doc": "seconds a connection without calls stays open"},
     )
+    push_vapid_private_key_file: str = field(
+        default="",
+        metadata={
+            "doc": "path of the VAPID private key (P-256: PEM, or py_vapid raw base64url); "
+            "unset: Web Push off. `rossby admin vapid-keygen PATH` makes one"
+        },
+    )
+    push_vapid_subject: str = field(
+        default="",
+        metadata={
+            "doc": "VAPID contact the push services see: mailto:ops@example.com or "
+            "https://example.com, an origin (needed with a key)"
+        },
+    )
+    push_webpush_ttl: int = field(
+        default=86400,
+        metadata={
+            "doc": "seconds a push service keeps a wake-up for an offline browser "
+            f"(0: only if online now; at most {MAX_WEBPUSH_TTL})"
+        },
+    )
+    push_gateways: str = field(
+        default="",
+        metadata={
+            "doc": "Matrix-style push gateways (Sygnal ...): `app_id=https://base` entries, "
+            "comma separated; wake-ups POST to <base>/_matrix/push/v1/notify; empty: none"
+        },
+    )
+    push_webpush_allowed_hosts: str = field(
+        default=(
+            "*.googleapis.com,*.push.services.mozilla.com,*.notify.windows.com,"
+            "*.push.apple.com,web.push.apple.com"
+        ),
+        metadata={
+            "doc": "hosts a Web Push endpoint may name (comma separated; `*.example.com`: "
+            "any subdomain): SetPushTarget refuses others, so a client cannot make the "
+            "server POST to an address of the operator's network"
+        },
+    )
+    push_coalesce_seconds: float = field(
+        default=30.0,
+        metadata={
+            "doc": "a sleeping device gets at most one wake-up per this many seconds "
+            "(messages in between get one more at its end)"
+        },
+    )
+    push_retry_attempts: int = field(
+        default=5,
+        metadata={"doc": "attempts per wake-up while the push service answers 429/5xx"},
+    )
+    push_retry_base: float = field(
+        default=1.0,
+        metadata={
+            "doc": "seconds before the first retry of a wake-up, doubling each time (the "
+            "push service's Retry-After when longer)"
+        },
+    )
+    push_timeout: float = field(
+        default=10.0, metadata={"doc": "seconds one request to a push service may take"}
+    )
+    push_concurrency: int = field(
+        default=16, metadata={"doc": "requests to push services in flight per process"}
+    )
+    push_target_cache_ttl: float = field(
+        default=5.0,
+        metadata={
+            "doc": "seconds a process trusts its read of a box's push targets (one read "
+            "per box per period, not per Send); a target set on another process is "
+            "used after at most this long"
+        },
+    )
 
     @property
     def listen_host(self) -> str:
@@ -339,4 +428,11 @@ class Settings:
         return out
 
 
-__all__ = ["CASSANDRA_KEYS", "EXPIRED_GRACE", "FILE_KEYS", "SECRET_KEYS", "Settings"]
+__all__ = [
+    "CASSANDRA_KEYS",
+    "EXPIRED_GRACE",
+    "FILE_KEYS",
+    "MAX_WEBPUSH_TTL",
+    "SECRET_KEYS",
+    "Settings",
+]

@@ -10,6 +10,7 @@ import pytest
 
 from rossby.config import Settings, load_settings
 from rossby.errors import ConfigError
+from rossby.pushspec import host_allowed, parse_allowed_hosts, parse_gateways
 from rossby.server.hawkkeys import HawkKeyring
 
 
@@ -259,3 +260,45 @@ def test_default_limits_fit_and_keep_sdk_clients_connected() -> None:
     # Without this gRPC stops pinging after two pings on a receive-only stream.
     assert dict(KEEPALIVE_OPTIONS)["grpc.http2.max_pings_without_data"] == 0
     assert s.stream_write_timeout >= s.stream_stall
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"push_gateways": "com.example.app"}, "push_gateways: entries are"),
+        ({"push_gateways": "=https://gw.example"}, "push_gateways: entries are"),
+        ({"push_gateways": "a=ftp://gw.example"}, "push_gateways: the gateway of 'a'"),
+        ({"push_gateways": "a=https://gw.example?t=1"}, "push_gateways: the gateway of 'a'"),
+        ({"push_gateways": "a=https://x.example,a=https://y.example"}, "push_gateways: 'a'"),
+        ({"push_webpush_allowed_hosts": "*.a.example,*"}, "push_webpush_allowed_hosts"),
+        ({"push_webpush_allowed_hosts": "a.example/path"}, "push_webpush_allowed_hosts"),
+        ({"push_coalesce_seconds": "0"}, "push_coalesce_seconds"),
+        ({"push_retry_attempts": "0"}, "push_retry_attempts"),
+        ({"push_concurrency": "0"}, "push_concurrency"),
+        ({"push_target_cache_ttl": "61"}, "push_target_cache_ttl"),
+        ({"push_vapid_private_key_file": "/nonexistent/vapid.pem"}, "push_vapid_private_key"),
+    ],
+)
+def test_bad_push_settings_are_refused(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags, environ={})
+    text = str(caught.value)
+    assert text.startswith(f"invalid setting {message}"), text
+    assert "gw.example" not in text  # a gateway URL is never echoed
+
+
+def test_push_gateways_and_allowed_hosts_parse() -> None:
+    gateways = parse_gateways("g", " com.a = https://gw.example/base/ , org.b=http://10.0.0.2:5000")
+    assert gateways == {
+        "com.a": "https://gw.example/base/_matrix/push/v1/notify",
+        "org.b": "http://10.0.0.2:5000/_matrix/push/v1/notify",
+    }
+    patterns = parse_allowed_hosts("h", load_settings({}, environ={}).push_webpush_allowed_hosts)
+    assert host_allowed("fcm.googleapis.com", patterns)
+    assert host_allowed("updates.push.services.mozilla.com", patterns)
+    assert host_allowed("WEB.PUSH.APPLE.COM", patterns)
+    assert not host_allowed("googleapis.com", patterns)  # *.domain is below it only
+    assert not host_allowed("evilgoogleapis.com", patterns)
+    assert not host_allowed("fcm.googleapis.com.evil.example", patterns)
+    assert not host_allowed("127.0.0.1", patterns)
+    assert host_allowed("127.0.0.1", parse_allowed_hosts("h", "127.0.0.1"))

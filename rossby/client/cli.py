@@ -28,6 +28,7 @@ from rossby.client.cli_common import (
     command_factory,
     common_options,
     device_doc,
+    duration_seconds,
     identity_doc,
     message_doc,
     message_line,
@@ -92,7 +93,7 @@ async def _verify(args: argparse.Namespace, out: Output) -> int:
 
 async def _send(args: argparse.Namespace, out: Output) -> int:
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
-        report = await c.send(args.contacts, args.text)
+        report = await c.send(args.contacts, args.text, expire_after=args.expire_after)
     for change in report.key_changes:
         out.key_change(change)
     _print_send(report, out)
@@ -355,6 +356,14 @@ def add_parser(sub: Any) -> None:
     p = cmd("send", "send a message; several contacts make a group message")
     p.add_argument("contacts", nargs="+", metavar="CONTACT")
     p.add_argument("text", metavar="TEXT")
+    p.add_argument(
+        "--expire-after",
+        type=duration_seconds,
+        default=0,
+        metavar="DURATION",
+        help="disappearing message: the server hands it out no longer than this"
+        " (30s, 10m, 1h, 7d; at most the server's message_ttl)",
+    )
     cmd("fetch", "print new messages, then acknowledge them")
     p = cmd("safety-number", "the number to compare with a contact")
     p.add_argument("contact", metavar="CONTACT")

@@ -109,6 +109,20 @@ def passphrase(confirm: bool = False) -> str:
 # -- formatting ----------------------------------------------------------------
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(spec: str) -> int:
+    """``30s``, ``10m``, ``1h``, ``2d``, ``1w`` or plain seconds, as whole
+    seconds (an argparse ``type``): a disappearing-message timer's length."""
+    text = spec.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0)
+    digits = text[:-1] if unit else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {spec!r} (e.g. 30s, 10m, 1h, 7d)")
+    return int(digits) * (unit or 1)
+
+
 def local_time(at_ms: int) -> str:
     """A timestamp in the user's time zone, to the second."""
     return datetime.fromtimestamp(at_ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -188,6 +202,7 @@ def message_doc(c: RossbyClient, m: ReceivedMessage) -> dict[str, Any]:
         "recipients": [{"box_id": str(b), "contact": c.contact_of(b)} for b in m.recipients],
         "sent_at_ms": m.sent_at_ms,
         "received_at_ms": m.received_at_ms,
+        "expires_at_ms": m.expires_at_ms,
         "kind": m.kind,
         "text": m.text,
         "body_base64": None if m.text is not None else base64.b64encode(m.body).decode(),
@@ -225,6 +240,7 @@ __all__ = [
     "command_factory",
     "common_options",
     "device_doc",
+    "duration_seconds",
     "identity_doc",
     "local_time",
     "message_doc",

@@ -100,9 +100,12 @@ class Messaging:
         text: str,
         *,
         message_id: uuid.UUID | None = None,
+        expire_after: int = 0,
     ) -> SendReport:
         if not contacts:
             raise ClientError("name at least one recipient")
+        if not 0 <= expire_after < 2**32:
+            raise ClientError("expire_after must be a number of seconds, 0 for none")
         s = self._session
         wanted = [parse_contact(c) for c in contacts]
         own = await self._directory.lookup_own()
@@ -143,7 +146,10 @@ class Messaging:
                 others = [o for o in others if o.device.device_id not in sealed.unreachable]
             outgoing.append(
                 pb.OutgoingMessage(
-                    recipient_box_id=str(box_id), message_id=str(mid), ciphertext=envelope
+                    recipient_box_id=str(box_id),
+                    message_id=str(mid),
+                    ciphertext=envelope,
+                    expire_after_seconds=expire_after,
                 )
             )
         await self._account.accept_recipients(list(targets))
@@ -155,6 +161,7 @@ class Messaging:
                     recipient_box_id=str(s.box_id),
                     message_id=str(mid),
                     ciphertext=outgoing[0].ciphertext,
+                    expire_after_seconds=expire_after,
                 )
             )
         s.save()
@@ -465,6 +472,7 @@ class Messaging:
             recipients=recipients,
             sent_at_ms=opened.sent_at_ms,
             received_at_ms=m.received_at_ms,
+            expires_at_ms=m.expires_at_ms,
             kind=opened.kind,
             body=opened.body,
             text=text,

@@ -123,9 +123,9 @@ class KeyLogRecord:
     """One verified entry of a box's key log."""
 
     seq: int
-    kind: str  # "register" | "link" | "rotate" | "revoke"
+    kind: str  # "register" | "link" | "rotate" | "revoke" | "idle_unlink"
     device_id: uuid.UUID
-    actor_device_id: uuid.UUID
+    actor_device_id: uuid.UUID  # the nil UUID for "idle_unlink" (no actor)
     timestamp_ms: int
     encryption_key: bytes
     signing_key: bytes
@@ -142,6 +142,7 @@ class KeyLogRecord:
             "link": f"device {d} linked, approved by {a}",
             "rotate": f"device {d} rotated its keys",
             "revoke": f"device {d} revoked by {a}",
+            "idle_unlink": f"device {d} unlinked by the server after being idle",
         }.get(self.kind, self.kind)
         return f"{what} (keys {self.fingerprint})"
 
@@ -230,6 +231,9 @@ class ReceivedMessage:
     ``outgoing`` is True for the sync copy of a message another device of
     this box sent; ``recipients`` then lists where it went. ``sent_at_ms`` is
     the sender's clock (signed), ``received_at_ms`` the server's.
+    ``expires_at_ms`` is when the server stops handing it out (the sender's
+    ``expire_after``, else the server's message_ttl; 0 if the server did not
+    say): a client may drop its own copy then too.
     """
 
     message_id: uuid.UUID
@@ -246,6 +250,7 @@ class ReceivedMessage:
     kind: str
     body: bytes
     text: str | None
+    expires_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -406,6 +406,7 @@ class RossbyClient:
         text: str,
         *,
         message_id: uuid.UUID | None = None,
+        expire_after: int = 0,
     ) -> SendReport:
         """Encrypt ``text`` once per recipient box and queue it in one Send.
 
@@ -414,9 +415,11 @@ class RossbyClient:
         under one message id, and our own box gets one copy so our other
         devices show the message too. Pass ``message_id`` to retry a send
         whose outcome is unknown: the server keeps exactly one copy.
-        Per-recipient refusals are in the report, not raised.
+        Per-recipient refusals are in the report, not raised. ``expire_after``
+        (seconds): the server hands it to no device after that long, read or not.
         """
-        return await self._messaging.send(contacts, text, message_id=message_id)
+        m = self._messaging
+        return await m.send(contacts, text, message_id=message_id, expire_after=expire_after)
 
     def fetch_messages(self, *, page_size: int = FETCH_PAGE) -> AsyncIterator[Event]:
         """Fetch every waiting message, yield events, then ack through the last.

@@ -12,7 +12,7 @@ from rossby.client.errors import KeyLogError
 from rossby.client.models import KeyLogRecord, ProfileInfo
 from rossby.client.state import HeldEnvelope
 from rossby.contacts import NormalizedContact
-from rossby.crypto.keylog import ChangeKind, LogEntry
+from rossby.crypto.keylog import NO_ACTOR, ChangeKind, LogEntry
 from rossby.crypto.pqxdh import Bundle, IdentityKeys
 from rossby.v1 import rossby_pb2 as pb
 
@@ -57,6 +57,12 @@ def profile_info(p: pb.Profile) -> ProfileInfo:
     )
 
 
+def _actor(e: pb.KeyLogEntry) -> uuid.UUID:
+    """An entry nobody made (IDLE_UNLINK) names no actor; ``replay`` then
+    refuses it as anything but such an entry."""
+    return NO_ACTOR if not e.actor_device_id else uuid.UUID(e.actor_device_id)
+
+
 def log_entry(box_id: uuid.UUID, e: pb.KeyLogEntry) -> LogEntry:
     try:
         kind = _KINDS[int(e.kind)]
@@ -67,7 +73,7 @@ def log_entry(box_id: uuid.UUID, e: pb.KeyLogEntry) -> LogEntry:
             timestamp_ms=int(e.timestamp_ms),
             kind=kind,
             device_id=uuid.UUID(e.device_id),
-            actor_device_id=uuid.UUID(e.actor_device_id),
+            actor_device_id=_actor(e),
             encryption_key=bytes(e.encryption_key),
             signing_key=bytes(e.signing_key),
             signature=bytes(e.signature),

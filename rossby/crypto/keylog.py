@@ -21,6 +21,13 @@ the change (for a revocation: the keys it had). The signer is:
 * LINK: an active device of the box (the one that approved the link);
 * ROTATE: the same device, with its *previous* signing key;
 * REVOKE: an active device of the box (possibly the revoked one itself).
+* IDLE_UNLINK: nobody. The server removes a device idle for
+  ``device_idle_days`` (docs/security.md, "Idle devices"): the entry has
+  no actor (the nil UUID) and no signature (empty; hashed as 64 zero
+  bytes), and a reader accepts it only as the removal of a device that is
+  active with exactly those keys and is not the box's last one. So the
+  server can take a device away, which it could always do by not
+  delivering to it, but never add a key or change one.
 
 **Entry hash**: SHA-256 of::
 
@@ -58,6 +65,10 @@ ENTRY_LABEL = b"rossby/v1/key-log\x00"
 ENTRY_VERSION = 0x01
 HASH_BYTES = 32
 ZERO_HASH = bytes(HASH_BYTES)
+#: The actor of an entry nobody signed (IDLE_UNLINK).
+NO_ACTOR = uuid.UUID(int=0)
+#: What the hash covers in place of the missing signature of an IDLE_UNLINK.
+_NO_SIGNATURE = bytes(SIGNATURE_BYTES)
 
 _ENTRY = struct.Struct(">QQ")  # seq, timestamp ms
 
@@ -69,6 +80,7 @@ class ChangeKind(enum.IntEnum):
     LINK = 2
     ROTATE = 3
     REVOKE = 4
+    IDLE_UNLINK = 5
 
     @property
     def label(self) -> str:
@@ -189,7 +201,11 @@ def entry_hash(
         raise ValueError("prev_hash is 32 bytes")
     if len(encryption_key) != KEY_BYTES or len(signing_key) != KEY_BYTES:
         raise ValueError("keys are 32 bytes each")
-    if len(signature) != SIGNATURE_BYTES:
+    if kind is ChangeKind.IDLE_UNLINK:
+        if signature or actor_device_id != NO_ACTOR:
+            raise ValueError("an idle unlink has no actor and no signature")
+        signature = _NO_SIGNATURE
+    elif len(signature) != SIGNATURE_BYTES:
         raise ValueError("signature is 64 bytes")
     if seq < 1 or timestamp_ms < 0:
         raise ValueError("seq starts at 1; timestamps are not negative")
@@ -251,6 +267,12 @@ def replay(state: ChainState, entries: Iterable[LogEntry]) -> ChainState:
         if e.hash and e.hash != computed:
             raise InvalidKeyLog(f"{where} does not match its hash")
         keys = (e.encryption_key, e.signing_key)
+        if e.kind is ChangeKind.IDLE_UNLINK:
+            # Unsigned, so it may only ever take away: the hash above already
+            # refused an actor or a signature on it.
+            _remove(out, e, keys, where, "unlinks")
+            out.seq, out.head = e.seq, computed
+            continue
         if e.kind is ChangeKind.REGISTER:
             if e.seq != 1 or e.actor_device_id != e.device_id:
                 raise InvalidKeyLog(f"{where}: a registration can only start the log")
@@ -279,19 +301,24 @@ def replay(state: ChainState, entries: Iterable[LogEntry]) -> ChainState:
                 raise InvalidKeyLog(f"{where}: only a device can rotate its own keys")
             out.devices[e.device_id] = keys
         else:  # REVOKE
-            if out.devices.get(e.device_id) != keys:
-                raise InvalidKeyLog(f"{where} revokes a device that is not active with those keys")
-            if len(out.devices) == 1:
-                raise InvalidKeyLog(f"{where} revokes the box's last device")
-            del out.devices[e.device_id]
-            out.retired.add(e.device_id)
+            _remove(out, e, keys, where, "revokes")
         out.seq, out.head = e.seq, computed
     return out
+
+
+def _remove(out: ChainState, e: LogEntry, keys: tuple[bytes, bytes], where: str, verb: str) -> None:
+    if out.devices.get(e.device_id) != keys:
+        raise InvalidKeyLog(f"{where} {verb} a device that is not active with those keys")
+    if len(out.devices) == 1:
+        raise InvalidKeyLog(f"{where} {verb} the box's last device")
+    del out.devices[e.device_id]
+    out.retired.add(e.device_id)
 
 
 __all__ = [
     "CHANGE_LABEL",
     "ENTRY_LABEL",
+    "NO_ACTOR",
     "ZERO_HASH",
     "ChainState",
     "ChangeKind",

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from rossby.config import Settings
 
 
-def add_parser(sub: Any, add_flags: Callable[[argparse.ArgumentParser], None]) -> None:
-    admin = sub.add_parser("admin", help="operator commands (home regions)")
+def add_parser(sub: Any, add_flags: Callable[[argparse.ArgumentParser], None]) -> Any:
+    """Declares the home-region actions; returns the actions' subparsers so the
+    caller can add actions that are not about regions (``vapid-keygen``)."""
+    admin = sub.add_parser("admin", help="operator commands (home regions, VAPID keys)")
     add_flags(admin)
     actions = admin.add_subparsers(dest="action", required=True)
     home = actions.add_parser("home", help="show a box's home region, per datacenter")
@@ -55,6 +57,7 @@ def add_parser(sub: Any, add_flags: Callable[[argparse.ArgumentParser], None]) -
     rec.add_argument(
         "--no-wait", action="store_true", help="do not wait two settle windows after the move"
     )
+    return actions
 
 
 def _box(text: str) -> uuid.UUID:

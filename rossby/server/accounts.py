@@ -290,11 +290,17 @@ class Accounts:
             bytes(request.signature),
             check=leaves_one,
         )
-        await self.store.revoke_device(box_id, target_id)
-        self._device_changed(box_id, target_id)
-        await self.void_prekeys(box_id, target_id)
+        await self.retire(box_id, target_id)
         log.info("device_revoked", self_revoked=target_id == caller.device_id)
         return rossby_pb2.RevokeDeviceResponse(entry=to_pb(entry))
+
+    async def retire(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        """What follows a removal's key-log entry, revoked or idle: the row,
+        the caches and streams, the prekeys (``Store.revoke_device`` removes
+        the push target with the row). Every step is idempotent, so a retry completes a cut one."""
+        await self.store.revoke_device(box_id, device_id)
+        self._device_changed(box_id, device_id)
+        await self.void_prekeys(box_id, device_id)
 
     async def rotate_keys(
         self, request: rossby_pb2.RotateKeysRequest, caller: Caller

@@ -73,6 +73,10 @@ ErrorHook = Callable[[Exception, Any], Awaitable[object]]
 #: (``HAWK_REPLAY``) when it was accepted before (``rossby.server.replay``).
 Claim = Callable[[VerifiedRequest], Awaitable[None]]
 
+#: Told ``(box id, device id)`` of every call whose Hawk header verified:
+#: the device is active (``rossby.server.activity``). Must not block.
+Verified = Callable[[str, str], None]
+
 #: Whether a parsed request may run while its claim is still in flight: true
 #: only when running a replay's handler changes nothing a client can observe
 #: (see ``HawkAuth.unary``).
@@ -180,6 +184,7 @@ class HawkAuth:
         "_claim",
         "_host",
         "_on_error",
+        "_on_verified",
         "_port",
         "_service",
         "_sign_responses",
@@ -194,9 +199,11 @@ class HawkAuth:
         on_error: ErrorHook | None = None,
         sign_responses: bool = True,
         claim: Claim | None = None,
+        on_verified: Verified | None = None,
     ) -> None:
         self._verifier = verifier
         self._claim = claim
+        self._on_verified = on_verified
         self._service = service
         self._on_error = on_error
         self._sign_responses = sign_responses
@@ -216,6 +223,9 @@ class HawkAuth:
         verified = await self._verify(raw, context, resource)
         if self._claim is not None:
             await self._claim(verified)
+        identity = parse_hawk_id(verified.id)
+        if identity is not None and self._on_verified is not None:
+            self._on_verified(identity.box_id, identity.device_id)
         return verified
 
     async def _verify(self, raw: bytes, context: Any, resource: str) -> VerifiedRequest:
@@ -246,11 +256,14 @@ class HawkAuth:
         sign = self._sign_responses
         host, port = self._host, self._port
         claim = self._claim
+        on_verified = self._on_verified
 
         async def behavior(raw: bytes, context: Any) -> bytes:
             try:
                 verified = await self._verify(raw, context, resource)
                 identity = _identity(verified)
+                if on_verified is not None:
+                    on_verified(identity.box_id, identity.device_id)
                 request = _parse(request_type, raw)
                 if claim is not None and overlap(request):
                     response = await _claimed_alongside(
@@ -349,6 +362,7 @@ __all__ = [
     "HawkAuth",
     "Identity",
     "Overlap",
+    "Verified",
     "authorization_header",
     "identity_lookup",
     "parse_hawk_id",

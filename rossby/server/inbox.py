@@ -17,6 +17,7 @@ from rossby.server.accounts import Accounts
 from rossby.server.authcache import AuthCache
 from rossby.server.caller import Caller
 from rossby.server.compaction import Compactor
+from rossby.server.idle import IdleDevices
 from rossby.server.messages import ephemeral_message, queued_message
 from rossby.server.prekeystatus import PrekeyStatus
 from rossby.server.ratelimit import RateLimit, device_key
@@ -52,6 +53,8 @@ class Inbox:
         send_limit: RateLimit | None = None,
         compactor: Compactor | None = None,
         prekey_status: PrekeyStatus | None = None,
+        idle: IdleDevices | None = None,
+        wake: Callable[[uuid.UUID], None] | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -73,6 +76,12 @@ class Inbox:
         #: The calling device's ``prekeys_low`` hint for Fetch
         #: (``rossby.server.prekeystatus``: cached, so usually no read at all).
         self.prekey_status = prekey_status
+        #: Idle devices (``rossby.server.idle``): unlinked before RequestKey
+        #: lists them; warned about in Fetch (cached per box, like prekeys_low).
+        self.idle = idle
+        #: Push wake-ups (``Dispatcher.queued``): schedules, never awaits, so
+        #: no push can slow or fail a Send.
+        self.wake = wake
 
     async def request_key(
         self, request: rossby_pb2.RequestKeyRequest, caller: Caller
@@ -106,6 +115,13 @@ class Inbox:
             raise hidden
         if not sees(box_id, caller.box_id, profile, rule, by_contact=by_contact):
             raise hidden
+        if self.idle is not None:
+            # Never hand out a device past its idle deadline: unlink it
+            # first, then list the box and its key-log head as they now are.
+            after_unlink = await self.idle.resolve(box_id, devices)
+            if after_unlink is not None:
+                devices = after_unlink
+                head = await self.accounts.accounts.key_log_head(box_id)
         reply = rossby_pb2.RequestKeyResponse(
             box_id=str(box_id),
             home_region=box.home_region,
@@ -157,7 +173,13 @@ class Inbox:
             parsed.append(
                 (
                     recipient,
-                    NewMessage(message_id, caller.box_id, caller.device_id, bytes(m.ciphertext)),
+                    NewMessage(
+                        message_id,
+                        caller.box_id,
+                        caller.device_id,
+                        bytes(m.ciphertext),
+                        expire_after=float(m.expire_after_seconds),
+                    ),
                 )
             )
         if self.send_limit is not None:
@@ -191,6 +213,7 @@ class Inbox:
                         self._ephemeral(recipient, message)
                         result.outcome = rossby_pb2.SEND_OUTCOME_EPHEMERAL
                         return result
+                    self._check_expire_after(message)
                     queued = await self.store.enqueue(recipient, message)
                 except errors.RossbyError as err:
                     result.outcome = rossby_pb2.SEND_OUTCOME_REJECTED
@@ -204,10 +227,24 @@ class Inbox:
             )
             result.position = queued.position
             self.realtime.queued(recipient, queued.position)
+            if self.wake is not None and not queued.duplicate:
+                self.wake(recipient)
             return result
 
         results = await asyncio.gather(*(one(r, m) for r, m in parsed))
         return rossby_pb2.SendResponse(results=results)
+
+    def _check_expire_after(self, message: NewMessage) -> None:
+        """A lifetime past ``message_ttl`` is refused for that message alone
+        (per recipient, like NOT_FOUND): the sender asked for a promise the
+        server cannot keep, and silently shortening it would hide that."""
+        ttl = self.store.options.message_ttl
+        if message.expire_after > ttl:
+            raise errors.InvalidArgument(
+                f"expire_after_seconds exceeds the server's message_ttl ({int(ttl)} s)",
+                reason="EXPIRE_AFTER_INVALID",
+                metadata={"max": str(int(ttl))},
+            )
 
     def _ephemeral(self, recipient: uuid.UUID, message: NewMessage) -> None:
         self.realtime.ephemeral(recipient, ephemeral_message(message, self.clock()))
@@ -221,11 +258,26 @@ class Inbox:
         )
         status = self.prekey_status
         low = None if status is None else status.cached_low(caller.box_id, caller.device_id)
-        if status is None or low is not None:
-            page = await page_read
-        else:
-            # A miss reads the counts beside the page: no round trip added.
-            page, low = await asyncio.gather(page_read, status.low(caller.box_id, caller.device_id))
+        idle = self.idle
+        warned = None if idle is None else idle.cached_warnings(caller.box_id, caller.device_id)
+        warned_read: asyncio.Future[list[rossby_pb2.IdleDeviceWarning]] | None = None
+        if idle is not None and warned is None:
+            # A miss reads the box's devices beside the page: no round trip added.
+            warned_read = asyncio.ensure_future(idle.warnings(caller.box_id, caller.device_id))
+        try:
+            if status is None or low is not None:
+                page = await page_read
+            else:
+                # A miss reads the counts beside the page: no round trip added.
+                page, low = await asyncio.gather(
+                    page_read, status.low(caller.box_id, caller.device_id)
+                )
+        except BaseException:
+            if warned_read is not None:
+                warned_read.cancel()
+            raise
+        if warned_read is not None:
+            warned = await warned_read
         messages: list[rossby_pb2.QueuedMessage] = []
         more, size, cut = page.more, 0, False
         for stored in page.messages:
@@ -244,6 +296,7 @@ class Inbox:
             next_after=next_after,
             cursor=page.cursor,
             prekeys_low=bool(low),
+            idle_devices=warned or (),
         )
 
     async def ack(self, request: rossby_pb2.AckRequest, caller: Caller) -> rossby_pb2.AckResponse:

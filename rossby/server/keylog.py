@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 
-from rossby.crypto.keylog import ZERO_HASH, ChangeKind, entry_hash
+from rossby.crypto.keylog import NO_ACTOR, ZERO_HASH, ChangeKind, entry_hash
 from rossby.errors import StoreUnavailable
 from rossby.store.accounts import AccountStore, KeyLogEntry
 from rossby.v1 import rossby_pb2
@@ -27,6 +27,8 @@ from rossby.v1 import rossby_pb2
 APPEND_ROUNDS = 32
 #: Entries read in one go when the whole log is needed.
 FULL_LOG = 100_000
+#: Kinds that take a device out of the box.
+REMOVALS = frozenset({ChangeKind.REVOKE.label, ChangeKind.IDLE_UNLINK.label})
 
 Check = Callable[[Sequence[KeyLogEntry]], None]
 
@@ -36,7 +38,7 @@ def active_keys(log: Sequence[KeyLogEntry]) -> dict[uuid.UUID, tuple[bytes, byte
     wrote and checked every entry)."""
     active: dict[uuid.UUID, tuple[bytes, bytes]] = {}
     for e in log:
-        if e.kind == ChangeKind.REVOKE.label:
+        if e.kind in REMOVALS:
             active.pop(e.device_id, None)
         else:
             active[e.device_id] = (e.encryption_key, e.signing_key)
@@ -56,7 +58,8 @@ def to_pb(e: KeyLogEntry) -> rossby_pb2.KeyLogEntry:
         device_id=str(e.device_id),
         encryption_key=e.encryption_key,
         signing_key=e.signing_key,
-        actor_device_id=str(e.actor_device_id),
+        # An entry nobody made (IDLE_UNLINK) names no actor.
+        actor_device_id="" if e.actor_device_id == NO_ACTOR else str(e.actor_device_id),
         signature=e.signature,
         hash=e.hash,
     )
@@ -143,4 +146,4 @@ class KeyLog:
         raise StoreUnavailable("key log: too many concurrent changes", applied=False)
 
 
-__all__ = ["KeyLog", "active_keys", "ever_listed", "head_pb", "to_pb"]
+__all__ = ["REMOVALS", "KeyLog", "active_keys", "ever_listed", "head_pb", "to_pb"]

@@ -20,6 +20,7 @@ def queued_message(m: StoredMessage) -> rossby_pb2.QueuedMessage:
         sender_device_id=str(m.sender_device),
         received_at_ms=int(m.received_at * 1000),
         ciphertext=m.ciphertext,
+        expires_at_ms=int(m.expires_at * 1000),
     )
 
 

@@ -2,7 +2,8 @@
 
 Handlers live in ``registration`` (Register, Authorize), ``inbox``
 (RequestKey, Send, Fetch, Ack), ``prekeys`` (UploadPrekeys,
-GetPrekeyStatus, ClaimPrekeys), ``account_rpcs`` and ``realtime``
+GetPrekeyStatus, ClaimPrekeys), ``push.rpcs`` (GetPushConfig,
+SetPushTarget, ClearPushTarget), ``account_rpcs`` and ``realtime``
 (Subscribe); ``rossby.server.wiring`` builds them and hands them to
 ``RossbyService``. This module gives each one its Hawk wrapper,
 the single error hook that maps ``RossbyError`` to a status (and anything
@@ -38,14 +39,18 @@ from rossby.config import Settings
 from rossby.hawk import HawkVerifier
 from rossby.logging import get_logger
 from rossby.server.account_rpcs import AccountRpcs
+from rossby.server.activity import Activity
 from rossby.server.auth import HawkAuth, Identity
 from rossby.server.caller import Caller
 from rossby.server.compaction import Compactor
+from rossby.server.idle import IdleDevices
 from rossby.server.inbox import Inbox
 from rossby.server.logtags import box_tag
 from rossby.server.metrics import Metrics
 from rossby.server.notify import Notifier
 from rossby.server.prekeys import Prekeys
+from rossby.server.push.dispatch import Dispatcher
+from rossby.server.push.rpcs import PushRpcs
 from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.realtime import Realtime
 from rossby.server.registration import Registrar
@@ -84,6 +89,7 @@ CLAIM_ALONGSIDE = frozenset(
         "GetProfile",
         "ListSenderRules",
         "GetPrekeyStatus",
+        "GetPushConfig",
     }
 )
 
@@ -199,6 +205,10 @@ class RossbyService:
         realtime: Realtime,
         verifier: HawkVerifier,
         replay_guard: ReplayGuard,
+        activity: Activity | None = None,
+        idle: IdleDevices | None = None,
+        push_rpcs: PushRpcs,
+        dispatcher: Dispatcher,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -213,6 +223,11 @@ class RossbyService:
         self.realtime = realtime
         self.verifier = verifier
         self.replay_guard = replay_guard
+        #: Told of every verified call (``rossby.server.activity``).
+        self.activity = activity
+        self.idle = idle
+        self.push_rpcs = push_rpcs
+        self.dispatcher = dispatcher
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         auth = HawkAuth(
@@ -220,6 +235,7 @@ class RossbyService:
             service="rossby.v1.Rossby",
             on_error=abort_with_error,
             claim=self.replay_guard.claim,
+            on_verified=None if self.activity is None else self.activity.seen,
         )
 
         def signed(
@@ -296,6 +312,8 @@ class RossbyService:
         }
         for name, (fn, req, resp) in self.account_rpcs.signed().items():
             handlers[name] = signed(name, fn, req, resp)
+        for name, (fn, req, resp) in self.push_rpcs.signed().items():
+            handlers[name] = signed(name, fn, req, resp)
         for name, (fn, req, resp) in self.account_rpcs.public().items():
             handlers[name] = public(name, fn, req, resp)
         # Inside the log wrapper, so a refused oversized call is logged and
@@ -322,7 +340,12 @@ class RossbyService:
 
     async def close(self) -> None:
         await self.realtime.close()
+        await self.dispatcher.close()
         await self.compactor.close()
+        if self.idle is not None:
+            await self.idle.close()
+        if self.activity is not None:
+            await self.activity.close()
         await self.notifier.close()
 
 

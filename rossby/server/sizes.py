@@ -130,6 +130,9 @@ def _limits(settings: Settings, *, max_wakes: int, ephemeral_budget: int) -> dic
         "UploadPrekeys": upload_prekeys_bytes(settings),
         "GetPrekeyStatus": SMALL,
         "ClaimPrekeys": SMALL + MAX_CLAIM_DEVICES * CLAIM_DEVICE_BYTES,
+        "GetPushConfig": SMALL,
+        "SetPushTarget": SMALL,
+        "ClearPushTarget": SMALL,
     }
     peer = {
         "Notify": notify_bytes(settings, max_wakes=max_wakes, ephemeral_budget=ephemeral_budget)

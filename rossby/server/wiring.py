@@ -5,9 +5,11 @@ the order they are built in is the order they depend on each other, read
 top to bottom here: the store, then the notifier and secrets, the caches,
 the device-key lookup, the prekey status (whose ``prekeys_low`` hint Fetch
 and streams carry), real-time delivery (which re-checks devices through
-that lookup), the account handlers (which tell real-time delivery of
-device changes), registration (which tells the accounts of a new box), the
-inbox (which asks the accounts and tells real-time delivery), the prekey
+that lookup and tells the push coalescer of opened streams), the push
+dispatcher (which asks real-time delivery who streams), the account
+handlers (which tell real-time delivery of device changes), registration
+(which tells the accounts of a new box), the inbox (which asks the
+accounts and tells real-time delivery and the push dispatcher), the prekey
 RPCs (RequestKey's visibility reads, from the accounts), and last the
 service that wraps them all. ``RossbyServer`` (``rossby.server.app``)
 calls ``server_store`` when it is built and ``build_service`` once its port
@@ -17,6 +19,7 @@ is bound (Hawk signs the real port when listening on :0).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 from rossby.config import Settings
@@ -24,10 +27,13 @@ from rossby.contacts import ContactHasher
 from rossby.hawk import HawkVerifier, NonceCache
 from rossby.server.account_rpcs import AccountRpcs
 from rossby.server.accounts import Accounts
+from rossby.server.activity import Activity, record_interval
 from rossby.server.auth import identity_lookup
 from rossby.server.authcache import AuthCache
 from rossby.server.compaction import Compactor
 from rossby.server.devicekeys import DeviceKeys
+from rossby.server.idle import IdleDevices, IdleRule
+from rossby.server.idleunlink import IdleUnlinker
 from rossby.server.inbox import Inbox
 from rossby.server.linking import Linker
 from rossby.server.logtags import log_key
@@ -35,13 +41,19 @@ from rossby.server.metrics import MeteredNotifier, Metrics, metered_store
 from rossby.server.notify import Notifier, NotifierConfig, build_notifier
 from rossby.server.prekeys import Prekeys
 from rossby.server.prekeystatus import PrekeyStatus
+from rossby.server.push.coalesce import Coalescer
+from rossby.server.push.config import push_config
+from rossby.server.push.dispatch import Dispatcher, RetryPolicy
+from rossby.server.push.factory import build_pushers
+from rossby.server.push.metrics import PushMetrics
+from rossby.server.push.rpcs import PushRpcs
 from rossby.server.ratelimit import RateLimit
 from rossby.server.realtime import Realtime
 from rossby.server.registration import ContactCodeLimit, Registrar
 from rossby.server.replay import ReplayGuard
 from rossby.server.secrets import load_hawk_keyring, load_secret
 from rossby.server.service import RossbyService
-from rossby.store import Store, open_store
+from rossby.store import Device, Store, open_store
 from rossby.store.from_settings import store_options
 
 
@@ -99,6 +111,9 @@ def build_service(
     # Counts and the cached prekeys_low hint: read by Fetch and streams,
     # refreshed by uploads and claims, voided by rotation and revocation.
     prekey_status = PrekeyStatus(store, low_water=s.prekey_low_water, pool_max=s.prekey_pool_max)
+    # Which devices were woken lately; a stream opened here wakes its device
+    # for it (so after the stream drops, the next message pushes at once).
+    coalescer = Coalescer(s.push_coalesce_seconds)
     # Open streams re-check their device like every call does (within
     # auth_cache_ttl), and at once when this process changes it.
     realtime = Realtime(
@@ -110,7 +125,41 @@ def build_service(
         server_secret=server_secret,
         device_check=device_keys.active_since,
         prekeys_low=prekey_status.low,
+        on_stream_open=coalescer.awake,
     )
+    # Wake-ups of sleeping devices: told by Send, off its path; it asks the
+    # hub who streams where.
+    dispatcher = Dispatcher(
+        store,
+        build_pushers(s),
+        realtime.hub,
+        coalescer,
+        PushMetrics(metrics.registry),
+        retry=RetryPolicy(attempts=s.push_retry_attempts, base=s.push_retry_base),
+        concurrency=s.push_concurrency,
+        target_cache_ttl=s.push_target_cache_ttl,
+    )
+    # Idle devices: every verified call records its device (at most once a
+    # day or so per process, in the background); the Fetch warning check and
+    # RequestKey unlink what is past device_idle_days (rossby.server.idle).
+    # The unlink itself is the accounts' (a key-log entry, then what a
+    # revocation does), built below: late-bound, as accounts are told of
+    # the idle view's changes in turn.
+    idle_rule = IdleRule.from_days(s.device_idle_days, s.device_idle_warning_days)
+
+    async def idle_unlink(box_id: uuid.UUID, device: Device, rule: IdleRule) -> bool:
+        return await unlinker.unlink(box_id, device, rule)
+
+    activity = Activity(store, interval=record_interval(s.device_idle_days), clock=clock)
+    idle = IdleDevices(
+        store, idle_rule, clock=clock, unlink=idle_unlink, start_clock=activity.seen_device
+    )
+    activity.on_recorded = idle.device_seen
+
+    def device_changed(box_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        realtime.device_changed(box_id, device_id)
+        idle.devices_changed(box_id)
+
     # One limit for Register and AddContact.
     contact_codes = ContactCodeLimit(
         s.register_contact_limit,
@@ -131,9 +180,10 @@ def build_service(
         clock=clock,
         contact_codes=contact_codes,
         auth_cache=auth_cache,
-        on_device_changed=realtime.device_changed,
+        on_device_changed=device_changed,
         void_prekeys=prekey_status.void,
     )
+    unlinker = IdleUnlinker(store, accounts.key_log, accounts.retire, clock=clock)
     linker = Linker(
         store,
         store,
@@ -189,6 +239,8 @@ def build_service(
         ),
         compactor=compactor,
         prekey_status=prekey_status,
+        idle=idle,
+        wake=dispatcher.queued,
     )
     prekeys = Prekeys(
         store,
@@ -231,6 +283,12 @@ def build_service(
         realtime=realtime,
         verifier=verifier,
         replay_guard=ReplayGuard(store, skew_seconds=s.hawk_skew),
+        activity=activity,
+        idle=idle,
+        push_rpcs=PushRpcs(
+            store, push_config(s), clock=clock, on_changed=dispatcher.targets_changed
+        ),
+        dispatcher=dispatcher,
     )
 
 

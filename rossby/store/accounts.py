@@ -42,7 +42,7 @@ class KeyLogEntry:
     prev_hash: bytes  # 32 bytes; zeros for seq 1
     hash: bytes  # 32 bytes
     timestamp_ms: int
-    kind: str  # "register" | "link" | "rotate" | "revoke"
+    kind: str  # "register" | "link" | "rotate" | "revoke" | "idle_unlink"
     device_id: uuid.UUID
     actor_device_id: uuid.UUID
     encryption_key: bytes

@@ -30,14 +30,15 @@ from rossby.store.model import (
 )
 from rossby.store.prekeys import PrekeyStore
 from rossby.store.presence import PresenceStore
+from rossby.store.pushtargets import PushTargetStore
 
 
-class Store(AccountStore, PresenceStore, PrekeyStore, abc.ABC):
+class Store(AccountStore, PresenceStore, PrekeyStore, PushTargetStore, abc.ABC):
     """The storage seam. Implementations stay terse; the contract is here.
 
     One contract: the queue and keystore below, the account records
-    (``AccountStore``), presence rows (``PresenceStore``) and prekeys
-    (``PrekeyStore``), so a wrapper
+    (``AccountStore``), presence rows (``PresenceStore``), prekeys
+    (``PrekeyStore``) and push targets (``PushTargetStore``), so a wrapper
     (``MeteredStore``) that implements ``Store`` wraps every call. What a
     backend cannot promise is declared in ``capabilities``, never found out
     by testing its class.
@@ -279,8 +280,18 @@ class Store(AccountStore, PresenceStore, PrekeyStore, abc.ABC):
 
     @abc.abstractmethod
     async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
-        """Mark the device revoked: it leaves ``list_devices`` and its
-        cursor no longer holds back compaction. Idempotent."""
+        """Mark the device revoked: it leaves ``list_devices``, its
+        cursor no longer holds back compaction and its push target is
+        deleted. Idempotent."""
+
+    @abc.abstractmethod
+    async def record_device_seen(self, box_id: uuid.UUID, device_id: uuid.UUID, at: float) -> None:
+        """Record that the device made a signed call at ``at`` (Unix
+        seconds): its ``last_seen`` becomes the latest time ever recorded,
+        whatever order concurrent records land in, so an old record never
+        moves it back. A plain write, no read: callers record a device at
+        most once per interval (``rossby.server.activity``). Only for a
+        device that exists (the caller just authenticated as it)."""
 
     @abc.abstractmethod
     async def get_profile(self, box_id: uuid.UUID) -> Profile | None:
@@ -305,7 +316,12 @@ class Store(AccountStore, PresenceStore, PrekeyStore, abc.ABC):
         second time, above its cursor.) A retry into a full box is still
         answered as a duplicate (the message is already queued), not
         refused. The message expires
-        ``options.message_ttl`` seconds after it was queued, read or not.
+        ``options.message_ttl`` seconds after it was queued, read or not, or
+        ``message.expire_after`` seconds after when that is shorter
+        (disappearing messages): never handed out from then on, and no
+        longer counted as pending. The id is still remembered for the full
+        ``message_ttl``, so a retry after such a message expired is a
+        duplicate, not a second copy.
 
         Exactness of the id check: when ``settle_window == 0`` it is one
         transaction, so even attempts that run at the same time store one
@@ -344,10 +360,12 @@ class Store(AccountStore, PresenceStore, PrekeyStore, abc.ABC):
         Reads after ``max(after, cursor - settle_window, the device's start
         position, purged_through)``, and never below the expiry horizon, so
         deleted or expired rows are never scanned. ``after=0`` means "from
-        the cursor". Expired messages are never returned. Of several copies
+        the cursor". Expired messages are never returned (at or after their
+        ``expires_at``). Of several copies
         of one message id (overlapping Send attempts, see ``enqueue``) only
         the lowest is returned; when that drops the last rows of a full
-        read, ``Page.read_through`` says where the next page starts. Raises
+        read, ``Page.read_through`` says where the next page starts (a page
+        whose rows had all expired may so come back empty, with ``more``). Raises
         ``NotFound`` for an unknown or revoked device.
         """
 
@@ -372,7 +390,8 @@ class Store(AccountStore, PresenceStore, PrekeyStore, abc.ABC):
     @abc.abstractmethod
     async def pending_count(self, box_id: uuid.UUID) -> int:
         """Messages queued and not yet compacted or expired (capped at
-        ``options.pending_cap + 1`` where counting is costly)."""
+        ``options.pending_cap + 1`` where counting is costly). A message
+        past its ``expires_at`` is never counted, here or by the cap."""
 
     async def purge_expired(self) -> int:
         """Housekeeping for backends without native TTL; answer rows removed."""

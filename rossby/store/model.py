@@ -50,6 +50,11 @@ class Device:
     hawk_key: bytes
     state: DeviceState
     created_at: float
+    #: When the device last made a signed call, as recorded (coarsely, see
+    #: ``Store.record_device_seen``); a new device is seen at its creation.
+    #: None for a device from before the column existed: the server starts
+    #: its idle clock the first time it looks (``rossby.server.idle``).
+    last_seen: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,17 @@ class NewMessage:
     sender_box: uuid.UUID
     sender_device: uuid.UUID
     ciphertext: bytes
+    #: Disappearing messages: seconds after queueing when the store stops
+    #: handing it out, capped at ``options.message_ttl`` (0: message_ttl).
+    #: The sender's own timer is inside the ciphertext; this is the server's
+    #: copy of it, so an unread message does not sit here for a month.
+    expire_after: float = 0.0
+
+    def lifetime(self, message_ttl: float) -> float:
+        """Seconds this message lives in a store whose TTL is ``message_ttl``."""
+        if self.expire_after <= 0:
+            return message_ttl
+        return min(self.expire_after, message_ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +115,9 @@ class StoredMessage:
     sender_device: uuid.UUID
     received_at: float  # Unix seconds, server receive time
     ciphertext: bytes
+    #: Unix seconds; never handed out at or after this (received_at plus
+    #: the message's lifetime, ``NewMessage.lifetime``).
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,11 @@ class _KeyChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyChan
     """A device replaced its keys; signed by its previous signing key."""
     KEY_CHANGE_KIND_REVOKE: _KeyChangeKind.ValueType  # 4
     """A device was revoked; signed by the revoking device."""
+    KEY_CHANGE_KIND_IDLE_UNLINK: _KeyChangeKind.ValueType  # 5
+    """The server unlinked a device idle for `device_idle_days`: no actor and
+    no signature (docs/security.md "Idle devices"). It can only remove a
+    device, never add or change keys.
+    """
 
 class KeyChangeKind(_KeyChangeKind, metaclass=_KeyChangeKindEnumTypeWrapper): ...
 
@@ -144,6 +149,11 @@ KEY_CHANGE_KIND_ROTATE: KeyChangeKind.ValueType  # 3
 """A device replaced its keys; signed by its previous signing key."""
 KEY_CHANGE_KIND_REVOKE: KeyChangeKind.ValueType  # 4
 """A device was revoked; signed by the revoking device."""
+KEY_CHANGE_KIND_IDLE_UNLINK: KeyChangeKind.ValueType  # 5
+"""The server unlinked a device idle for `device_idle_days`: no actor and
+no signature (docs/security.md "Idle devices"). It can only remove a
+device, never add or change keys.
+"""
 Global___KeyChangeKind: _TypeAlias = KeyChangeKind  # noqa: Y015
 
 class _AcceptFrom:
@@ -498,6 +508,7 @@ class OutgoingMessage(_message.Message):
     RECIPIENT_BOX_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    EXPIRE_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     recipient_box_id: _builtins.str
     message_id: _builtins.str
     """Client-generated UUID, unique per (recipient box, message). A retry
@@ -507,16 +518,23 @@ class OutgoingMessage(_message.Message):
     """At most `max_message_bytes` (default 65536) bytes; opaque to the
     server.
     """
+    expire_after_seconds: _builtins.int
+    """Disappearing messages: never hand this message out more than this many
+    seconds after it was queued (1 to `message_ttl`; 0: the server's
+    `message_ttl`). Larger values are REJECTED with INVALID_ARGUMENT
+    (EXPIRE_AFTER_INVALID). Ignored for ephemeral sends.
+    """
     def __init__(
         self,
         *,
         recipient_box_id: _builtins.str = ...,
         message_id: _builtins.str = ...,
         ciphertext: _builtins.bytes = ...,
+        expire_after_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "message_id", b"message_id", "recipient_box_id", b"recipient_box_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "expire_after_seconds", b"expire_after_seconds", "message_id", b"message_id", "recipient_box_id", b"recipient_box_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -650,6 +668,7 @@ class QueuedMessage(_message.Message):
     SENDER_DEVICE_ID_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
     CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     """Per-box position, increasing in arrival order."""
     message_id: _builtins.str
@@ -658,6 +677,10 @@ class QueuedMessage(_message.Message):
     received_at_ms: _builtins.int
     """Server receive time, milliseconds since the Unix epoch."""
     ciphertext: _builtins.bytes
+    expires_at_ms: _builtins.int
+    """When the server stops handing it out, ms since the Unix epoch (0 for
+    ephemeral messages).
+    """
     def __init__(
         self,
         *,
@@ -667,14 +690,79 @@ class QueuedMessage(_message.Message):
         sender_device_id: _builtins.str = ...,
         received_at_ms: _builtins.int = ...,
         ciphertext: _builtins.bytes = ...,
+        expires_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "message_id", b"message_id", "position", b"position", "received_at_ms", b"received_at_ms", "sender_box_id", b"sender_box_id", "sender_device_id", b"sender_device_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "expires_at_ms", b"expires_at_ms", "message_id", b"message_id", "position", b"position", "received_at_ms", b"received_at_ms", "sender_box_id", b"sender_box_id", "sender_device_id", b"sender_device_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueuedMessage: _TypeAlias = QueuedMessage  # noqa: Y015
+
+@_typing.final
+class DeliveryGap(_message.Message):
+    """Messages this device will never receive: it fell more than `pending_cap`
+    behind, so the box dropped its oldest pending messages for it (its cursor
+    moved past them) rather than refuse new mail for every device.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MISSED_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    THROUGH_FIELD_NUMBER: _builtins.int
+    missed: _builtins.int
+    """How many messages were dropped for this device."""
+    after: _builtins.int
+    """Positions in (after, through] were not delivered to this device."""
+    through: _builtins.int
+    def __init__(
+        self,
+        *,
+        missed: _builtins.int = ...,
+        after: _builtins.int = ...,
+        through: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "missed", b"missed", "through", b"through"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryGap: _TypeAlias = DeliveryGap  # noqa: Y015
+
+@_typing.final
+class IdleDeviceWarning(_message.Message):
+    """A device of the caller's box that will be unlinked for being idle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_MS_FIELD_NUMBER: _builtins.int
+    UNLINK_AT_MS_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    device_name: _builtins.str
+    last_seen_ms: _builtins.int
+    """Its last signed call, ms since the Unix epoch."""
+    unlink_at_ms: _builtins.int
+    """When the server unlinks it unless it makes a signed call before."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        device_name: _builtins.str = ...,
+        last_seen_ms: _builtins.int = ...,
+        unlink_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "device_name", b"device_name", "last_seen_ms", b"last_seen_ms", "unlink_at_ms", b"unlink_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdleDeviceWarning: _TypeAlias = IdleDeviceWarning  # noqa: Y015
 
 @_typing.final
 class FetchResponse(_message.Message):
@@ -685,6 +773,8 @@ class FetchResponse(_message.Message):
     NEXT_AFTER_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     PREKEYS_LOW_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    IDLE_DEVICES_FIELD_NUMBER: _builtins.int
     more: _builtins.bool
     """More messages are waiting: fetch again with after = next_after."""
     next_after: _builtins.int
@@ -699,6 +789,18 @@ class FetchResponse(_message.Message):
         message id.
         """
 
+    @_builtins.property
+    def gap(self) -> Global___DeliveryGap:
+        """Set when messages were dropped for this device (see DeliveryGap); the
+        same gap is reported until the device acks at or above `gap.through`.
+        """
+
+    @_builtins.property
+    def idle_devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdleDeviceWarning]:
+        """Other devices of the box due to be unlinked for idleness within
+        `device_idle_warning_days`.
+        """
+
     def __init__(
         self,
         *,
@@ -707,10 +809,12 @@ class FetchResponse(_message.Message):
         next_after: _builtins.int = ...,
         cursor: _builtins.int = ...,
         prekeys_low: _builtins.bool = ...,
+        gap: Global___DeliveryGap | None = ...,
+        idle_devices: _abc.Iterable[Global___IdleDeviceWarning] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gap", b"gap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "messages", b"messages", "more", b"more", "next_after", b"next_after", "prekeys_low", b"prekeys_low"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "gap", b"gap", "idle_devices", b"idle_devices", "messages", b"messages", "more", b"more", "next_after", b"next_after", "prekeys_low", b"prekeys_low"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -793,6 +897,7 @@ class SubscribeEvent(_message.Message):
     LIVE_FIELD_NUMBER: _builtins.int
     CATCH_UP_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def message(self) -> Global___QueuedMessage:
         """A queued message, as Fetch returns it. Ack it with Ack as usual."""
@@ -818,6 +923,10 @@ class SubscribeEvent(_message.Message):
     def heartbeat(self) -> Global___StreamHeartbeat:
         """Sent after `stream_heartbeat` seconds without another event."""
 
+    @_builtins.property
+    def gap(self) -> Global___DeliveryGap:
+        """As FetchResponse.gap: sent before the first message above the gap."""
+
     def __init__(
         self,
         *,
@@ -826,12 +935,13 @@ class SubscribeEvent(_message.Message):
         live: Global___StreamLive | None = ...,
         catch_up: Global___StreamCatchUp | None = ...,
         heartbeat: Global___StreamHeartbeat | None = ...,
+        gap: Global___DeliveryGap | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "gap", b"gap", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "gap", b"gap", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message", "ephemeral", "live", "catch_up", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message", "ephemeral", "live", "catch_up", "heartbeat", "gap"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -2081,3 +2191,184 @@ class ClaimPrekeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClaimPrekeysResponse: _TypeAlias = ClaimPrekeysResponse  # noqa: Y015
+
+@_typing.final
+class GetPushConfigRequest(_message.Message):
+    """-- Push -------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPushConfigRequest: _TypeAlias = GetPushConfigRequest  # noqa: Y015
+
+@_typing.final
+class GetPushConfigResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VAPID_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    GATEWAY_APP_IDS_FIELD_NUMBER: _builtins.int
+    vapid_public_key: _builtins.bytes
+    """The server's VAPID public key, an uncompressed P-256 point (65 bytes);
+    empty when Web Push is not configured.
+    """
+    @_builtins.property
+    def gateway_app_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The app ids accepted in GatewayPushTarget."""
+
+    def __init__(
+        self,
+        *,
+        vapid_public_key: _builtins.bytes = ...,
+        gateway_app_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_app_ids", b"gateway_app_ids", "vapid_public_key", b"vapid_public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPushConfigResponse: _TypeAlias = GetPushConfigResponse  # noqa: Y015
+
+@_typing.final
+class WebPushTarget(_message.Message):
+    """A Web Push subscription (PushSubscription in the browser's Push API)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    P256DH_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """The push service's endpoint URL (https)."""
+    p256dh: _builtins.bytes
+    """The subscription's public key, an uncompressed P-256 point (65 bytes),
+    and its 16-byte auth secret (RFC 8291).
+    """
+    auth: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        p256dh: _builtins.bytes = ...,
+        auth: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "endpoint", b"endpoint", "p256dh", b"p256dh"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebPushTarget: _TypeAlias = WebPushTarget  # noqa: Y015
+
+@_typing.final
+class GatewayPushTarget(_message.Message):
+    """A device token behind an operator's Matrix-style push gateway."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    PUSHKEY_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """One of `push_gateways`' app ids (Matrix "app_id")."""
+    pushkey: _builtins.str
+    """The token the app's push service gave the device (Matrix "pushkey"),
+    at most 512 bytes.
+    """
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        pushkey: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "pushkey", b"pushkey"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayPushTarget: _TypeAlias = GatewayPushTarget  # noqa: Y015
+
+@_typing.final
+class SetPushTargetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEB_PUSH_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    HINT_FIELD_NUMBER: _builtins.int
+    hint: _builtins.str
+    """Opaque to the server (at most 64 bytes), echoed in every wake-up, e.g.
+    which account of a multi-account app should fetch.
+    """
+    @_builtins.property
+    def web_push(self) -> Global___WebPushTarget: ...
+    @_builtins.property
+    def gateway(self) -> Global___GatewayPushTarget: ...
+    def __init__(
+        self,
+        *,
+        web_push: Global___WebPushTarget | None = ...,
+        gateway: Global___GatewayPushTarget | None = ...,
+        hint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "target", b"target", "web_push", b"web_push"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "hint", b"hint", "target", b"target", "web_push", b"web_push"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["web_push", "gateway"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___SetPushTargetRequest: _TypeAlias = SetPushTargetRequest  # noqa: Y015
+
+@_typing.final
+class SetPushTargetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPushTargetResponse: _TypeAlias = SetPushTargetResponse  # noqa: Y015
+
+@_typing.final
+class ClearPushTargetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearPushTargetRequest: _TypeAlias = ClearPushTargetRequest  # noqa: Y015
+
+@_typing.final
+class ClearPushTargetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearPushTargetResponse: _TypeAlias = ClearPushTargetResponse  # noqa: Y015

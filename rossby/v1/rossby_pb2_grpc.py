@@ -159,6 +159,21 @@ class RossbyStub:
                 request_serializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysRequest.SerializeToString,
                 response_deserializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysResponse.FromString,
                 _registered_method=True)
+        self.GetPushConfig = channel.unary_unary(
+                '/rossby.v1.Rossby/GetPushConfig',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.GetPushConfigRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.GetPushConfigResponse.FromString,
+                _registered_method=True)
+        self.SetPushTarget = channel.unary_unary(
+                '/rossby.v1.Rossby/SetPushTarget',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.SetPushTargetRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.SetPushTargetResponse.FromString,
+                _registered_method=True)
+        self.ClearPushTarget = channel.unary_unary(
+                '/rossby.v1.Rossby/ClearPushTarget',
+                request_serializer=rossby_dot_v1_dot_rossby__pb2.ClearPushTargetRequest.SerializeToString,
+                response_deserializer=rossby_dot_v1_dot_rossby__pb2.ClearPushTargetResponse.FromString,
+                _registered_method=True)
 
 
 class RossbyServicer:
@@ -424,6 +439,41 @@ class RossbyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPushConfig(self, request, context):
+        """-- Mobile delivery: push wake-ups (docs/api.md "Push", docs/realtime.md) --
+        A device with no open Subscribe stream is woken when a message is queued
+        for it: through Web Push (RFC 8030/8291/8292) or an operator's push
+        gateway (Matrix Push Gateway API, e.g. Sygnal in front of APNs/FCM).
+        The wake-up carries no content and no sender.
+
+        What this server can push through: its VAPID public key (the browser's
+        applicationServerKey) and the gateway app ids the operator configured.
+        Hawk-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPushTarget(self, request, context):
+        """Registers (or replaces) the calling device's push target. Hawk-signed.
+        Errors: INVALID_ARGUMENT (PUSH_TARGET_INVALID: no target, an endpoint
+        that is not https or too long, a p256dh that is not an uncompressed
+        P-256 point, an auth secret not 16 bytes, an empty or too long pushkey;
+        PUSH_GATEWAY_UNKNOWN: app_id not in `push_gateways`),
+        FAILED_PRECONDITION (PUSH_DISABLED: that kind of push is not configured
+        on this server).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearPushTarget(self, request, context):
+        """Removes the calling device's push target (idempotent). Hawk-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RossbyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -551,6 +601,21 @@ def add_RossbyServicer_to_server(servicer, server):
                     servicer.ClaimPrekeys,
                     request_deserializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysRequest.FromString,
                     response_serializer=rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysResponse.SerializeToString,
+            ),
+            'GetPushConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPushConfig,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.GetPushConfigRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.GetPushConfigResponse.SerializeToString,
+            ),
+            'SetPushTarget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPushTarget,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.SetPushTargetRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.SetPushTargetResponse.SerializeToString,
+            ),
+            'ClearPushTarget': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearPushTarget,
+                    request_deserializer=rossby_dot_v1_dot_rossby__pb2.ClearPushTargetRequest.FromString,
+                    response_serializer=rossby_dot_v1_dot_rossby__pb2.ClearPushTargetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1228,6 +1293,87 @@ class Rossby:
             '/rossby.v1.Rossby/ClaimPrekeys',
             rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysRequest.SerializeToString,
             rossby_dot_v1_dot_rossby__pb2.ClaimPrekeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPushConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/GetPushConfig',
+            rossby_dot_v1_dot_rossby__pb2.GetPushConfigRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.GetPushConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPushTarget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/SetPushTarget',
+            rossby_dot_v1_dot_rossby__pb2.SetPushTargetRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.SetPushTargetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearPushTarget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rossby.v1.Rossby/ClearPushTarget',
+            rossby_dot_v1_dot_rossby__pb2.ClearPushTargetRequest.SerializeToString,
+            rossby_dot_v1_dot_rossby__pb2.ClearPushTargetResponse.FromString,
             options,
             channel_credentials,
             insecure,

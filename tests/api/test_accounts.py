@@ -12,7 +12,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import grpc
 import pytest
@@ -184,7 +184,9 @@ async def complete(new: Device, offer: Offer) -> pb.CompleteLinkResponse:
     return reply
 
 
-async def link(api: Api, owner: Device, name: str = "tablet") -> Device:
+async def link(api: Any, owner: Device, name: str = "tablet") -> Device:
+    """``api``: anything a ``Device`` can use (an in-process ``Api`` or a
+    ``ProcessApi``)."""
     offer = await create_offer(owner)
     new = Device(api, name=name)
     await join(new, offer)

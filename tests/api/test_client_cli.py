@@ -96,6 +96,22 @@ def test_two_people_register_talk_and_compare_safety_numbers(
     (reply,) = doc(client(homes["alice"], "fetch"))["messages"]
     assert (reply["text"], reply["sender_contact"]) == ("hi alice", contacts["bob"])
 
+    # Disappearing messages: the server learns the timer and reports it back.
+    brief = doc(client(homes["alice"], "send", "--expire-after", "1h", contacts["bob"], "brief"))
+    assert [r["outcome"] for r in brief["results"]] == ["queued"]
+    (got,) = doc(client(homes["bob"], "fetch"))["messages"]
+    assert got["text"] == "brief"
+    assert abs(got["expires_at_ms"] - (got["received_at_ms"] + 3_600_000)) <= 5
+    too_long = client(
+        homes["alice"], "send", "--expire-after", "31d", contacts["bob"], "no", check=False
+    )
+    assert too_long.returncode == 1
+    assert [r["reason"] for r in doc(too_long)["results"]] == ["EXPIRE_AFTER_INVALID"]
+    bad = client(
+        homes["alice"], "send", "--expire-after", "soon", contacts["bob"], "x", check=False
+    )
+    assert bad.returncode == 2 and "not a duration" in bad.stderr
+
     alice_sn = doc(client(homes["alice"], "safety-number", contacts["bob"]))
     bob_sn = doc(client(homes["bob"], "safety-number", contacts["alice"]))
     assert alice_sn["safety_number"] == bob_sn["safety_number"]

@@ -96,6 +96,7 @@ class Realtime:
         server_secret: bytes,
         device_check: DeviceCheck,
         prekeys_low: PrekeysLow | None = None,
+        on_stream_open: Callable[[uuid.UUID, uuid.UUID], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -118,6 +119,7 @@ class Realtime:
             presence_ttl=settings.presence_ttl,
             presence_cache_ttl=settings.presence_cache_ttl,
             clock=clock,
+            on_stream_open=on_stream_open,
         )
         self.peer_service = PeerService(
             key,

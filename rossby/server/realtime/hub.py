@@ -94,8 +94,11 @@ class Hub(Receiver):
         presence_ttl: float,
         presence_cache_ttl: float = 0.0,
         clock: Callable[[], float] = time.time,
+        on_stream_open: Callable[[uuid.UUID, uuid.UUID], None] | None = None,
     ) -> None:
         self.store = store
+        #: Told when a device opens a stream here (push: the device is awake).
+        self.on_stream_open = on_stream_open
         self.metrics = metrics
         self.server_id = server_id
         self.region = region
@@ -149,6 +152,8 @@ class Hub(Receiver):
         self.metrics.streams_open.inc()
         if self._devices[key] == 1:
             self._since[key] = self.clock()
+        if self.on_stream_open is not None:
+            self.on_stream_open(stream.box_id, stream.device_id)
         await self._put_presence(key)
 
     def recheck(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
@@ -320,6 +325,14 @@ class Hub(Receiver):
                 self._fanouts[box_id] = asyncio.create_task(
                     self._fanout(box_id), name="rossby-fanout"
                 )
+
+    async def presence(self, box_id: uuid.UUID) -> list[Presence]:
+        """The box's presence rows for a push decision (``rossby.server.push``):
+        the fan-out's cached read, so a push adds no presence read of its
+        own while the cache holds one; empty when presence is off."""
+        if not self.presence_enabled:
+            return []
+        return await self._presence_of(box_id, fresh=False)
 
     async def _presence_of(self, box_id: uuid.UUID, *, fresh: bool) -> list[Presence]:
         """The box's presence rows: cached if read at most ``presence_cache_ttl``

@@ -263,6 +263,8 @@ class Stream:
                 await self._check_device()
             if event is _RECHECK:
                 continue
+            if kind == "message" and self._expired(event.message):
+                continue  # a disappearing message that ran out while queued here
             try:
                 async with asyncio.timeout(self.write_timeout):
                     await context.write(event.SerializeToString())
@@ -315,6 +317,11 @@ class Stream:
                         server_time_ms=now_ms, prekeys_low=await self._low()
                     )
                 )
+
+    def _expired(self, message: pb.QueuedMessage) -> bool:
+        """Past its ``expires_at``: the store no longer hands it out, and
+        neither may this stream's queue (checked last, right before the write)."""
+        return 0 < message.expires_at_ms <= int(self.clock() * 1000)
 
     async def _low(self) -> bool:
         return False if self.prekeys_low is None else await self.prekeys_low()

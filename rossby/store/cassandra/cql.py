@@ -10,7 +10,7 @@ from __future__ import annotations
 
 _DEVICE_COLUMNS = (
     "device_id, name, encryption_key, signing_key, key_signature, hawk_key, state,"
-    " device_created_at, start_position, cursor, purged_through"
+    " device_created_at, start_position, cursor, purged_through, last_seen"
 )
 # A queue operation's view of the box partition: the device columns, then
 # the statics that route it (docs/replication.md, "Home region").
@@ -53,6 +53,12 @@ class Cql:
             f"INSERT INTO {ks}.boxes (box_id, device_id, name, encryption_key, signing_key,"
             " key_signature, hawk_key, state, device_created_at, start_position)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        # last_seen only grows: every write carries its own time as the
+        # write timestamp (µs), so the latest time wins in any arrival order.
+        self.device_seen = (
+            f"UPDATE {ks}.boxes USING TIMESTAMP ? SET last_seen = ?"
+            " WHERE box_id = ? AND device_id = ?"
         )
         self.device_get = (
             f"SELECT {_DEVICE_COLUMNS} FROM {ks}.boxes WHERE box_id = ? AND device_id = ?"
@@ -102,10 +108,11 @@ class Cql:
         # the queue
         self.message_insert = (
             f"INSERT INTO {ks}.messages (box_id, bucket, position, message_id, sender_box,"
-            " sender_device, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+            " sender_device, ciphertext, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " USING TTL ?"
         )
         self.message_range = (
-            f"SELECT position, message_id, sender_box, sender_device, ciphertext"
+            f"SELECT position, message_id, sender_box, sender_device, ciphertext, expires_at_ms"
             f" FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position > ?"
             " AND position <= ? LIMIT ?"
         )
@@ -117,9 +124,12 @@ class Cql:
             f"SELECT position FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
             " AND position = ? AND message_id = ?"
         )
+        # Filtering inside one partition's position range reads the rows the
+        # count reads anyway; it drops short-lived rows past their expiry
+        # that TTL (rounded up) has not removed yet.
         self.message_count = (
             f"SELECT COUNT(*) FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
-            " AND position > ? AND position <= ?"
+            " AND position > ? AND position <= ? AND expires_at_ms > ? ALLOW FILTERING"
         )
         self.messages_delete_below = (
             f"DELETE FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position <= ?"
@@ -127,10 +137,13 @@ class Cql:
         self.messages_delete_bucket = f"DELETE FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
         # message ids: plain writes, written before the message row
         self.id_put = (
-            f"INSERT INTO {ks}.message_ids (box_id, message_id, position) VALUES (?, ?, ?)"
-            " USING TTL ?"
+            f"INSERT INTO {ks}.message_ids (box_id, message_id, position, expires_at_ms)"
+            " VALUES (?, ?, ?, ?) USING TTL ?"
         )
-        self.id_get = f"SELECT position FROM {ks}.message_ids WHERE box_id = ? AND message_id = ?"
+        self.id_get = (
+            f"SELECT position, expires_at_ms FROM {ks}.message_ids"
+            " WHERE box_id = ? AND message_id = ?"
+        )
         self.message_ids_range = (
             f"SELECT position, message_id FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
             " AND position > ? AND position <= ?"

@@ -8,7 +8,7 @@ queue operations read cursors.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassandra.query import BatchStatement, BatchType
 
@@ -33,11 +33,26 @@ def _device(box_id: uuid.UUID, row: dict[str, Any]) -> Device:
         hawk_key=row["hawk_key"] or b"",
         state=DeviceState(row["state"]),
         created_at=row["device_created_at"] or 0.0,
+        last_seen=row["last_seen"],
     )
+
+
+def _seen_timestamp(at: float) -> int:
+    return int(at * 1_000_000)
 
 
 class CassandraDevices(CassandraRouting):
     """``create_box`` ... ``put_profile``."""
+
+    if TYPE_CHECKING:
+
+        async def delete_push_target(
+            self,
+            box_id: uuid.UUID,
+            device_id: uuid.UUID,
+            *,
+            registered_at: float | None = None,
+        ) -> None: ...
 
     async def _device_row(self, box_id: uuid.UUID, device_id: uuid.UUID) -> Any | None:
         rows = await self._run(self._cql.device_get, (box_id, device_id), KEYS)
@@ -84,6 +99,11 @@ class CassandraDevices(CassandraRouting):
                 device.created_at,
                 start,
             ),
+        )
+        seen = device.created_at if device.last_seen is None else device.last_seen
+        batch.add(
+            await self._db.prepare(self._cql.device_seen),
+            (_seen_timestamp(seen), seen, device.box_id, device.device_id),
         )
         batch.add(
             await self._db.prepare(self._cql.cursor_set),
@@ -192,11 +212,19 @@ class CassandraDevices(CassandraRouting):
         row = await self._device_row(box_id, device_id)
         if row is None:
             raise NotFound("no such device")
-        if row["state"] == DeviceState.REVOKED:
-            return
-        await self._run(
-            self._cql.device_state, (DeviceState.REVOKED.value, box_id, device_id), KEYS
-        )
+        if row["state"] != DeviceState.REVOKED:
+            await self._run(
+                self._cql.device_state, (DeviceState.REVOKED.value, box_id, device_id), KEYS
+            )
+        # After the state (a revoked device is refused before any push
+        # target matters), and again on a retry: the delete is idempotent.
+        await self.delete_push_target(box_id, device_id)
+
+    async def record_device_seen(self, box_id: uuid.UUID, device_id: uuid.UUID, at: float) -> None:
+        # No read first: the caller just authenticated as this device, so
+        # its row exists (rows are never deleted), and the write timestamp
+        # keeps the latest time whatever order records land in.
+        await self._run(self._cql.device_seen, (_seen_timestamp(at), at, box_id, device_id), KEYS)
 
     async def get_profile(self, box_id: uuid.UUID) -> Profile | None:
         rows = await self._run(self._cql.profile_get, (box_id,), KEYS)

@@ -21,7 +21,8 @@ from rossby.replication.consistency import Op, profile_name
 from rossby.replication.homes import HomeRecord, HomeRegions, Reconciled
 from rossby.store.cassandra.config import KEYS
 from rossby.store.cassandra.errors import translate
-from rossby.store.cassandra.positions import bucket_of, time_of
+from rossby.store.cassandra.plumbing import ttl_covering
+from rossby.store.cassandra.positions import bucket_of
 from rossby.store.cassandra.queue import CassandraQueue
 from rossby.store.model import DeviceState, Position
 
@@ -155,9 +156,12 @@ class CassandraHomes(CassandraQueue, HomeRegions):
                         f"store: cannot reconcile from {dc} yet: {exc}", applied=False
                     ) from exc
                 for m in page:
-                    ttl = math.ceil(self.options.message_ttl - (time.time() - time_of(m.position)))
-                    if ttl <= 0:
+                    # A copy keeps the original's expiry (disappearing
+                    # messages included), plus the second TTL rounding loses.
+                    left = m.expires_at - time.time()
+                    if left <= 0:
                         continue
+                    ttl = min(ttl_covering(left), self._message_ttl())
                     await self._run_home(
                         self._cql.message_insert,
                         (
@@ -168,6 +172,7 @@ class CassandraHomes(CassandraQueue, HomeRegions):
                             m.sender_box,
                             m.sender_device,
                             m.ciphertext,
+                            math.floor(m.expires_at * 1000),
                             ttl,
                         ),
                         Op.QUEUE,

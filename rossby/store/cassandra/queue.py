@@ -10,6 +10,7 @@ fences stale routes); see docs/replication.md.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from typing import Any
 
 from rossby.errors import NotFound, StoreUnavailable
 from rossby.replication.consistency import Op
+from rossby.store.cassandra.plumbing import ttl_covering
 from rossby.store.cassandra.positions import bucket_of, time_of, write_timestamp
 from rossby.store.cassandra.routing import CassandraRouting
 from rossby.store.model import (
@@ -38,6 +40,10 @@ async def _nothing() -> None:
     return None
 
 
+def _ms(unix_seconds: float) -> int:
+    return math.floor(unix_seconds * 1000)
+
+
 def _active(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of active devices in a box view (a partition of statics
     only reads as one row without a device id)."""
@@ -53,10 +59,11 @@ class CassandraQueue(CassandraRouting):
         cost is the rows actually counted, never compacted ones."""
         lower = max(floor, self._horizon())
         upper = self._upper()
+        now_ms = _ms(self.options.clock())
         total = 0
         for bucket in range(bucket_of(lower + 1), bucket_of(upper) + 1):
             rows = await self._run_home(
-                self._cql.message_count, (box_id, bucket, lower, upper), Op.QUEUE, home
+                self._cql.message_count, (box_id, bucket, lower, upper, now_ms), Op.QUEUE, home
             )
             total += int(rows[0]["count"]) if rows else 0
             if total > cap:
@@ -96,8 +103,23 @@ class CassandraQueue(CassandraRouting):
         )
         return bool(rows)
 
+    def _expires_at(self, position: Position, message: NewMessage) -> float:
+        """When the row at ``position`` stops being handed out."""
+        return time_of(position) + message.lifetime(self.options.message_ttl)
+
+    def _row_ttl(self, message: NewMessage) -> int:
+        """``USING TTL`` of a message row: its lifetime, rounded up plus the
+        second Cassandra's whole-second expiry can lose
+        (``plumbing.ttl_covering``), never above message_ttl. The row
+        outlives ``expires_at`` by at most two seconds and reads filter on
+        the column, so the cut is exact and no message gets a tombstone."""
+        lifetime = message.lifetime(self.options.message_ttl)
+        if lifetime >= self.options.message_ttl:
+            return self._message_ttl()
+        return min(self._message_ttl(), ttl_covering(lifetime))
+
     async def _point(
-        self, box_id: uuid.UUID, home: str, message_id: uuid.UUID
+        self, box_id: uuid.UUID, home: str, message: NewMessage
     ) -> tuple[Position, float]:
         """Issue a fresh position and record it as the id's, before any row.
 
@@ -109,9 +131,17 @@ class CassandraQueue(CassandraRouting):
         """
         position = self._positions.issue()
         deadline = time.monotonic() + self._budget()
+        # The id keeps the full message_ttl, whatever the message's own
+        # lifetime: a retry after a short-lived copy expired is a duplicate.
         await self._run_home(
             self._cql.id_put,
-            (box_id, message_id, position, self._message_ttl()),
+            (
+                box_id,
+                message.message_id,
+                position,
+                _ms(self._expires_at(position, message)),
+                self._message_ttl(),
+            ),
             Op.QUEUE,
             home,
             deadline=deadline,
@@ -144,14 +174,15 @@ class CassandraQueue(CassandraRouting):
                         message.sender_box,
                         message.sender_device,
                         message.ciphertext,
-                        self._message_ttl(),
+                        _ms(self._expires_at(position, message)),
+                        self._row_ttl(message),
                     ),
                     Op.QUEUE,
                     home,
                     deadline=deadline,
                 )
                 return position
-            position, deadline = await self._point(box_id, home, message.message_id)
+            position, deadline = await self._point(box_id, home, message)
         raise StoreUnavailable("store: too slow to place the message in time", applied=False)
 
     async def _enqueue_retry(
@@ -167,6 +198,8 @@ class CassandraQueue(CassandraRouting):
             return Enqueued(known, duplicate=True)  # delivered and compacted, or expired
         if await self._row_exists(box_id, home, known, message.message_id):
             return Enqueued(known, duplicate=True)
+        if await self._copy_expired(box_id, home, message.message_id):
+            return Enqueued(known, duplicate=True)  # a short-lived copy, gone by its TTL
         # The row is missing: the earlier attempt is still writing, or died
         # between recording the id and writing the row. Give it the rest of
         # its budget; after that its row can no longer be acknowledged.
@@ -176,8 +209,19 @@ class CassandraQueue(CassandraRouting):
             await asyncio.sleep(POLL)
             if await self._row_exists(box_id, home, known, message.message_id):
                 return Enqueued(known, duplicate=True)
-        position, deadline = await self._point(box_id, home, message.message_id)
+        if await self._copy_expired(box_id, home, message.message_id):
+            # Its writer died, and it would not be handed out any more anyway.
+            return Enqueued(known, duplicate=True)
+        position, deadline = await self._point(box_id, home, message)
         return Enqueued(await self._place(box_id, home, message, position, deadline), False)
+
+    async def _copy_expired(self, box_id: uuid.UUID, home: str, message_id: uuid.UUID) -> bool:
+        """Whether the id's recorded copy is past its ``expires_at`` (an id
+        recorded before schema 11 has none: its copy lives message_ttl, which
+        the horizon check covers)."""
+        rows = await self._run_home(self._cql.id_get, (box_id, message_id), Op.QUEUE, home)
+        expires_ms = rows[0]["expires_at_ms"] if rows else None
+        return expires_ms is not None and expires_ms <= _ms(self.options.clock())
 
     async def _pending_view(
         self, box_id: uuid.UUID, home: str, message_id: uuid.UUID
@@ -225,7 +269,7 @@ class CassandraQueue(CassandraRouting):
                 self._pending.counted(box_id, counted, floor)
                 if counted >= cap:
                     raise PendingCapExceeded(f"box holds {cap} undelivered messages")
-            position, deadline = await self._point(box_id, home, message.message_id)
+            position, deadline = await self._point(box_id, home, message)
             placed = await self._place(box_id, home, message, position, deadline)
             self._pending.queued(box_id)
             return Enqueued(placed, False)
@@ -253,9 +297,17 @@ class CassandraQueue(CassandraRouting):
                         sender_device=r["sender_device"],
                         received_at=time_of(r["position"]),
                         ciphertext=r["ciphertext"] or b"",
+                        expires_at=self._row_expiry(r),
                     )
                 )
         return out
+
+    def _row_expiry(self, row: dict[str, Any]) -> float:
+        """A row's ``expires_at``; rows written before schema 11 have no
+        column and live message_ttl from their position."""
+        if row["expires_at_ms"] is None:
+            return time_of(row["position"]) + self.options.message_ttl
+        return float(row["expires_at_ms"]) / 1000.0
 
     async def _queue_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> tuple[str, Any]:
         """(home, the active device's row read in the home DC) or NotFound."""
@@ -300,10 +352,14 @@ class CassandraQueue(CassandraRouting):
         )
         seen: set[uuid.UUID] = earlier or set()
         kept = []
+        now = self.options.clock()
         for m in found:
             if m.message_id not in seen:
                 seen.add(m.message_id)
-                kept.append(m)
+                # A short-lived row may outlive its expires_at by its TTL's
+                # rounding: dropped here like a later copy.
+                if m.expires_at > now:
+                    kept.append(m)
         if len(kept) > limit or len(found) <= limit:
             return Page(messages=kept[:limit], more=len(kept) > limit, cursor=cursor)
         # Copies were dropped from a full read: every row up to the last one

@@ -14,6 +14,7 @@ docs/store.md ("Cassandra backend", "Cursor edge").
 ``attempts``           the LWT counter and insert-or-replace loops
 ``prekeys``            prekeys: per-region one-time pools (``prekeytake``,
                        ``regions``, ``writeclock``)
+``pushtargets``        push targets (write-stamped conditional delete)
 =====================  ==================================================
 """
 
@@ -35,6 +36,7 @@ from rossby.store.cassandra.pending import PendingEstimates
 from rossby.store.cassandra.positions import Allocator, span
 from rossby.store.cassandra.prekeys import CassandraPrekeys, PrekeyCql
 from rossby.store.cassandra.presence import CassandraPresence
+from rossby.store.cassandra.pushtargets import CassandraPushTargets
 from rossby.store.cassandra.regions import KeyspaceRegions
 from rossby.store.cassandra.registrations import CassandraRegistrations
 from rossby.store.cassandra.writeclock import MillisClock
@@ -80,6 +82,7 @@ class CassandraStore(
     CassandraAccounts,
     CassandraCodeSends,
     CassandraPrekeys,
+    CassandraPushTargets,
     Store,
 ):
     """Apache Cassandra 5.0 backend (see the package docstring for the URL)."""

@@ -11,11 +11,12 @@ from typing import Any
 
 from rossby.errors import AlreadyExists, NotFound
 from rossby.store.model import Box, Device, DeviceKeys, DeviceState, Position, Profile
+from rossby.store.sqlite.pushtargets import delete_device_target
 from rossby.store.sqlite.rows import WorkerCalls, _b, _changes, _row, _rows, _u
 
 _DEVICE_COLUMNS = (
     "box_id, device_id, name, encryption_key, signing_key, key_signature, hawk_key, state,"
-    " created_at"
+    " created_at, last_seen"
 )
 
 
@@ -32,6 +33,7 @@ def _device(row: Any) -> Device:
         hawk_key=row["hawk_key"],
         state=DeviceState(row["state"]),
         created_at=row["created_at"],
+        last_seen=row["last_seen"],
     )
 
 
@@ -42,8 +44,8 @@ def _insert_device(conn: sqlite3.Connection, device: Device, start: Position) ->
     inserted = _changes(
         conn,
         "INSERT INTO devices (box_id, device_id, name, encryption_key, signing_key,"
-        " key_signature, hawk_key, state, created_at, start_position)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        " key_signature, hawk_key, state, created_at, start_position, last_seen)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             _b(device.box_id),
             _b(device.device_id),
@@ -55,6 +57,7 @@ def _insert_device(conn: sqlite3.Connection, device: Device, start: Position) ->
             DeviceState.ACTIVE.value,
             device.created_at,
             start,
+            device.created_at if device.last_seen is None else device.last_seen,
         ),
     )
     if inserted:
@@ -197,11 +200,24 @@ class SqliteDevices(WorkerCalls):
         return [_device(row) for row in rows]
 
     async def revoke_device(self, box_id: uuid.UUID, device_id: uuid.UUID) -> None:
-        await self._write(
-            lambda conn: _changes(
+        def body(conn: sqlite3.Connection) -> None:
+            _changes(
                 conn,
                 "UPDATE devices SET state = ? WHERE box_id = ? AND device_id = ?",
                 (DeviceState.REVOKED.value, _b(box_id), _b(device_id)),
+            )
+            # A revoked device is never woken again (one transaction).
+            delete_device_target(conn, _b(box_id), _b(device_id))
+
+        await self._write(body)
+
+    async def record_device_seen(self, box_id: uuid.UUID, device_id: uuid.UUID, at: float) -> None:
+        await self._write(
+            lambda conn: _changes(
+                conn,
+                "UPDATE devices SET last_seen = ? WHERE box_id = ? AND device_id = ?"
+                " AND (last_seen IS NULL OR last_seen < ?)",
+                (at, _b(box_id), _b(device_id), at),
             )
         )
 

@@ -95,10 +95,12 @@ class SqliteQueue(WorkerCalls):
                     _b(message.sender_box),
                     _b(message.sender_device),
                     now,
-                    now + self.options.message_ttl,
+                    now + message.lifetime(self.options.message_ttl),
                     message.ciphertext,
                 ),
             )
+            # The id outlives a short-lived message: a retry after it
+            # disappeared is still a duplicate, never a second copy.
             conn.execute(
                 "INSERT INTO message_ids (box_id, message_id, position, expires_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -126,8 +128,8 @@ class SqliteQueue(WorkerCalls):
             wanted = max(limit, 0)
             rows = _rows(
                 conn,
-                "SELECT position, message_id, sender_box, sender_device, received_at, ciphertext"
-                " FROM messages WHERE box_id = ? AND position > ? AND expires_at > ?"
+                "SELECT position, message_id, sender_box, sender_device, received_at, ciphertext,"
+                " expires_at FROM messages WHERE box_id = ? AND position > ? AND expires_at > ?"
                 " ORDER BY position LIMIT ?",
                 (_b(box_id), lower, self._now(), wanted + 1),
             )
@@ -139,6 +141,7 @@ class SqliteQueue(WorkerCalls):
                     sender_device=_u(row["sender_device"]),
                     received_at=row["received_at"],
                     ciphertext=row["ciphertext"],
+                    expires_at=row["expires_at"],
                 )
                 for row in rows[:wanted]
             ]

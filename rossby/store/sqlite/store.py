@@ -33,6 +33,7 @@ from rossby.store.sqlite.errors import translate_error
 from rossby.store.sqlite.nonces import SqliteNonces
 from rossby.store.sqlite.prekeys import SqlitePrekeys
 from rossby.store.sqlite.presence import SqlitePresence
+from rossby.store.sqlite.pushtargets import SqlitePushTargets
 from rossby.store.sqlite.queue import SqliteQueue
 from rossby.store.sqlite.registrations import SqliteRegistrations
 from rossby.store.sqlite.rows import _changes, _row, _value
@@ -112,6 +113,7 @@ class SqliteStore(
     SqliteAccounts,
     SqliteCodeSends,
     SqlitePrekeys,
+    SqlitePushTargets,
     Store,
 ):
     """A ``Store`` on one SQLite file (or ``:memory:``): the plumbing and

@@ -1,0 +1,1 @@
+"""Push wake-ups for devices with no open stream (docs/realtime.md "Push")."""
