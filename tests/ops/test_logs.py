@@ -91,7 +91,7 @@ async def test_rpc_lines_carry_a_box_tag_and_nothing_private(tmp_path: Path) -> 
             await bob.ack(page.messages[0].position)
             # Linking and revoking: the account changes log events of their own.
             # A ProcessApi has what link's Device uses of an Api: target, outbox, server.port.
-            tablet = await link(api, alice)  # type: ignore[arg-type]
+            tablet = await link(api, alice)
             await alice.call("RevokeDevice", revoke_request(alice, tablet), pb.RevokeDeviceResponse)
         finally:
             await api.close()
