@@ -520,6 +520,7 @@ async def test_get_push_config_says_what_the_server_pushes_through(
     api: Api = await make_api(
         push_gateways=f"{APP}=https://push.example.com,org.other=https://p.example.org/base",
         push_vapid_private_key_file=path,
+        push_vapid_subject="mailto:ops@example.com",
     )
     alice = await Device(api, email("alice")).join()
     got = await alice.call("GetPushConfig", pb.GetPushConfigRequest(), pb.GetPushConfigResponse)
@@ -570,6 +571,7 @@ async def test_web_push_targets_are_checked(make_api: Callable[..., Any], tmp_pa
     path, _ = vapid_key_file(tmp_path)
     api: Api = await make_api(
         push_vapid_private_key_file=path,
+        push_vapid_subject="mailto:ops@example.com",
         push_webpush_allowed_hosts="127.0.0.1,*.push.example.net",
     )
     alice = await Device(api, email("alice")).join()
