@@ -25,13 +25,14 @@ import aiohttp
 from rossby.contacts import NormalizedContact, mask
 from rossby.errors import ConfigError
 from rossby.logging import get_logger
+from rossby.server.httpsession import LazySession
 from rossby.server.notify.base import Notifier, clean_device_name, delivery_failed
 
 log = get_logger(__name__)
 
 
 class WebhookNotifier(Notifier):
-    """One shared ``aiohttp.ClientSession``, created on first use in the serving loop."""
+    """Posts each code to the operator's webhook through one ``LazySession``."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
         parts = urlsplit(url)
@@ -47,7 +48,7 @@ class WebhookNotifier(Notifier):
         self._endpoint = f"{parts.scheme}://{parts.hostname}" + (
             f":{parts.port}" if parts.port else ""
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(timeout=timeout, user_agent="rossby-notifier")
         if parts.scheme == "http" and self._token is not None:
             log.warning(
                 "webhook_token_without_tls",
@@ -58,14 +59,6 @@ class WebhookNotifier(Notifier):
     def __repr__(self) -> str:
         token = "<set>" if self._token else None
         return f"WebhookNotifier({self._endpoint!r}, token={token}, timeout={self.timeout})"
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": "rossby-notifier"},
-            )
-        return self._session
 
     async def send_code(
         self, contact: NormalizedContact, code: str, ttl_seconds: int, *, device_name: str
@@ -78,7 +71,7 @@ class WebhookNotifier(Notifier):
             "device_name": clean_device_name(device_name),
         }
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        session = self._get_session()
+        session = self._http.get()
         try:
             async with session.post(
                 self.url, json=payload, headers=headers, allow_redirects=False
@@ -106,9 +99,7 @@ class WebhookNotifier(Notifier):
             raise delivery_failed()
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
 
 
 __all__ = ["WebhookNotifier"]

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from rossby.logging import get_logger
+from rossby.server.httpsession import LazySession
 from rossby.server.push.base import PushOutcome, PushResult, WakeUp
 from rossby.store.pushtargets import PushKind, PushTarget
 
@@ -101,8 +102,7 @@ def _rejected(body: bytes, pushkey: str) -> bool:
 
 
 class GatewayPusher:
-    """``Pusher`` for ``PushKind.GATEWAY``: one shared ``aiohttp`` session,
-    created on first use in the serving loop."""
+    """``Pusher`` for ``PushKind.GATEWAY``, through one ``LazySession``."""
 
     kind = PushKind.GATEWAY
 
@@ -110,18 +110,10 @@ class GatewayPusher:
         #: app id -> notify URL (``rossby.pushspec.parse_gateways``).
         self._urls = dict(gateways)
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(timeout=timeout, user_agent="rossby-push")
 
     def __repr__(self) -> str:
         return f"GatewayPusher(app_ids={sorted(self._urls)}, timeout={self.timeout})"
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": "rossby-push"},
-            )
-        return self._session
 
     async def push(self, target: PushTarget, wake: WakeUp) -> PushResult:
         url = self._urls.get(target.app_id)
@@ -131,7 +123,7 @@ class GatewayPusher:
             return PushResult(PushOutcome.FAILED)
         host = urlsplit(url).hostname
         try:
-            async with self._get_session().post(
+            async with self._http.get().post(
                 url, json=notification(target, wake), allow_redirects=False
             ) as response:
                 status = response.status
@@ -151,9 +143,7 @@ class GatewayPusher:
         return PushResult(outcome, retry_after=after if outcome is PushOutcome.RETRY else None)
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
 
 
 __all__ = ["GatewayPusher", "notification", "outcome_of", "retry_after"]

@@ -45,6 +45,7 @@ from pywebpush import WebPushException
 
 from rossby.errors import ConfigError
 from rossby.logging import get_logger
+from rossby.server.httpsession import LazySession
 from rossby.server.push.base import PushOutcome, PushResult, WakeUp
 from rossby.server.push.vapid import VapidKey, b64url, load_vapid_key
 from rossby.store.pushtargets import PushKind, PushTarget
@@ -107,8 +108,7 @@ def outcome_of(status: int, retry_after_header: str | None) -> PushResult:
 
 
 class WebPusher:
-    """Delivers wake-ups to Web Push subscriptions; one shared
-    ``aiohttp.ClientSession``, created on first use in the serving loop."""
+    """Delivers wake-ups to Web Push subscriptions through one ``LazySession``."""
 
     kind = PushKind.WEB_PUSH
 
@@ -125,18 +125,10 @@ class WebPusher:
         self._subject = subject
         self.ttl = ttl
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(timeout=timeout, user_agent="rossby-push")
 
     def __repr__(self) -> str:
         return f"WebPusher(subject={self._subject!r}, ttl={self.ttl}, timeout={self.timeout})"
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": "rossby-push"},
-            )
-        return self._session
 
     def _request(
         self, target: PushTarget, wake: WakeUp, audience: str
@@ -170,7 +162,7 @@ class WebPusher:
             log.warning("push_unsendable", kind="web_push", host=host, error=type(exc).__name__)
             return PushResult(PushOutcome.FAILED)
         try:
-            async with self._get_session().post(
+            async with self._http.get().post(
                 target.endpoint, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
@@ -195,9 +187,7 @@ class WebPusher:
         return result
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
 
 
 def web_pusher(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> WebPusher | None:
