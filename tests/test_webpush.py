@@ -38,10 +38,10 @@ from rossby.config import load_settings
 from rossby.errors import ConfigError
 from rossby.server.push import webpush as webpush_module
 from rossby.server.push.base import Pusher, PushOutcome, PushResult, WakeUp
+from rossby.server.push.config import push_config
 from rossby.server.push.vapid import (
     generate_vapid_key_file,
     load_vapid_key,
-    vapid_public_key,
 )
 from rossby.server.push.webpush import WebPusher, retry_after, web_pusher
 from rossby.settings import MAX_WEBPUSH_TTL
@@ -436,8 +436,8 @@ async def test_keygen_key_configured_by_settings_signs_the_pushes(
         },
         environ={},
     )
-    assert vapid_public_key(settings) == printed
-    pusher = web_pusher(settings)
+    assert push_config(settings).vapid_public_key == printed
+    pusher = web_pusher(settings, push_config(settings))
     assert pusher is not None and pusher.kind is PushKind.WEB_PUSH
     as_protocol: Pusher = pusher  # mypy: WebPusher is a Pusher
     assert as_protocol is pusher
@@ -455,8 +455,8 @@ def test_web_push_is_off_without_a_key() -> None:
     settings = load_settings({}, environ={})
     assert settings.push_vapid_private_key_file == ""
     assert settings.push_webpush_ttl == 86400
-    assert web_pusher(settings) is None
-    assert vapid_public_key(settings) == b""
+    assert web_pusher(settings, push_config(settings)) is None
+    assert push_config(settings).vapid_public_key == b""
 
 
 def test_key_file_formats(tmp_path: Path) -> None:
@@ -568,7 +568,7 @@ async def test_every_subject_the_settings_accept_is_signed(key_file: Path, subje
         {"push_vapid_private_key_file": str(key_file), "push_vapid_subject": subject},
         environ={},
     )
-    pusher = web_pusher(settings)
+    pusher = web_pusher(settings, push_config(settings))
     assert pusher is not None
     browser = Subscription.new()
     async with push_service() as service:
@@ -576,5 +576,10 @@ async def test_every_subject_the_settings_accept_is_signed(key_file: Path, subje
         assert (await push_once(pusher, target, WakeUp(pending=1))).outcome is (
             PushOutcome.DELIVERED
         )
-    verify_vapid(service.received[0].headers, target.endpoint, vapid_public_key(settings), subject)
+    verify_vapid(
+        service.received[0].headers,
+        target.endpoint,
+        push_config(settings).vapid_public_key,
+        subject,
+    )
     assert service.received[0].headers["TTL"] == "86400"

@@ -129,9 +129,10 @@ def build_service(
     )
     # Wake-ups of sleeping devices: told by Send, off its path; it asks the
     # hub who streams where.
+    pushing = push_config(s)
     dispatcher = Dispatcher(
         store,
-        build_pushers(s),
+        build_pushers(s, pushing),
         realtime.hub,
         coalescer,
         PushMetrics(metrics.registry),
@@ -285,9 +286,7 @@ def build_service(
         replay_guard=ReplayGuard(store, skew_seconds=s.hawk_skew),
         activity=activity,
         idle=idle,
-        push_rpcs=PushRpcs(
-            store, push_config(s), clock=clock, on_changed=dispatcher.targets_changed
-        ),
+        push_rpcs=PushRpcs(store, pushing, clock=clock, on_changed=dispatcher.targets_changed),
         dispatcher=dispatcher,
     )
 

@@ -1,4 +1,5 @@
-"""What this server can push through, read once from the settings.
+"""What this server can push through, read once from the settings (the VAPID
+key file included) at start-up.
 
 ``GetPushConfig`` answers from it, ``SetPushTarget`` validates against it
 and the pusher factory (``rossby.server.push.factory``) builds from it, so
@@ -16,29 +17,36 @@ from dataclasses import dataclass
 
 from rossby.config import Settings
 from rossby.pushspec import parse_allowed_hosts, parse_gateways
-from rossby.server.push.vapid import vapid_public_key
+from rossby.server.push.vapid import VapidKey, load_vapid_key
 from rossby.store.pushtargets import PushKind
 
 
 @dataclass(frozen=True, slots=True)
 class PushConfig:
-    #: The VAPID public key, an uncompressed P-256 point; empty: Web Push off.
-    vapid_public_key: bytes
+    #: The loaded VAPID key; None: Web Push off.
+    vapid_key: VapidKey | None
     #: app id -> that gateway's notify URL.
     gateways: dict[str, str]
     #: ``push_webpush_allowed_hosts``, parsed.
     allowed_hosts: tuple[str, ...]
 
+    @property
+    def vapid_public_key(self) -> bytes:
+        """What GetPushConfig hands to browsers (65-byte uncompressed point),
+        or ``b""`` when Web Push is off."""
+        return b"" if self.vapid_key is None else self.vapid_key.public_key
+
     def enabled(self, kind: PushKind) -> bool:
         if kind is PushKind.WEB_PUSH:
-            return bool(self.vapid_public_key)
+            return self.vapid_key is not None
         return bool(self.gateways)
 
 
 def push_config(settings: Settings) -> PushConfig:
     s = settings
+    key_file = s.push_vapid_private_key_file
     return PushConfig(
-        vapid_public_key=vapid_public_key(s),
+        vapid_key=load_vapid_key(key_file) if key_file else None,
         gateways=parse_gateways("push_gateways", s.push_gateways),
         allowed_hosts=parse_allowed_hosts(
             "push_webpush_allowed_hosts", s.push_webpush_allowed_hosts

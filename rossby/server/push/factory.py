@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from rossby.config import Settings
 from rossby.server.push.base import Pusher
-from rossby.server.push.config import push_config
+from rossby.server.push.config import PushConfig
 from rossby.server.push.gateway import GatewayPusher
 from rossby.server.push.webpush import web_pusher
 from rossby.store.pushtargets import PushKind
 
 
-def build_pushers(settings: Settings) -> dict[PushKind, Pusher]:
-    config = push_config(settings)
+def build_pushers(settings: Settings, config: PushConfig) -> dict[PushKind, Pusher]:
     pushers: dict[PushKind, Pusher] = {}
     if config.enabled(PushKind.GATEWAY):
         pushers[PushKind.GATEWAY] = GatewayPusher(config.gateways, timeout=settings.push_timeout)
-    if (web := web_pusher(settings, timeout=settings.push_timeout)) is not None:
+    if (web := web_pusher(settings, config, timeout=settings.push_timeout)) is not None:
         pushers[PushKind.WEB_PUSH] = web
     return pushers
 

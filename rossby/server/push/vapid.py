@@ -29,7 +29,7 @@ from py_vapid import Vapid
 from rossby.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rossby.settings import Settings
+    pass
 
 SETTING = "push_vapid_private_key_file"
 
@@ -80,14 +80,6 @@ def load_vapid_key(path: str) -> VapidKey:
     return VapidKey(signer=Vapid(private_key=key), public_key=public)
 
 
-def vapid_public_key(settings: Settings) -> bytes:
-    """The configured key's public point (65 bytes), or ``b""`` when Web Push
-    is off (no key file set): what GetPushConfig hands to browsers."""
-    if not settings.push_vapid_private_key_file:
-        return b""
-    return load_vapid_key(settings.push_vapid_private_key_file).public_key
-
-
 def generate_vapid_key_file(path: str) -> bytes:
     """Write a new P-256 key as PKCS#8 PEM, owner-only (0600), and return its
     public point. Never overwrites: replacing a VAPID key cuts off every
@@ -114,5 +106,4 @@ __all__ = [
     "b64url",
     "generate_vapid_key_file",
     "load_vapid_key",
-    "vapid_public_key",
 ]

@@ -47,7 +47,8 @@ from rossby.errors import ConfigError
 from rossby.logging import get_logger
 from rossby.server.httpsession import LazySession
 from rossby.server.push.base import PushOutcome, PushResult, WakeUp
-from rossby.server.push.vapid import VapidKey, b64url, load_vapid_key
+from rossby.server.push.config import PushConfig
+from rossby.server.push.vapid import VapidKey, b64url
 from rossby.store.pushtargets import PushKind, PushTarget
 
 if TYPE_CHECKING:
@@ -190,14 +191,18 @@ class WebPusher:
         await self._http.close()
 
 
-def web_pusher(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> WebPusher | None:
+def web_pusher(
+    settings: Settings, config: PushConfig, *, timeout: float = DEFAULT_TIMEOUT
+) -> WebPusher | None:
     """The Web Push pusher the settings ask for, or None when Web Push is off
-    (no VAPID key file); a key that cannot be loaded is a ``ConfigError``."""
-    if not settings.push_vapid_private_key_file:
+    (no VAPID key file)."""
+    if config.vapid_key is None:
         return None
-    key = load_vapid_key(settings.push_vapid_private_key_file)
     return WebPusher(
-        key, settings.push_vapid_subject, ttl=settings.push_webpush_ttl, timeout=timeout
+        config.vapid_key,
+        settings.push_vapid_subject,
+        ttl=settings.push_webpush_ttl,
+        timeout=timeout,
     )
 
 
