@@ -219,6 +219,21 @@ async def send(sender: Device, to: Device) -> pb.SendResult:
     return result
 
 
+async def woken_by_gateway(
+    make_api: Callable[..., Any], gw: Gateway, **settings: Any
+) -> tuple[Api, Device, Device]:
+    """The usual scene: a server pushing through ``gw``, and alice (who
+    registered "alice-token") and bob, who writes to her."""
+    api = await start(make_api, gw, **settings)
+    alice, bob = await pair(api)
+    await set_gateway(alice, "alice-token")
+    return api, alice, bob
+
+
+def wakeups(api: Api, result: str) -> float:
+    return counter(api, "rossby_push_wakeups_total", kind="gateway", result=result)
+
+
 def pushkeys(gw: Gateway) -> list[str]:
     return [d["pushkey"] for n in gw.notifications for d in n["devices"]]
 
@@ -247,7 +262,7 @@ async def test_a_message_for_a_sleeping_device_wakes_it_through_the_gateway(
     assert str(bob.box_id) not in text and str(bob.device_id) not in text
     assert str(alice.box_id) not in text
     await eventually(
-        lambda: counter(api, "rossby_push_wakeups_total", kind="gateway", result="delivered") == 1,
+        lambda: wakeups(api, "delivered") == 1,
         "the delivery counted",
     )
 
@@ -255,9 +270,7 @@ async def test_a_message_for_a_sleeping_device_wakes_it_through_the_gateway(
 async def test_several_messages_within_the_interval_wake_once(
     make_api: Callable[..., Any], gateway: Gateway
 ) -> None:
-    api = await start(make_api, gateway, push_coalesce_seconds=60)
-    alice, bob = await pair(api)
-    await set_gateway(alice, "alice-token")
+    api, alice, bob = await woken_by_gateway(make_api, gateway, push_coalesce_seconds=60)
     await send(bob, alice)
     await eventually(lambda: len(gateway.notifications) == 1, "the first wake-up")
 
@@ -277,9 +290,7 @@ async def test_a_coalesced_device_gets_one_more_wake_up_at_the_end_of_the_interv
 ) -> None:
     """A message that came just after the device was woken (it may have
     fetched already) must not wait for the next message."""
-    api = await start(make_api, gateway, push_coalesce_seconds=1)
-    alice, bob = await pair(api)
-    await set_gateway(alice, "alice-token")
+    api, alice, bob = await woken_by_gateway(make_api, gateway, push_coalesce_seconds=1)
     await send(bob, alice)
     await eventually(lambda: len(gateway.notifications) == 1, "the first wake-up")
     await send(bob, alice)
@@ -295,9 +306,7 @@ async def test_no_wake_up_while_the_device_streams_and_one_after_the_stream_drop
     gateway: Gateway,
     subs: Callable[..., Subscription],
 ) -> None:
-    api = await start(make_api, gateway, push_coalesce_seconds=60)
-    alice, bob = await pair(api)
-    await set_gateway(alice, "alice-token")
+    api, alice, bob = await woken_by_gateway(make_api, gateway, push_coalesce_seconds=60)
     # Woken once: within the next 60 s it would be coalesced...
     await send(bob, alice)
     await eventually(lambda: len(gateway.notifications) == 1, "the first wake-up")
@@ -373,9 +382,7 @@ async def test_only_the_sleeping_devices_of_a_box_are_woken(
 async def test_a_target_the_gateway_calls_gone_is_removed(
     make_api: Callable[..., Any], gateway: Gateway, answer: Answer
 ) -> None:
-    api = await start(make_api, gateway)
-    alice, bob = await pair(api)
-    await set_gateway(alice, "alice-token")
+    api, alice, bob = await woken_by_gateway(make_api, gateway)
     gateway.answers = [answer]
     await send(bob, alice)
 
@@ -384,7 +391,7 @@ async def test_a_target_the_gateway_calls_gone_is_removed(
         return len(targets) == 0
 
     await eventually(removed, "the target removed")
-    assert counter(api, "rossby_push_wakeups_total", kind="gateway", result="removed") == 1
+    assert wakeups(api, "removed") == 1
 
 
 async def test_a_gone_answer_for_an_old_registration_keeps_the_new_one(
@@ -400,7 +407,7 @@ async def test_a_gone_answer_for_an_old_registration_keeps_the_new_one(
     await set_gateway(alice, "new-token")  # re-registered while the old push is out
     gateway.hold.set()
     await eventually(
-        lambda: counter(api, "rossby_push_wakeups_total", kind="gateway", result="removed") == 1,
+        lambda: wakeups(api, "removed") == 1,
         "the gone answer handled",
     )
     (target,) = await api.store.list_push_targets(alice.box_id)
@@ -410,9 +417,7 @@ async def test_a_gone_answer_for_an_old_registration_keeps_the_new_one(
 async def test_a_503_is_retried_after_its_retry_after(
     make_api: Callable[..., Any], gateway: Gateway
 ) -> None:
-    api = await start(make_api, gateway, push_retry_base=0.05)
-    alice, bob = await pair(api)
-    await set_gateway(alice, "alice-token")
+    api, alice, bob = await woken_by_gateway(make_api, gateway, push_retry_base=0.05)
     gateway.answers = [Answer(503, {}, {"Retry-After": "1"}), Answer(429, {})]
     began = time.monotonic()
     await send(bob, alice)
@@ -421,7 +426,7 @@ async def test_a_503_is_retried_after_its_retry_after(
     # above the 0.05 s back-off (a bound from below, not a speed claim).
     assert time.monotonic() - began >= 1.0
     await eventually(
-        lambda: counter(api, "rossby_push_wakeups_total", kind="gateway", result="delivered") == 1,
+        lambda: wakeups(api, "delivered") == 1,
         "delivered in the end",
     )
     assert counter(api, "rossby_push_attempts_total", kind="gateway", outcome="retry") == 2
@@ -429,13 +434,13 @@ async def test_a_503_is_retried_after_its_retry_after(
 
 
 async def test_retries_are_bounded(make_api: Callable[..., Any], gateway: Gateway) -> None:
-    api = await start(make_api, gateway, push_retry_base=0.01, push_retry_attempts=3)
-    alice, bob = await pair(api)
-    await set_gateway(alice, "alice-token")
+    api, alice, bob = await woken_by_gateway(
+        make_api, gateway, push_retry_base=0.01, push_retry_attempts=3
+    )
     gateway.answers = [Answer(500, {}) for _ in range(10)]
     await send(bob, alice)
     await eventually(
-        lambda: counter(api, "rossby_push_wakeups_total", kind="gateway", result="gave_up") == 1,
+        lambda: wakeups(api, "gave_up") == 1,
         "given up",
     )
     assert gateway.arrived == 3
@@ -445,9 +450,7 @@ async def test_retries_are_bounded(make_api: Callable[..., Any], gateway: Gatewa
 async def test_a_send_answers_while_the_gateway_hangs(
     make_api: Callable[..., Any], gateway: Gateway
 ) -> None:
-    api = await start(make_api, gateway, push_timeout=60)
-    alice, bob = await pair(api)
-    await set_gateway(alice, "alice-token")
+    _, alice, bob = await woken_by_gateway(make_api, gateway, push_timeout=60)
     gateway.hold = asyncio.Event()  # the gateway never answers
     await send(bob, alice)
     await eventually(lambda: gateway.arrived == 1, "the push in flight")
@@ -465,7 +468,7 @@ async def test_a_send_succeeds_while_the_gateway_is_down(make_api: Callable[...,
     await set_gateway(alice, "alice-token")
     await send(bob, alice)
     await eventually(
-        lambda: counter(api, "rossby_push_wakeups_total", kind="gateway", result="gave_up") == 1,
+        lambda: wakeups(api, "gave_up") == 1,
         "the push given up",
     )
     assert counter(api, "rossby_push_attempts_total", kind="gateway", outcome="retry") == 2
