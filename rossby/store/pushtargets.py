@@ -49,6 +49,20 @@ class PushTarget:
     pushkey: str = field(default="", repr=False)
     hint: str = ""
 
+    def stored(self) -> tuple[str, float, str, bytes, bytes, str, str, str]:
+        """The columns after (box_id, device_id), in the order both
+        backends' ``push_targets`` tables declare them."""
+        return (
+            self.kind.value,
+            self.registered_at,
+            self.endpoint,
+            self.p256dh,
+            self.auth,
+            self.app_id,
+            self.pushkey,
+            self.hint,
+        )
+
 
 class PushTargetStore(abc.ABC):
     """Where each device is woken."""

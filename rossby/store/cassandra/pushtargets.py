@@ -86,19 +86,7 @@ class CassandraPushTargets:
         t = target
         await self._push_run(
             "put",
-            (
-                t.box_id,
-                t.device_id,
-                t.kind.value,
-                t.registered_at,
-                t.endpoint,
-                t.p256dh,
-                t.auth,
-                t.app_id,
-                t.pushkey,
-                t.hint,
-                write_stamp(t.registered_at),
-            ),
+            (t.box_id, t.device_id, *t.stored(), write_stamp(t.registered_at)),
         )
 
     async def list_push_targets(self, box_id: uuid.UUID) -> list[PushTarget]:

@@ -45,18 +45,7 @@ class SqlitePushTargets(WorkerCalls):
 
     async def put_push_target(self, target: PushTarget) -> None:
         t = target
-        row = (
-            _b(t.box_id),
-            _b(t.device_id),
-            t.kind.value,
-            t.registered_at,
-            t.endpoint,
-            t.p256dh,
-            t.auth,
-            t.app_id,
-            t.pushkey,
-            t.hint,
-        )
+        row = (_b(t.box_id), _b(t.device_id), *t.stored())
 
         def body(conn: sqlite3.Connection) -> None:
             conn.execute(
