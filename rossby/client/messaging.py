@@ -195,10 +195,13 @@ class Messaging:
             async for event in self.release_held(refreshed):
                 yield event
             after, highest, low = 0, 0, False
+            ack_limit = 0  # the first page's (0: none); see FetchResponse.ack_limit
             while True:
                 page = await s.call(
                     "Fetch", pb.FetchRequest(after=after, limit=page_size), pb.FetchResponse
                 )
+                if not after:
+                    ack_limit = page.ack_limit
                 low = low or page.prekeys_low
                 for message in page.messages:
                     highest = max(highest, message.position)
@@ -207,9 +210,10 @@ class Messaging:
                 if not page.more or page.next_after <= after:
                     break
                 after = page.next_after
-            if highest:
+            through = min(highest, ack_limit) if ack_limit else highest
+            if through:
                 s.save()  # seen ids first: a crash before the ack only repeats
-                reply = await s.call("Ack", pb.AckRequest(through=highest), pb.AckResponse)
+                reply = await s.call("Ack", pb.AckRequest(through=through), pb.AckResponse)
                 self.stats.acked_through = reply.cursor
             await self.maintain_prekeys(low=low)
         finally:

@@ -342,7 +342,7 @@ class Worker:
         c = self.config
         fresh = 0
         async with device.lock:
-            after, top = 0, 0
+            after, top, ack_limit = 0, 0, 0
             for _ in range(MAX_PAGES):
                 started = time.perf_counter()
                 try:
@@ -356,6 +356,8 @@ class Worker:
                     rec.failed_call("Fetch", str(exc.code().name))
                     raise OpFailed(str(exc.code().name)) from None
                 rec.ok_call("Fetch", time.perf_counter() - started)
+                if not after:  # the sweep's first page bounds its ack
+                    ack_limit = page.ack_limit
                 for m in page.messages:
                     if device.audit.observe(m.message_id, m.position):
                         fresh += 1
@@ -365,7 +367,7 @@ class Worker:
                 if not page.more:
                     break
             rec.event("received", fresh)
-            await self._ack(device, top, rec)
+            await self._ack(device, min(top, ack_limit) if ack_limit else top, rec)
         return fresh
 
     async def _delivered(

@@ -295,6 +295,7 @@ class Inbox:
             more=more,
             next_after=next_after,
             cursor=page.cursor,
+            ack_limit=page.ack_limit or 0,
             prekeys_low=bool(low),
             idle_devices=warned or (),
         )

@@ -367,6 +367,12 @@ class Store(AccountStore, PresenceStore, PrekeyStore, PushTargetStore, abc.ABC):
         read, ``Page.read_through`` says where the next page starts (a page
         whose rows had all expired may so come back empty, with ``more``). Raises
         ``NotFound`` for an unknown or revoked device.
+
+        A sweep (pages with ``after``, then one ack) acks at most the
+        ``Page.ack_limit`` of its first page: without ordered visibility, a
+        message that lands below a page already read is only delivered by
+        the next sweep's re-read, which an ack past that limit could start
+        above it.
         """
 
     @abc.abstractmethod

@@ -135,6 +135,14 @@ class Page:
     #: later copies of an id, see ``Store.fetch``): the next page starts
     #: after this position instead.
     read_through: Position = 0
+    #: The highest position a sweep may ack when this page was its first
+    #: (``None``: no limit). A sweep pages with ``after``, so a message that
+    #: lands below a page already read is skipped for the rest of the sweep
+    #: and only the next sweep's re-read below the cursor delivers it; an
+    #: ack past this limit could start that re-read above it (docs/store.md,
+    #: "Long sweeps"). Acking ``min(highest seen, first page's ack_limit)``
+    #: only repeats messages.
+    ack_limit: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)

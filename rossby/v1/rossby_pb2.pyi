@@ -775,6 +775,7 @@ class FetchResponse(_message.Message):
     PREKEYS_LOW_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
     IDLE_DEVICES_FIELD_NUMBER: _builtins.int
+    ACK_LIMIT_FIELD_NUMBER: _builtins.int
     more: _builtins.bool
     """More messages are waiting: fetch again with after = next_after."""
     next_after: _builtins.int
@@ -782,6 +783,13 @@ class FetchResponse(_message.Message):
     """The device's cursor as stored."""
     prekeys_low: _builtins.bool
     """The calling device should upload prekeys (PrekeyStatus.low)."""
+    ack_limit: _builtins.int
+    """The highest position a sweep that began with this page may ack (0: no
+    limit). A sweep pages with `after`, so a message that lands below a page
+    already read reaches the device only through the next sweep's re-read
+    below the cursor; acking min(highest seen, the first page's ack_limit)
+    keeps that re-read low enough (docs/store.md, "Long sweeps").
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedMessage]:
         """Oldest first. May repeat messages at or just below the cursor when the
@@ -811,10 +819,11 @@ class FetchResponse(_message.Message):
         prekeys_low: _builtins.bool = ...,
         gap: Global___DeliveryGap | None = ...,
         idle_devices: _abc.Iterable[Global___IdleDeviceWarning] | None = ...,
+        ack_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gap", b"gap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "gap", b"gap", "idle_devices", b"idle_devices", "messages", b"messages", "more", b"more", "next_after", b"next_after", "prekeys_low", b"prekeys_low"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_limit", b"ack_limit", "cursor", b"cursor", "gap", b"gap", "idle_devices", b"idle_devices", "messages", b"messages", "more", b"more", "next_after", b"next_after", "prekeys_low", b"prekeys_low"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

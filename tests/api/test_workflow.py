@@ -73,6 +73,20 @@ async def test_fetch_pages_in_order_and_ack_never_goes_back(api: Api) -> None:
     assert low.cursor == high.cursor == positions[5]
 
 
+async def test_a_fetch_page_carries_the_stores_ack_limit(api: Api) -> None:
+    """FetchResponse.ack_limit is the store's Page.ack_limit: 0 on a backend
+    with ordered visibility, else a position at or above everything queued
+    before the fetch (docs/store.md, "Long sweeps")."""
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, email("bob")).join()
+    sent = await alice.send((bob.box_id, b"m", uuid.uuid4()))
+    page = await bob.fetch()
+    if api.store.capabilities.ordered_visibility.supported:
+        assert page.ack_limit == 0
+    else:
+        assert page.ack_limit >= sent.results[0].position == page.messages[0].position
+
+
 async def test_a_page_of_large_messages_fits_a_default_client(api: Api) -> None:
     """100 messages of 64 KiB would be a 6.4 MiB reply, over the 4 MiB a gRPC
     client accepts by default: the server cuts the page by bytes instead."""

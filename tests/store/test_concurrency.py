@@ -4,7 +4,7 @@ Several store instances stand in for several server processes sharing one
 database. Readers behave like real clients: each sweep reads from the
 stored cursor (which re-reads the settle window below it), pages forward
 with ``after``, drops repeats by message id and acks the last position it
-saw. Whatever the interleaving, every queued message must reach every
+saw, at most the first page's ``ack_limit``. Whatever the interleaving, every queued message must reach every
 device, at the position its enqueue answered.
 """
 
@@ -81,12 +81,16 @@ class Reader:
     rescued: int = 0  # first seen at or below the cursor: saved by the settle window
 
     async def sweep(self, *, ack: bool = True, limit: int = 50) -> int:
-        """Read everything visible from the cursor on; answer how many were new."""
+        """Read everything visible from the cursor on; answer how many were new.
+        The ack goes no further than the first page's ``ack_limit``."""
         new, after, last = 0, 0, 0
+        ack_limit: int | None = None
         while True:
             page = await self.store.fetch(
                 self.box.box_id, self.device.device_id, after=after, limit=limit
             )
+            if not after:
+                ack_limit = page.ack_limit
             self.cursor = page.cursor
             for message in page.messages:
                 if message.message_id not in self.got:
@@ -98,8 +102,9 @@ class Reader:
             if not page.more:
                 break
             after = page.messages[-1].position
-        if ack and last:
-            self.cursor = await self.store.ack(self.box.box_id, self.device.device_id, last)
+        through = last if ack_limit is None else min(last, ack_limit)
+        if ack and through:
+            self.cursor = await self.store.ack(self.box.box_id, self.device.device_id, through)
         return new
 
     async def follow(self, until: asyncio.Event, pause: float = 0.01) -> None:
@@ -312,3 +317,58 @@ async def test_overlapping_attempts_of_one_id_are_handed_out_once(
     again = await sweep(0)
     above = [(mid, p) for mid, p in again if p > cursor]
     assert above == [], f"copies handed out again above the cursor: {above}"
+
+
+# -- (e) a sweep that pages for longer than the settle window -----------------------
+
+
+async def test_a_long_sweep_never_acks_past_a_message_it_paged_over(
+    make_store: MakeStore, clock: Any
+) -> None:
+    """A sweep pages with ``after``, so a message that lands below a page
+    already read (skew, or a write in flight) is skipped for the rest of the
+    sweep; only the next sweep's re-read below the cursor can deliver it. If
+    the sweep lasted long enough to ack a position a settle window above
+    that message, the re-read would start above it: lost for good."""
+    writer = make_store(clock=clock)
+    # A writer 0.5 s behind the others (well inside the tolerated skew):
+    # its message lands below one the device has already been handed.
+    behind = make_store(clock=lambda: clock() - 0.5)
+    reader = make_store(clock=clock)
+    box, (device,) = await new_box(writer)
+    clock.advance(1.0)
+    first, second = make_message(), make_message()
+    sent = Sent()
+    for message in (first, second):
+        sent.positions[message.message_id] = (await writer.enqueue(box.box_id, message)).position
+    seen: dict[uuid.UUID, int] = {}
+    page = await reader.fetch(box.box_id, device.device_id, limit=1)
+    assert [m.message_id for m in page.messages] == [first.message_id] and page.more
+    seen[first.message_id] = page.messages[0].position
+    late = make_message()
+    sent.positions[late.message_id] = (await behind.enqueue(box.box_id, late)).position
+    # The sweep goes on for longer than the settle window (a slow client
+    # opening each message, a busy box): meanwhile later messages queue.
+    clock.advance(6.0)
+    last = make_message()
+    sent.positions[last.message_id] = (await writer.enqueue(box.box_id, last)).position
+    after, ack_limit = page.messages[0].position, page.ack_limit
+    while page.more:
+        page = await reader.fetch(box.box_id, device.device_id, after=after, limit=1)
+        for m in page.messages:
+            seen[m.message_id] = m.position
+        after = max([after, page.read_through, *(m.position for m in page.messages)])
+    top = max(seen.values())
+    await reader.ack(
+        box.box_id, device.device_id, top if ack_limit is None else min(top, ack_limit)
+    )
+    # Every later sweep starts from the stored cursor, as a client's does.
+    for _ in range(3):
+        after, more = 0, True
+        while more:
+            page = await reader.fetch(box.box_id, device.device_id, after=after, limit=10)
+            for m in page.messages:
+                seen[m.message_id] = m.position
+            after = max([after, page.read_through, *(m.position for m in page.messages)])
+            more = page.more
+    assert seen == sent.positions

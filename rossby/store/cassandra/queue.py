@@ -325,6 +325,11 @@ class CassandraQueue(CassandraRouting):
         after: Position = 0,
         limit: int = 100,
     ) -> Page:
+        # Taken before any read: a message this page's read passes over
+        # before it lands was issued after now less T and the skew, so an ack
+        # through at most here keeps it above the next re-read floor
+        # (docs/store.md, "Long sweeps").
+        ack_limit = self._positions.head()
         home, row = await self._queue_device(box_id, device_id)
         cursor, start = int(row["cursor"] or 0), int(row["start_position"] or 0)
         purged = int(row["purged_through"] or 0)
@@ -361,10 +366,18 @@ class CassandraQueue(CassandraRouting):
                 if m.expires_at > now:
                     kept.append(m)
         if len(kept) > limit or len(found) <= limit:
-            return Page(messages=kept[:limit], more=len(kept) > limit, cursor=cursor)
+            return Page(
+                messages=kept[:limit], more=len(kept) > limit, cursor=cursor, ack_limit=ack_limit
+            )
         # Copies were dropped from a full read: every row up to the last one
         # read was either returned or dropped, so the next page starts there.
-        return Page(messages=kept, more=True, cursor=cursor, read_through=found[-1].position)
+        return Page(
+            messages=kept,
+            more=True,
+            cursor=cursor,
+            read_through=found[-1].position,
+            ack_limit=ack_limit,
+        )
 
     async def _ids_in(
         self, box_id: uuid.UUID, home: str, lower: Position, upper: Position
