@@ -55,7 +55,7 @@ first node. With ``dcs=2`` (or 3) nodes are assigned round-robin from the first:
 dc1, dc2, dc1, ... (dc1, dc2, dc3, dc1, ...).
 
 A WAN between the DCs (``--wan-latency-ms 40 [--wan-jitter-ms 5]
-[--wan-bandwidth-kbps N]``, deploy/wan/, docs/wan.md): a Toxiproxy (API on
+[--wan-bandwidth-kbytes N]``, deploy/wan/, docs/wan.md): a Toxiproxy (API on
 127.0.2.FIRST:8474, state in ``<dir>/toxiproxy/``) with a proxy per node on
 127.0.1.i:7000, which is the node's ``broadcast_address`` and the seed's
 address; ``prefer_local=true`` keeps a DC's own traffic on the listen
@@ -1007,7 +1007,7 @@ def start(
 
 def wan_links(dir: str | os.PathLike[str] | None = None) -> links.WanLinks:
     """The inter-DC links of a cluster started with ``wan``: ``partition(dc)``,
-    ``heal(dc)``, ``set_latency(ms, jitter_ms)``, ``set_bandwidth(kbps)``."""
+    ``heal(dc)``, ``set_latency(ms, jitter_ms)``, ``set_bandwidth(kbytes_per_s)``."""
     rt = _runtime_dir(dir)
     meta = _load_cluster(rt)
     if not meta.get("wan"):
@@ -1150,9 +1150,9 @@ def rss_bytes(pid: int) -> int | None:
 
 
 def _wan_settings(a: argparse.Namespace) -> links.WanSettings | None:
-    if a.wan_latency_ms is None and a.wan_bandwidth_kbps is None:
+    if a.wan_latency_ms is None and a.wan_bandwidth_kbytes is None:
         return None
-    return links.WanSettings(a.wan_latency_ms or 0.0, a.wan_jitter_ms, a.wan_bandwidth_kbps)
+    return links.WanSettings(a.wan_latency_ms or 0.0, a.wan_jitter_ms, a.wan_bandwidth_kbytes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1208,13 +1208,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ps.add_argument("--wan-jitter-ms", type=float, default=0.0, help="± jitter (with --wan-*)")
     ps.add_argument(
-        "--wan-bandwidth-kbps",
+        "--wan-bandwidth-kbytes",
         type=int,
         default=None,
-        help="KB/s cap into each node from other DCs",
+        help="cap, in KB/s (kilobytes), on the traffic into each node from other DCs",
     )
     ppt = sub.add_parser("partition", parents=[common], help="WAN: stall every link into a DC")
     ppt.add_argument("dc")
+    ppt.add_argument("--drop", action="store_true", help="drop the bytes instead of holding them")
     phl = sub.add_parser("heal", parents=[common], help="WAN: undo partition DC")
     phl.add_argument("dc")
     psl = sub.add_parser("set-latency", parents=[common], help="WAN: one-way latency between DCs")
@@ -1293,7 +1294,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "stop-node":
             stop_node(a.dir, a.node, timeout=a.timeout, kill=a.kill)
         elif a.cmd == "partition":
-            wan_links(a.dir).partition(a.dc)
+            wan_links(a.dir).partition(a.dc, drop=a.drop)
         elif a.cmd == "heal":
             wan_links(a.dir).heal(a.dc)
         elif a.cmd == "set-latency":

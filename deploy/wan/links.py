@@ -9,23 +9,26 @@ opens, so the bytes into node ``i`` from another DC are the ``upstream``
 stream of proxy ``node<i>``: a latency toxic there is the one-way delay into
 that node, and a round trip between two DCs crosses two such toxics.
 
-A partition of DC ``d`` holds (``timeout`` 0: stalled, never reset) both
-streams of every proxy of ``d``'s nodes: nothing from another DC reaches
-``d``, and no answer of ``d`` to it goes back. What ``d``'s nodes send on
-connections they open (their own writes' replicas, gossip syns) goes
-through the *other* DCs' proxies, which Toxiproxy cannot tell from the
-third DC's traffic: a proxy knows its destination, not its source, and a
-node has one broadcast address for all peers. So a partition is "nothing
-reaches ``d``", which is what makes a write elsewhere miss ``d``, and, as
-the other DCs get no gossip answers from ``d``, their failure detectors
-mark ``d`` down.
+A partition of DC ``d`` acts on both streams of every proxy of ``d``'s
+nodes: nothing from another DC reaches ``d``, no answer of ``d`` to it goes
+back, and no connection is reset. By default it *stalls* (the bytes wait in
+Toxiproxy and flow on at ``heal``); ``drop=True`` *drops* them (Toxiproxy's
+``timeout`` 0, which closes those connections at ``heal``).
+
+What ``d``'s nodes send on connections they open (their own writes'
+replicas, gossip syns) goes through the *other* DCs' proxies, which
+Toxiproxy cannot tell from the third DC's traffic: a proxy knows its
+destination, not its source, and a node has one broadcast address for all
+peers. So a partition is "nothing reaches ``d``", which is what makes a
+write elsewhere miss ``d``; and as the other DCs get no gossip answers from
+``d``, their failure detectors mark ``d`` down after a while.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .proxy import Toxiproxy, ToxiproxyApiError, bandwidth, latency, stall
+from .proxy import Toxiproxy, ToxiproxyApiError, bandwidth, blackhole, latency, stall
 
 __all__ = ["ToxiproxyApiError", "WanLinks", "WanSettings", "api_address", "node_ip", "proxy_ip"]
 
@@ -52,11 +55,11 @@ def api_address(first: int) -> str:
 @dataclass(frozen=True)
 class WanSettings:
     """One-way latency (± jitter) into every node from another DC; optional
-    bandwidth cap per node's inbound link (KB/s)."""
+    bandwidth cap on each node's inbound link, in KB/s (kilobytes: Toxiproxy's unit)."""
 
     latency_ms: float = 40.0
     jitter_ms: float = 0.0
-    bandwidth_kbps: int | None = None
+    bandwidth_kbytes: int | None = None
 
 
 class WanLinks:
@@ -83,7 +86,7 @@ class WanLinks:
                 self.proxy(i), f"{proxy_ip(i)}:{STORAGE_PORT}", f"{node_ip(i)}:{STORAGE_PORT}"
             )
         self.set_latency(settings.latency_ms, settings.jitter_ms)
-        self.set_bandwidth(settings.bandwidth_kbps)
+        self.set_bandwidth(settings.bandwidth_kbytes)
 
     def set_latency(self, ms: float, jitter_ms: float = 0.0) -> None:
         """One-way delay into every node from another DC (0: none)."""
@@ -100,14 +103,15 @@ class WanLinks:
             else:
                 self.api.discard(self.proxy(i), BANDWIDTH)
 
-    def partition(self, dc: str) -> None:
-        """Stall every link into ``dc`` (see the module doc); no reset."""
+    def partition(self, dc: str, *, drop: bool = False) -> None:
+        """Stall (``drop``: drop) every link into ``dc`` (the module doc); no reset."""
+        toxic = blackhole if drop else stall
         for i in self.members(dc):
-            self.api.put(self.proxy(i), stall(PARTITION[0], "upstream"))
-            self.api.put(self.proxy(i), stall(PARTITION[1], "downstream"))
+            self.api.put(self.proxy(i), toxic(PARTITION[0], "upstream"))
+            self.api.put(self.proxy(i), toxic(PARTITION[1], "downstream"))
 
     def heal(self, dc: str) -> None:
-        """Undo ``partition(dc)``: held bytes flow on."""
+        """Undo ``partition(dc)``: stalled bytes flow on (dropped ones are gone)."""
         for i in self.members(dc):
             for name in PARTITION:
                 self.api.discard(self.proxy(i), name)

@@ -7,10 +7,14 @@ handful of JSON calls (https://github.com/Shopify/toxiproxy#http-api):
 * a *toxic* on a proxy acts on one *stream*: ``upstream`` is the bytes the
   connecting client sends (toward the upstream server), ``downstream`` the
   bytes coming back;
-* ``latency`` delays data by ``latency`` ± ``jitter`` ms, ``bandwidth`` caps it
-  at ``rate`` KB/s, ``timeout`` with ``timeout=0`` holds every byte until the
-  toxic is removed: the connection stays open, nothing is reset (a stalled
-  link, the kind of partition a WAN has); held bytes flow on removal;
+* ``latency`` delays data by ``latency`` ± ``jitter`` ms; removing it lets
+  what it holds through at once ("don't drop any data on the floor"), so an
+  hour's latency is a *stall* (``stall``): the connection stays open, bytes
+  wait, and flow on when it is removed;
+* ``bandwidth`` caps a stream at ``rate`` KB/s;
+* ``timeout`` with ``timeout=0`` *drops* every byte and keeps the connection
+  open (``blackhole``); in 2.5.0 removing it closes the connections it held
+  (``TimeoutToxic.Cleanup``), so the peers reconnect;
 * disabling a proxy closes its connections and refuses new ones (a reset).
 """
 
@@ -55,8 +59,17 @@ def bandwidth(name: str, kbytes_per_s: int, stream: Stream = "upstream") -> Toxi
     return Toxic(name, "bandwidth", stream, {"rate": int(kbytes_per_s)})
 
 
+STALL_MS = 3_600_000
+"""A stall's latency: an hour, longer than any test or partition lasts."""
+
+
 def stall(name: str, stream: Stream) -> Toxic:
-    """``timeout`` 0: hold all data, never close (a partition without a reset)."""
+    """Hold all data, never close; removing it lets the held bytes through."""
+    return Toxic(name, "latency", stream, {"latency": STALL_MS, "jitter": 0})
+
+
+def blackhole(name: str, stream: Stream) -> Toxic:
+    """``timeout`` 0: drop all data, never close (until removed: see the module doc)."""
     return Toxic(name, "timeout", stream, {"timeout": 0})
 
 
@@ -93,8 +106,12 @@ class Toxiproxy:
         out: dict[str, Any] = self._call("GET", "/proxies")
         return out
 
-    def create(self, name: str, listen: str, upstream: str) -> None:
-        self._call("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream})
+    def create(self, name: str, listen: str, upstream: str) -> str:
+        """A proxy from ``listen`` (``host:0``: any free port) to ``upstream``;
+        returns the address it listens on."""
+        body = {"name": name, "listen": listen, "upstream": upstream}
+        created = self._call("POST", "/proxies", body)
+        return str(created["listen"])
 
     def delete(self, name: str) -> None:
         self._call("DELETE", f"/proxies/{name}")
