@@ -49,7 +49,7 @@ toxiproxy-fetch:
 test: $(STAMP) proto-check cassandra-fetch toxiproxy-fetch
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) toxiproxy-fetch
 	$(PY) -m pytest -ra -m "not cassandra" $(PYTEST_ARGS)
 
 lint: $(STAMP)
