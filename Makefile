@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/rossby/v1/*.proto)
 CASSANDRA := $(PYTHON) deploy/cassandra/launcher.py
+TOXIPROXY := $(PYTHON) deploy/wan/toxiproxy.py
 
-.PHONY: venv install proto proto-check run test test-sqlite lint audit fmt cassandra cassandra-2dc cassandra-3 cassandra-stop cassandra-fetch bench clean
+.PHONY: venv install proto proto-check run test test-sqlite lint audit fmt cassandra cassandra-2dc cassandra-3 cassandra-stop cassandra-fetch cassandra-3dc-wan toxiproxy-fetch bench clean
 
 venv: $(STAMP)
 
@@ -39,10 +40,16 @@ run: $(STAMP)
 cassandra-fetch: $(STAMP)
 	$(CASSANDRA) fetch
 
-test: $(STAMP) proto-check cassandra-fetch
+# Toxiproxy (the WAN tests' inter-DC links), built with `go build` from the
+# pins in deploy/wan/go.mod and go.sum into ~/.cache/rossby/toxiproxy-2.5.0/bin.
+# Idempotent: a no-op once built.
+toxiproxy-fetch:
+	$(TOXIPROXY) fetch
+
+test: $(STAMP) proto-check cassandra-fetch toxiproxy-fetch
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) toxiproxy-fetch
 	$(PY) -m pytest -ra -m "not cassandra" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -81,6 +88,11 @@ cassandra: $(STAMP)
 
 cassandra-2dc: $(STAMP)
 	$(CASSANDRA) start --nodes 2 --dcs 2
+
+# Three regions (dc1, dc2, dc3; one node each) with 40 ms one-way between them
+# through Toxiproxy (docs/wan.md). More: make cassandra-3dc-wan WAN_ARGS="--wan-jitter-ms 5".
+cassandra-3dc-wan: $(STAMP) toxiproxy-fetch
+	$(CASSANDRA) start --nodes 3 --dcs 3 --wan-latency-ms 40 $(WAN_ARGS)
 
 cassandra-3: $(STAMP)
 	$(CASSANDRA) start --nodes 3 --dcs 1
