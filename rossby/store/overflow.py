@@ -18,7 +18,8 @@ box's live messages above the lowest cursor, which are the ``pending_cap + 1``
 newest (``newest_first``)? A device whose cursor lies below the oldest of
 those has more than ``pending_cap`` messages pending, and its cursor moves
 to that position (``plan``): exactly the ``pending_cap`` newest stay owed to
-it. A device with at most ``pending_cap`` pending is never touched.
+it, and never fewer than the most advanced device is still owed. A device
+with at most ``pending_cap`` pending is never touched.
 
 The dropped range is recorded with the cursor move, durably and in the same
 write, and reported by every Fetch that starts at or below it (``reported``)
@@ -61,12 +62,24 @@ def bound(newest_first: Sequence[Position], cap: int) -> Position | None:
 
 
 def plan(
-    cursors: Mapping[uuid.UUID, Position], newest_first: Sequence[Position], cap: int
+    cursors: Mapping[uuid.UUID, Position],
+    newest_first: Sequence[Position],
+    cap: int,
+    front: Position,
 ) -> dict[uuid.UUID, Position]:
-    """Which devices are over the cap and the cursor each moves to."""
+    """Which devices are over the cap and the cursor each moves to.
+
+    ``front`` is the lowest position the box's most advanced device may
+    still be handed: its cursor (``send_floor``) less the settle window it
+    re-reads. No cursor moves past it, so what even the most advanced device
+    may still be given is never dropped for anyone. That device is never trimmed, which
+    matters where the cap can be overshot (Cassandra's racing senders) and
+    when the device that kept up is revoked: the laggard is then the front,
+    keeps everything, and the box refuses mail until it reads."""
     to = bound(newest_first, cap)
     if to is None:
         return {}
+    to = min(to, front)
     return {device: to for device, cursor in cursors.items() if cursor < to}
 
 

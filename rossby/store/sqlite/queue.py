@@ -119,7 +119,8 @@ class SqliteQueue(WorkerCalls):
         ]
         cursors = {uuid.UUID(bytes=d): cursor for d, (cursor, _) in devices.items()}
         dropped = 0
-        for device, to in overflow.plan(cursors, newest, cap).items():
+        front = self._send_floor(conn, box_id) - self.settle_window
+        for device, to in overflow.plan(cursors, newest, cap, front).items():
             cursor, recorded = devices[device.bytes]
             missed = int(
                 _value(
