@@ -29,6 +29,7 @@ from rossby.client.models import (
     Event,
     FetchStats,
     HeldMessage,
+    MessagesDropped,
     Outcome,
     ReceivedMessage,
     RecipientResult,
@@ -39,7 +40,7 @@ from rossby.client.prekeys import Prekeys
 from rossby.client.session import Session, now_ms
 from rossby.client.sessions import Reader, Sessions
 from rossby.client.state import MAX_HELD, HeldEnvelope
-from rossby.client.wire import queued_from
+from rossby.client.wire import dropped_from, queued_from
 from rossby.contacts import NormalizedContact
 from rossby.crypto import EnvelopeHeader, InvalidEnvelope, OpenedMessage, open_envelope, peek_header
 from rossby.crypto.envelope_v2 import (
@@ -195,11 +196,19 @@ class Messaging:
             async for event in self.release_held(refreshed):
                 yield event
             after, highest, low = 0, 0, False
+            gap: MessagesDropped | None = None
             while True:
                 page = await s.call(
                     "Fetch", pb.FetchRequest(after=after, limit=page_size), pb.FetchResponse
                 )
                 low = low or page.prekeys_low
+                if page.HasField("gap") and dropped_from(page.gap) != gap:
+                    # Before the messages above it; once per fetch. The ack
+                    # below covers its end even if no message follows, so the
+                    # server stops reporting it once the caller was told.
+                    gap = dropped_from(page.gap)
+                    yield gap
+                    highest = max(highest, gap.through)
                 for message in page.messages:
                     highest = max(highest, message.position)
                     for event in await self.process(message, refreshed) or ():
