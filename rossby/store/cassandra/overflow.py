@@ -104,16 +104,20 @@ class CassandraOverflow(CassandraRouting):
         home: str,
         devices: Mapping[uuid.UUID, tuple[Position, Gap | None]],
         front: Position,
+        newest: list[Position] | None = None,
     ) -> tuple[int, dict[uuid.UUID, Position]]:
         """Move the cursors of the devices over the cap, never past
         ``front`` (the box's most advanced cursor less the settle window,
         ``overflow.plan``), and record their gaps;
-        answer (messages dropped, the new cursors)."""
+        answer (messages dropped, the new cursors). ``newest``: the newest
+        positions above the lowest of their cursors, when the caller read
+        them already."""
         if not devices:
             return 0, {}
         cap = self.options.pending_cap
         low = min(cursor for cursor, _ in devices.values())
-        newest = await self._newest(box_id, home, low, cap + 1)
+        if newest is None:
+            newest = await self._newest(box_id, home, low, cap + 1)
         moves = overflow.plan({d: c for d, (c, _) in devices.items()}, newest, cap, front)
         dropped = 0
         for device_id, to in moves.items():

@@ -323,10 +323,15 @@ class CassandraQueue(CassandraOverflow):
             limit <= self.options.pending_cap and not page.more
         ):
             return page
+        cap = self.options.pending_cap
+        newest = await self._newest(box_id, home, cursor, cap + 1)
+        if len(newest) <= cap:
+            return page  # within the cap: the only extra read of a full page
         # Trimming needs the box's most advanced cursor: the whole view.
         home, rows = await self._view(box_id)
         front = self._undelivered_floor(rows)[1] - self.settle_window
-        dropped, moved = await self._trim(box_id, home, {device_id: (cursor, gap)}, front)
+        mine = {device_id: (cursor, gap)}
+        dropped, moved = await self._trim(box_id, home, mine, front, newest)
         if not moved:
             return page
         trimmed = {**row, "cursor": moved[device_id], "gap_through": moved[device_id]}

@@ -201,11 +201,14 @@ class SqliteQueue(WorkerCalls):
     ) -> Page:
         cap = self.options.pending_cap
 
-        def over(conn: sqlite3.Connection) -> bool:
-            cursor = _active_cursor(conn, box_id, device_id)["cursor"]
-            if not overflow.from_floor(after, cursor):
-                return False
-            return self._live_count(conn, _b(box_id), self._now(), cap + 1, cursor) > cap
+        def first(conn: sqlite3.Connection) -> Page | None:
+            """The page, or None when the device is over the cap. A short
+            page of at most the cap rows says it is not, with no count."""
+            page = body(conn)
+            if not overflow.from_floor(after, page.cursor) or (limit <= cap and not page.more):
+                return page
+            over = self._live_count(conn, _b(box_id), self._now(), cap + 1, page.cursor) > cap
+            return None if over else page
 
         def trimming(conn: sqlite3.Connection) -> Page:
             device = _active_cursor(conn, box_id, device_id)
@@ -252,7 +255,7 @@ class SqliteQueue(WorkerCalls):
 
         # The common fetch is a read; only a device over the cap needs the
         # writer (which checks again: the read was not in its transaction).
-        page = await self._read(lambda conn: None if over(conn) else body(conn))
+        page = await self._read(first)
         return page if page is not None else await self._write(trimming)
 
     async def ack(self, box_id: uuid.UUID, device_id: uuid.UUID, through: Position) -> Position:
