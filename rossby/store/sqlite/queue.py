@@ -7,8 +7,8 @@ check, the cap and the insert are one step (``exact_enqueue``).
 
 Overflow (``rossby.store.overflow``): the cap counts above the most advanced
 active cursor; a device further behind is trimmed in a write transaction
-when it fetches from its floor (the common fetch stays a read: it only
-counts up to the cap first) and at compaction. The cursor move and its gap
+when it fetches from its floor (the common fetch stays a read, and counts
+only when its page came back full) and at compaction. The cursor move and its gap
 (migration 0010) are one transaction.
 """
 
@@ -70,15 +70,22 @@ class SqliteQueue(WorkerCalls):
         self, conn: sqlite3.Connection, box_id: bytes, now: float, cap: int, above: Position = 0
     ) -> int:
         """Messages above ``above`` neither compacted (those rows are gone)
-        nor expired, stopped at ``cap``."""
-        return int(
-            _value(
-                conn,
+        nor expired, stopped at ``cap``. From 0 on the (box_id, expires_at)
+        index (expired rows awaiting housekeeping are skipped); from a cursor
+        on the primary key's range above it (the unary ``+`` keeps the
+        planner off the expiry index, which would walk the rows below the
+        cursor first, a laggard's whole backlog)."""
+        if above <= 0:
+            sql = (
                 "SELECT count(*) FROM (SELECT 1 FROM messages"
-                " WHERE box_id = ? AND position > ? AND expires_at > ? LIMIT ?)",
-                (box_id, above, now, cap),
+                " WHERE box_id = ? AND expires_at > ? LIMIT ?)"
             )
+            return int(_value(conn, sql, (box_id, now, cap)))
+        sql = (
+            "SELECT count(*) FROM (SELECT 1 FROM messages"
+            " WHERE box_id = ? AND position > ? AND +expires_at > ? LIMIT ?)"
         )
+        return int(_value(conn, sql, (box_id, above, now, cap)))
 
     def _send_floor(self, conn: sqlite3.Connection, box_id: bytes) -> Position:
         """The most advanced active cursor (``overflow.send_floor``)."""
@@ -126,7 +133,7 @@ class SqliteQueue(WorkerCalls):
                 _value(
                     conn,
                     "SELECT count(*) FROM messages WHERE box_id = ? AND position > ?"
-                    " AND position <= ? AND expires_at > ?",
+                    " AND position <= ? AND +expires_at > ?",
                     (box_id, cursor, to, now),
                 )
             )
