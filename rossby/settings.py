@@ -112,7 +112,7 @@ class Settings:
     )
     default_phone_region: str = field(default="US", metadata={"doc": "region for national"})
     message_ttl: float = field(default=30 * 86400.0, metadata={"doc": "seconds a message lives"})
-    pending_cap: int = field(default=10_000, metadata={"doc": "undelivered messages per box"})
+    pending_cap: int = field(default=10_000, metadata={"doc": "per box, above its top cursor"})
     max_message_bytes: int = field(default=65_536, metadata={"doc": "ciphertext size limit"})
     max_recipients: int = field(default=1000, metadata={"doc": "messages per Send"})
     max_contacts: int = field(default=3, metadata={"doc": "contacts per Register"})

@@ -28,6 +28,8 @@ from rossby.client.cli_common import (
     command_factory,
     common_options,
     device_doc,
+    dropped_doc,
+    dropped_line,
     duration_seconds,
     identity_doc,
     message_doc,
@@ -42,6 +44,7 @@ from rossby.client.models import (
     HeldMessage,
     KeyChange,
     KeyChangeWarning,
+    MessagesDropped,
     ReceivedMessage,
     RejectedMessage,
     SendReport,
@@ -132,10 +135,14 @@ async def _fetch(args: argparse.Namespace, out: Output) -> int:
     messages: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
     async with RossbyClient.open(args.home, passphrase(), scrypt_n=keyfile_cost()) as c:
         async for event in c.fetch_messages():
             if isinstance(event, KeyChange):
                 out.key_change(event)
+            elif isinstance(event, MessagesDropped):
+                dropped.append(dropped_doc(event))
+                out.warn(dropped_line(event))
             elif isinstance(event, ReceivedMessage):
                 messages.append(message_doc(c, event))
                 out.line(message_line(c, event))
@@ -172,6 +179,7 @@ async def _fetch(args: argparse.Namespace, out: Output) -> int:
         "messages": messages,
         "rejected": rejected,
         "held": held,
+        "dropped": dropped,
         "duplicates_dropped": stats.duplicates,
         "acked_through": stats.acked_through,
     }

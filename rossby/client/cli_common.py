@@ -23,7 +23,13 @@ from typing import Any
 
 from rossby.client.errors import ClientError
 from rossby.client.live import ReadReceipt, receipt_of
-from rossby.client.models import DeviceInfo, Identity, KeyChange, ReceivedMessage
+from rossby.client.models import (
+    DeviceInfo,
+    Identity,
+    KeyChange,
+    MessagesDropped,
+    ReceivedMessage,
+)
 from rossby.client.sdk import RossbyClient
 
 DEFAULT_HOME = "~/.config/rossby"
@@ -190,6 +196,19 @@ def message_line(c: RossbyClient, m: ReceivedMessage) -> str:
     return f"[{local_time(m.sent_at_ms)}] {sender}: {content}"
 
 
+def dropped_line(d: MessagesDropped) -> str:
+    """The one warning ``fetch`` and ``listen`` print for an overflow gap."""
+    noun = "message was" if d.missed == 1 else "messages were"
+    return (
+        f"warning: {d.missed} {noun} dropped for this device (it fell more than the "
+        "box's pending cap behind its other devices); ask the senders to resend"
+    )
+
+
+def dropped_doc(d: MessagesDropped) -> dict[str, Any]:
+    return {"missed": d.missed, "after": d.after, "through": d.through}
+
+
 def message_doc(c: RossbyClient, m: ReceivedMessage) -> dict[str, Any]:
     return {
         "message_id": str(m.message_id),
@@ -240,6 +259,8 @@ __all__ = [
     "command_factory",
     "common_options",
     "device_doc",
+    "dropped_doc",
+    "dropped_line",
     "duration_seconds",
     "identity_doc",
     "local_time",

@@ -19,6 +19,8 @@ from typing import Any
 from rossby.client.cli_common import (
     Cmd,
     Output,
+    dropped_doc,
+    dropped_line,
     message_doc,
     message_line,
     passphrase,
@@ -27,7 +29,13 @@ from rossby.client.cli_common import (
 from rossby.client.contacts import parse_contact
 from rossby.client.keycost import keyfile_cost
 from rossby.client.live import ReadReceipt, Reconnecting, Typing, UpToDate
-from rossby.client.models import HeldMessage, KeyChange, ReceivedMessage, RejectedMessage
+from rossby.client.models import (
+    HeldMessage,
+    KeyChange,
+    MessagesDropped,
+    ReceivedMessage,
+    RejectedMessage,
+)
 from rossby.client.sdk import RossbyClient
 
 
@@ -85,6 +93,10 @@ async def listen(args: argparse.Namespace, out: Output) -> int:
                         )
                     else:
                         print(typing_line(c, event), flush=True)
+                elif isinstance(event, MessagesDropped):
+                    out.warn(dropped_line(event))
+                    if as_json:
+                        _emit(out, {"event": "messages_dropped", **dropped_doc(event)})
                 elif isinstance(event, RejectedMessage):
                     out.warn(f"! rejected message {event.message_id}: it could not be verified")
                 elif isinstance(event, HeldMessage):

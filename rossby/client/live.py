@@ -59,6 +59,7 @@ from rossby.client.models import (
 from rossby.client.session import Session, now_ms
 from rossby.client.sessions import Reader, Sessions
 from rossby.client.state import PinnedDevice
+from rossby.client.wire import dropped_from
 from rossby.crypto import RecipientDevice, SenderIdentity, seal_envelope
 from rossby.logging import get_logger
 from rossby.status import from_rpc_error
@@ -324,6 +325,12 @@ class Live:
                                 return
                             if state.unacked >= ack_every:
                                 await self._flush(state, receipts)
+                        elif kind == "gap":
+                            # Yielded before the messages above it; counted as
+                            # processed so the next ack (at least its end)
+                            # ends the server's report of it.
+                            yield dropped_from(item.gap)
+                            state.processed(item.gap.through)
                         elif kind == "ephemeral":
                             ephemeral = await self._open_ephemeral(item.ephemeral, refreshed)
                             if ephemeral is not None:

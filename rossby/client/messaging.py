@@ -29,6 +29,7 @@ from rossby.client.models import (
     Event,
     FetchStats,
     HeldMessage,
+    MessagesDropped,
     Outcome,
     ReceivedMessage,
     RecipientResult,
@@ -39,7 +40,7 @@ from rossby.client.prekeys import Prekeys
 from rossby.client.session import Session, now_ms
 from rossby.client.sessions import Reader, Sessions
 from rossby.client.state import MAX_HELD, HeldEnvelope
-from rossby.client.wire import queued_from
+from rossby.client.wire import dropped_from, queued_from
 from rossby.contacts import NormalizedContact
 from rossby.crypto import EnvelopeHeader, InvalidEnvelope, OpenedMessage, open_envelope, peek_header
 from rossby.crypto.envelope_v2 import (
@@ -196,6 +197,7 @@ class Messaging:
                 yield event
             after, highest, low = 0, 0, False
             ack_limit = 0  # the first page's (0: none); see FetchResponse.ack_limit
+            gap: MessagesDropped | None = None
             while True:
                 page = await s.call(
                     "Fetch", pb.FetchRequest(after=after, limit=page_size), pb.FetchResponse
@@ -203,6 +205,12 @@ class Messaging:
                 if not after:
                     ack_limit = page.ack_limit
                 low = low or page.prekeys_low
+                if page.HasField("gap") and dropped_from(page.gap) != gap:
+                    # Before the messages above it; once per fetch. The ack
+                    # below covers its end even if no message follows, so the
+                    # server stops reporting it once the caller was told.
+                    gap = dropped_from(page.gap)
+                    yield gap
                 for message in page.messages:
                     highest = max(highest, message.position)
                     for event in await self.process(message, refreshed) or ():
@@ -211,6 +219,10 @@ class Messaging:
                     break
                 after = page.next_after
             through = min(highest, ack_limit) if ack_limit else highest
+            if gap is not None:
+                # The server moved this device's cursor past the gap already,
+                # so acking its end passes nothing unread, whatever the limit.
+                through = max(through, gap.through)
             if through:
                 s.save()  # seen ids first: a crash before the ack only repeats
                 reply = await s.call("Ack", pb.AckRequest(through=through), pb.AckResponse)

@@ -282,7 +282,24 @@ class HeldMessage:
     received_at_ms: int
 
 
-Event = ReceivedMessage | RejectedMessage | HeldMessage | KeyChange
+@dataclass(frozen=True, slots=True)
+class MessagesDropped:
+    """The server dropped ``missed`` messages for this device: it fell more
+    than the box's ``pending_cap`` behind the box's most advanced device,
+    so its oldest messages (positions in (``after``, ``through``]) were
+    skipped for it alone, to keep the box accepting mail. They cannot be
+    fetched any more: tell the user, and ask the senders to resend (or
+    resync from another device of the box). Yielded before the messages
+    after the gap, by ``fetch_messages`` and ``listen``; the server reports
+    it until the client acks past ``through``, which both do once yielded.
+    """
+
+    missed: int
+    after: int
+    through: int
+
+
+Event = ReceivedMessage | RejectedMessage | HeldMessage | KeyChange | MessagesDropped
 
 
 @dataclass(slots=True)

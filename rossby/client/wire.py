@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from rossby.client.errors import KeyLogError
-from rossby.client.models import KeyLogRecord, ProfileInfo
+from rossby.client.models import KeyLogRecord, MessagesDropped, ProfileInfo
 from rossby.client.state import HeldEnvelope
 from rossby.contacts import NormalizedContact
 from rossby.crypto.keylog import NO_ACTOR, ChangeKind, LogEntry
@@ -96,6 +96,11 @@ def record(e: LogEntry) -> KeyLogRecord:
     )
 
 
+def dropped_from(gap: pb.DeliveryGap) -> MessagesDropped:
+    """A Fetch page's or a Subscribe event's overflow gap."""
+    return MessagesDropped(missed=gap.missed, after=gap.after, through=gap.through)
+
+
 def queued_from(held: HeldEnvelope) -> pb.QueuedMessage:
     """A held envelope back in the shape it arrived in, to process it again."""
     return pb.QueuedMessage(
@@ -111,6 +116,7 @@ def queued_from(held: HeldEnvelope) -> pb.QueuedMessage:
 __all__ = [
     "ACCEPT_PB",
     "RULE_PB",
+    "dropped_from",
     "log_entry",
     "pb_contact",
     "profile_info",

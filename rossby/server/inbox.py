@@ -18,7 +18,7 @@ from rossby.server.authcache import AuthCache
 from rossby.server.caller import Caller
 from rossby.server.compaction import Compactor
 from rossby.server.idle import IdleDevices
-from rossby.server.messages import ephemeral_message, queued_message
+from rossby.server.messages import delivery_gap, ephemeral_message, queued_message
 from rossby.server.prekeystatus import PrekeyStatus
 from rossby.server.ratelimit import RateLimit, device_key
 from rossby.server.realtime import Realtime
@@ -297,6 +297,7 @@ class Inbox:
             cursor=page.cursor,
             ack_limit=page.ack_limit or 0,
             prekeys_low=bool(low),
+            gap=delivery_gap(page.gap),
             idle_devices=warned or (),
         )
 

@@ -7,7 +7,7 @@ neither the inbox nor the real-time side imports the other for it.
 
 from __future__ import annotations
 
-from rossby.store import NewMessage, StoredMessage
+from rossby.store import Gap, NewMessage, StoredMessage
 from rossby.v1 import rossby_pb2
 
 
@@ -24,6 +24,13 @@ def queued_message(m: StoredMessage) -> rossby_pb2.QueuedMessage:
     )
 
 
+def delivery_gap(gap: Gap | None) -> rossby_pb2.DeliveryGap | None:
+    """The wire form of a device's overflow gap (Fetch and Subscribe alike)."""
+    if gap is None:
+        return None
+    return rossby_pb2.DeliveryGap(missed=gap.missed, after=gap.after, through=gap.through)
+
+
 def ephemeral_message(message: NewMessage, received_at: float) -> rossby_pb2.QueuedMessage:
     """The wire form of an ephemeral message: never stored, so no position (0)."""
     return rossby_pb2.QueuedMessage(
@@ -36,4 +43,4 @@ def ephemeral_message(message: NewMessage, received_at: float) -> rossby_pb2.Que
     )
 
 
-__all__ = ["ephemeral_message", "queued_message"]
+__all__ = ["delivery_gap", "ephemeral_message", "queued_message"]

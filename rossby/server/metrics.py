@@ -125,6 +125,13 @@ class Metrics:
             "Messages refused because the recipient box already held pending_cap messages.",
             registry=r,
         )
+        self.overflow_dropped = Counter(
+            "rossby_overflow_dropped_messages",
+            "Messages dropped for one device because it fell more than pending_cap behind "
+            "the box's most advanced device (each counted once, when dropped; the device "
+            "is told by a gap on its next Fetch or Subscribe).",
+            registry=r,
+        )
         self.queue_depth = Histogram(
             "rossby_queue_depth_messages",
             "Messages waiting above the fetching device's cursor, as seen by each Fetch "
@@ -251,6 +258,8 @@ class MeteredStore(Store):
         oldest = min((m.received_at for m in waiting), default=None)
         lag = 0.0 if oldest is None else max(0.0, self._clock() - oldest)
         self.metrics.cursor_lag.observe(lag)
+        if page.dropped:
+            self.metrics.overflow_dropped.inc(page.dropped)
         return page
 
     async def compact(self, box_id: uuid.UUID) -> Compaction:
@@ -265,6 +274,8 @@ class MeteredStore(Store):
             self.metrics.compactions.labels("deleted").inc()
             if done.removed:
                 self.metrics.compacted_rows.inc(done.removed)
+        if done.dropped:
+            self.metrics.overflow_dropped.inc(done.dropped)
         return done
 
     async def purge_expired(self) -> int:

@@ -334,9 +334,11 @@ class Store(AccountStore, PresenceStore, PrekeyStore, PushTargetStore, abc.ABC):
         first). Attempts of one id in one process are serialised.
 
         Raises ``PendingCapExceeded`` when the box already holds
-        ``options.pending_cap`` messages not yet passed by every active
-        device (a backend may also count passed ones awaiting compaction);
-        nothing queued is ever dropped to make room. The cap is exact when
+        ``options.pending_cap`` live messages above its *most advanced*
+        active cursor (``rossby.store.overflow.send_floor``). A device
+        further behind does not block the box: it overflows (``fetch``,
+        ``compact``), and nothing is dropped for the most advanced device
+        to make room. The cap is exact when
         ``settle_window == 0``. Otherwise a backend may estimate while the
         box is below half its cap (a recent count plus what this process
         queued since, trusted for a few seconds); senders in other processes
@@ -373,6 +375,18 @@ class Store(AccountStore, PresenceStore, PrekeyStore, PushTargetStore, abc.ABC):
         message that lands below a page already read is only delivered by
         the next sweep's re-read, which an ack past that limit could start
         above it.
+
+        Overflow (``rossby.store.overflow``, docs/store.md "Overflow"): a
+        fetch from the device's floor (``after`` not past its cursor) of a
+        device with more than ``pending_cap`` live messages above its cursor
+        first moves that cursor to the ``pending_cap + 1``-th newest live
+        position (never past the most advanced cursor less the settle
+        window), dropping the older ones for this device only, and records
+        the dropped range in the same durable write (``Page.dropped``: how
+        many this call dropped). ``Page.gap`` is the recorded gap on every
+        page starting at or below its ``through``, until an ``ack`` at or
+        above it; nothing at or below a gap's end is handed out again. A
+        device within the cap is never trimmed and never has a gap.
         """
 
     @abc.abstractmethod
@@ -381,16 +395,22 @@ class Store(AccountStore, PresenceStore, PrekeyStore, PushTargetStore, abc.ABC):
 
         Never moves backwards (concurrent acks keep the largest) and never
         past the queue head (an ack beyond the last position issued is
-        clamped to it). Raises ``NotFound`` for an unknown or revoked device.
+        clamped to it). An ack at or above the device's gap's ``through``
+        (``through`` itself, not the resulting cursor, which a trim already
+        moved there) ends the gap's report. Raises ``NotFound`` for an
+        unknown or revoked device.
         """
 
     @abc.abstractmethod
     async def compact(self, box_id: uuid.UUID) -> Compaction:
         """Remove what every active device has passed.
 
-        Deletes positions at or below ``min(active cursors) -
-        settle_window`` with one range delete, never one delete per message.
-        Safe to run concurrently and repeatedly.
+        First trims every active device over the cap, as ``fetch`` does
+        (``Compaction.dropped``), so a device that stopped reading holds
+        compaction back by at most ``pending_cap`` messages, not for the
+        message TTL. Then deletes positions at or below ``min(active
+        cursors) - settle_window`` with one range delete, never one delete
+        per message. Safe to run concurrently and repeatedly.
         """
 
     @abc.abstractmethod

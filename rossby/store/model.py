@@ -127,6 +127,19 @@ class Enqueued:
 
 
 @dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages dropped for one device because it fell more than
+    ``pending_cap`` behind (``rossby.store.overflow``): ``missed`` of them,
+    at positions in (``after``, ``through``]. Recorded with the cursor move
+    that dropped them, so it is reported until the device acks at or above
+    ``through``, whatever crashes in between."""
+
+    missed: int
+    after: Position
+    through: Position
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     messages: Sequence[StoredMessage]
     more: bool  # more messages wait after the last one returned
@@ -143,12 +156,21 @@ class Page:
     #: "Long sweeps"). Acking ``min(highest seen, first page's ack_limit)``
     #: only repeats messages.
     ack_limit: Position | None = None
+    #: The device's recorded overflow gap, when this page starts at or below
+    #: its ``through`` (a page further on is past it).
+    gap: Gap | None = None
+    #: Messages this very call dropped for the device (0 almost always):
+    #: what the server's overflow counter adds, counted once, not once per
+    #: report of the gap.
+    dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Compaction:
     purged_through: Position  # everything at or below is gone
     removed: int | None  # rows removed by this call, when the backend knows
+    #: Messages dropped by this call for devices over the cap (their gaps).
+    dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +225,9 @@ class StoreOptions:
 
 
 class PendingCapExceeded(ResourceExhausted):
-    """The box already holds ``pending_cap`` undelivered messages."""
+    """The box already holds ``pending_cap`` messages its most advanced
+    device has not acknowledged (devices further behind overflow instead,
+    ``rossby.store.overflow``)."""
 
     default_reason = "PENDING_CAP"
 
@@ -241,6 +265,7 @@ __all__ = [
     "DeviceKeys",
     "DeviceState",
     "Enqueued",
+    "Gap",
     "NewMessage",
     "Page",
     "PendingCapExceeded",

@@ -23,11 +23,19 @@ processes"). After every step the store must agree with the model:
   starts at the head;
 * ``pending_count`` equals the live messages (not compacted, not
   expired; or ``pending_cap + 1`` when there are more); Send is refused
-  once ``pending_cap`` undelivered messages (above the lowest active
-  cursor) are live, and accepted while fewer than ``pending_cap`` are live
-  at all. In between (acked, not yet compacted) the backend chooses:
-  SQLite counts every live row, Cassandra only the
-  undelivered ones (docs/store.md, "Pending cap").
+  exactly when ``pending_cap`` live messages lie above the *most advanced*
+  active cursor (docs/store.md, "Pending cap");
+* overflow (docs/store.md, "Overflow"): a fetch from the floor (``after``
+  not past the cursor) of a device with more than ``pending_cap`` live
+  messages above its cursor, and every compaction for every active device,
+  moves that cursor to the ``pending_cap + 1``-th newest live position (but
+  never above the most advanced cursor less the settle window), and records
+  a gap: ``missed`` = the live messages skipped, widened by a later trim
+  before the ack. Every page starting at or below the gap's end reports it
+  (``Page.gap``), ``Page.dropped``/``Compaction.dropped`` count each drop
+  once, an ack at or above its end clears it, and nothing at or below the
+  end of a gap is handed out again. A device within the cap is never
+  trimmed and never sees a gap.
 
 The settle window (``store.settle_window``, Cassandra) is part of the model:
 fetch re-reads below the cursor, and compaction stays a window behind.
@@ -72,6 +80,7 @@ from rossby.store import (
     Device,
     DeviceKeys,
     DeviceState,
+    Gap,
     NewMessage,
     Page,
     PendingCapExceeded,
@@ -125,6 +134,8 @@ class DeviceModel:
     token: int = 0  # the paging token a client would hold
     last_seen: int = 0
     active: bool = True
+    gap: Gap | None = None  # the overflow gap the store must report
+    floor: int = 0  # the end of the last gap: never handed out again
 
 
 @dataclass
@@ -182,6 +193,7 @@ class Env:
         self.shared: list[Store] | None = None
         self.examples = 0
         self.steps = 0
+        self.trims = 0  # overflow trims the model saw (so a run shows it got there)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -245,12 +257,43 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
         def live_count(self, box: BoxModel) -> int:
             return sum(self.live(e) for e in box.entries)
 
+        def front(self, box: BoxModel) -> int:
+            """The most advanced active cursor (the box's purge mark when
+            none is active): where the cap counts from."""
+            return max([box.purged_through, *(d.cursor for d in box.active)])
+
         def undelivered(self, box: BoxModel) -> int:
-            """Live messages above the lowest active cursor: what the cap
-            counts. A backend may count more (SQLite counts everything not
-            yet compacted), never less."""
-            floor = min((d.cursor for d in box.active), default=0)
+            """Live messages above the most advanced active cursor: what the
+            cap counts."""
+            floor = self.front(box)
             return sum(self.live(e) and e.position > floor for e in box.entries)
+
+        def trim(self, box: BoxModel, devices: list[DeviceModel]) -> int:
+            """The overflow rule applied to ``devices``: answer the live
+            messages dropped."""
+            if not devices:
+                return 0
+            low = min(d.cursor for d in devices)
+            newest = sorted(
+                (e.position for e in box.entries if self.live(e) and e.position > low),
+                reverse=True,
+            )
+            if len(newest) <= CAP:
+                return 0
+            to = min(newest[CAP], self.front(box) - self.settle)
+            dropped = 0
+            for d in devices:
+                if d.cursor >= to:
+                    continue
+                missed = sum(self.live(e) and d.cursor < e.position <= to for e in box.entries)
+                if d.gap is None:
+                    d.gap = Gap(missed=missed, after=d.cursor, through=to)
+                else:
+                    d.gap = Gap(missed=d.gap.missed + missed, after=d.gap.after, through=to)
+                d.cursor, d.floor = to, to
+                dropped += missed
+                env.trims += 1
+            return dropped
 
         def maybe(self, d: DeviceModel, e: Entry) -> bool:
             """Queued through the other instance in the same (frozen) clock
@@ -262,7 +305,7 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
             return e.seq > d.seq
 
         def candidates(self, box: BoxModel, d: DeviceModel, after: int) -> list[Entry]:
-            lower = max(after, d.cursor - self.settle)
+            lower = max(after, d.cursor - self.settle, d.floor)
             return sorted(
                 (
                     e
@@ -278,6 +321,8 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
             got = list(page.messages)
             where = f"device {d.device.device_id} cursor={d.cursor} after={after} limit={limit}"
             assert page.cursor == d.cursor, f"{where}: fetch reports cursor {page.cursor}"
+            gap = d.gap if d.gap is not None and after <= d.gap.through else None
+            assert page.gap == gap, f"{where}: gap {page.gap}, want {gap}"
             positions = [m.position for m in got]
             assert positions == sorted(set(positions)), f"{where}: out of order {positions}"
             assert len(got) <= limit, f"{where}: {len(got)} messages"
@@ -343,9 +388,12 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
             return pick(box.active if active else box.devices, index)
 
         def do_fetch(self, box: BoxModel, d: DeviceModel, s: int, after: int, limit: int) -> Page:
+            # A fetch from the floor trims a device over the cap first.
+            dropped = self.trim(box, [d]) if after <= d.cursor else 0
             page = self.run(
                 self.stores[s].fetch(box.box.box_id, d.device.device_id, after=after, limit=limit)
             )
+            assert page.dropped == dropped, f"fetch dropped {page.dropped}, want {dropped}"
             self.check_page(box, d, after, limit, page)
             return page
 
@@ -365,12 +413,17 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
                 # the head is exactly the top position.
                 assert new == max(old, min(through, top)), f"{where}: answered {new}"
             d.cursor, d.token = new, 0
+            if d.gap is not None and through >= d.gap.through:
+                d.gap = None  # the client took the gap in
             # The read right after an ack is where the cursor edge bites:
             # it must re-read the settle window and nothing below it.
             self.do_fetch(box, d, s, 0, 100)
 
         def do_compact(self, box: BoxModel, s: int) -> None:
+            # Compaction trims every active device over the cap first.
+            dropped = self.trim(box, box.active)
             result = self.run(self.stores[s].compact(box.box.box_id))
+            assert result.dropped == dropped, f"compaction dropped {result.dropped}, want {dropped}"
             purged = result.purged_through
             old = box.purged_through
             assert purged >= old, f"purged_through went back: {old} -> {purged}"
@@ -437,7 +490,7 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
             try:
                 result = self.run(self.stores[s].enqueue(box.box.box_id, message))
             except PendingCapExceeded:
-                assert live >= CAP, f"refused with only {live} live messages"
+                assert undelivered >= CAP, f"refused with {undelivered} undelivered ({live} live)"
                 return
             assert undelivered < CAP, f"queued past the cap ({undelivered} undelivered)"
             assert not result.duplicate, "a new message id answered as a duplicate"
@@ -458,7 +511,7 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
                 result = self.run(self.stores[s].enqueue(box.box.box_id, message))
             except PendingCapExceeded:
                 assert self.expired(latest), "a retry of an unexpired message refused by the cap"
-                assert live >= CAP, f"retry refused with only {live} live messages"
+                assert undelivered >= CAP, f"retry refused: {undelivered} undelivered ({live} live)"
                 return
             if self.live(latest) or not self.expired(latest):
                 # Queued, or delivered and compacted: the id is remembered
@@ -516,13 +569,17 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
             d = self.device(box, i)
             if d is None:
                 return
-            want = {
-                e.message.message_id for e in self.candidates(box, d, 0) if not self.maybe(d, e)
-            }
+            want: set[uuid.UUID] | None = None
             got: dict[uuid.UUID, int] = {}
             after = 0
             for _ in range(len(box.entries) + 2):
                 page = self.do_fetch(box, d, s, after, limit)
+                if want is None:  # what is owed once the first fetch trimmed
+                    want = {
+                        e.message.message_id
+                        for e in self.candidates(box, d, 0)
+                        if not self.maybe(d, e)
+                    }
                 for m in page.messages:
                     assert m.message_id not in got, f"{m.message_id} twice in one drain"
                     got[m.message_id] = m.position
@@ -531,12 +588,38 @@ def queue_machine(env: Env) -> type[RuleBasedStateMachine]:
                 after = page.messages[-1].position
             else:
                 raise AssertionError("fetch never ran out of pages")
+            assert want is not None
             lost = want - set(got)
             assert not lost, f"drain lost {len(lost)} message(s)"
             if ack and got:
                 self.do_ack(box, d, s, max(got.values()))
                 if compact:
                     self.do_compact(box, s)
+
+        @rule(
+            b=st.integers(0, 1),
+            i=PICK,
+            s=st.integers(0, STORES - 1),
+            count=st.integers(1, 2 * CAP),
+            step=st.sampled_from((0.0, 0.5, 6.0, 30.0)),
+        )
+        def read_along(self, b: int, i: int, s: int, count: int, step: float) -> None:
+            """The box of the overflow issue: one device reads and acks each
+            message as it lands (the clock moving on between them), so the
+            box keeps accepting while other devices fall behind."""
+            box = self.boxes[b]
+            if len(box.active) < 2:
+                self.add_device(b, s)  # someone to fall behind
+            d = self.device(box, i)
+            if d is None:
+                return
+            for _ in range(count):
+                self.clock.now += step
+                before = len(box.entries)
+                self.send(b, s, False, 0, 8)
+                if len(box.entries) == before:
+                    return  # refused: the reader is at the cap (it may be new)
+                self.do_ack(box, d, s, box.entries[-1].position)
 
         @rule(
             b=st.integers(0, 1),
@@ -693,6 +776,6 @@ def test_queue_agrees_with_the_model(
     finally:
         env.close()
     print(
-        f"\nmodel[{backend}]: {env.examples} examples, {env.steps} store calls,"
+        f"\nmodel[{backend}]: {env.examples} examples, {env.steps} store calls, {env.trims} trims,"
         f" {time.monotonic() - started:.1f}s"
     )

@@ -58,7 +58,7 @@ from typing import Any, Protocol
 
 from rossby import errors
 from rossby.hawk import HAWK_UNKNOWN_ID
-from rossby.server.messages import queued_message
+from rossby.server.messages import delivery_gap, queued_message
 from rossby.server.realtime.metrics import RealtimeMetrics
 from rossby.store.base import Store
 from rossby.v1 import rossby_pb2 as pb
@@ -79,7 +79,7 @@ class _FellBehind(Exception):
 _RECHECK = pb.SubscribeEvent()
 #: Events that carry something for the device: written only while it is
 #: known to be active (heartbeats, ``live`` and ``catch_up`` reveal nothing).
-_GUARDED = frozenset({"message", "ephemeral"})
+_GUARDED = frozenset({"message", "ephemeral", "gap"})
 
 
 class Registry(Protocol):
@@ -155,6 +155,9 @@ class Stream:
         #: Why the stream ended with OK: "max_age", "catch_up" or "stopping".
         self.ended_by: str | None = None
         self._recent: dict[str, int] = {}  # ids sent within the settle window
+        #: The overflow gap last queued on this stream: each gap the store
+        #: reports is sent once, before the messages above it.
+        self._gap: pb.DeliveryGap | None = None
         self._queue: deque[pb.SubscribeEvent] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -416,6 +419,10 @@ class Stream:
                 self._recheck_now = True
                 await self._check_device()
                 raise
+            gap = delivery_gap(page.gap)
+            if gap is not None and gap != self._gap:
+                await self._put(pb.SubscribeEvent(gap=gap))
+                self._gap = gap
             for m in page.messages:
                 key = str(m.message_id)
                 if self.settle and key in self._recent:

@@ -14,7 +14,10 @@ _DEVICE_COLUMNS = (
 )
 # A queue operation's view of the box partition: the device columns, then
 # the statics that route it (docs/replication.md, "Home region").
-_VIEW_COLUMNS = f"{_DEVICE_COLUMNS}, home_region, recovery_floor"
+# With the device's overflow gap (schema 12, docs/store.md "Overflow").
+_VIEW_COLUMNS = (
+    f"{_DEVICE_COLUMNS}, home_region, recovery_floor, gap_missed, gap_after, gap_through"
+)
 _REGISTRATION_COLUMNS = (
     "device_id, box_id, contact_hashes, code_hashes, encryption_key, signing_key,"
     " key_signature, device_name, created_at, expires_at, sent_at, attempts, completed"
@@ -85,6 +88,17 @@ class Cql:
         self.cursor_set = (
             f"UPDATE {ks}.boxes USING TIMESTAMP ? SET cursor = ? WHERE box_id = ? AND device_id = ?"
         )
+        # An overflow trim: the cursor and the gap it opens, one row, one
+        # timestamp (that of the new cursor). An ack past the gap ends its
+        # report and keeps gap_through as the re-read floor.
+        self.cursor_trim = (
+            f"UPDATE {ks}.boxes USING TIMESTAMP ? SET cursor = ?, gap_missed = ?, gap_after = ?,"
+            " gap_through = ? WHERE box_id = ? AND device_id = ?"
+        )
+        self.cursor_set_gap_seen = (
+            f"UPDATE {ks}.boxes USING TIMESTAMP ? SET cursor = ?, gap_missed = null,"
+            " gap_after = null WHERE box_id = ? AND device_id = ?"
+        )
         self.purged_get = f"SELECT purged_through FROM {ks}.boxes WHERE box_id = ? LIMIT 1"
         self.purged_set = (
             f"UPDATE {ks}.boxes USING TIMESTAMP ? SET purged_through = ? WHERE box_id = ?"
@@ -130,6 +144,12 @@ class Cql:
         self.message_count = (
             f"SELECT COUNT(*) FROM {ks}.messages WHERE box_id = ? AND bucket = ?"
             " AND position > ? AND position <= ? AND expires_at_ms > ? ALLOW FILTERING"
+        )
+        # The newest live positions, for the overflow rule: positions only.
+        self.message_newest = (
+            f"SELECT position FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position > ?"
+            " AND position <= ? AND expires_at_ms > ? ORDER BY position DESC LIMIT ?"
+            " ALLOW FILTERING"
         )
         self.messages_delete_below = (
             f"DELETE FROM {ks}.messages WHERE box_id = ? AND bucket = ? AND position <= ?"

@@ -1,14 +1,15 @@
 """Per-box estimates of queued rows, so most Sends skip the pending count.
 
-The pending cap needs the number of undelivered messages in the box, and
-Cassandra can only count by reading them (a ``COUNT`` over the rows above
-the lowest cursor). Doing that on every Send made each one pay for the
-box's whole backlog. Instead a count is kept for ``ttl`` seconds together
-with what this process queued since; while that estimate is below half the
-cap, the Send needs no count. Near the cap, or once the estimate is old,
-the Send counts again, so the cap is still enforced exactly by one process
-and overshot by others only by what they queue into a half-empty box
-within ``ttl`` (docs/store.md, "Pending cap").
+The pending cap needs the number of messages the box's most advanced device
+has not acked (``rossby.store.overflow``), and Cassandra can only count by
+reading them (a ``COUNT`` over the rows above that cursor). Doing that on
+every Send made each one pay for the box's whole backlog. Instead a count
+is kept for ``ttl`` seconds together with what this process queued since;
+while that estimate is below half the cap, the Send needs no count. Near
+the cap, or once the estimate is old, the Send counts again, so the cap is
+still enforced exactly by one process and overshot by others only by what
+they queue into a half-empty box within ``ttl`` (docs/store.md, "Pending
+cap").
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ MAX_BOXES = 100_000
 @dataclass(slots=True)
 class _Estimate:
     count: int
-    floor: int  # the position counted from (the box's lowest cursor then)
+    floor: int  # the position counted from (the box's most advanced cursor then)
     at: float  # monotonic
     since: int = 0  # queued by this process after the count
 
@@ -51,8 +52,9 @@ class PendingEstimates:
         return estimate if estimate < cap // 2 else None
 
     def floor(self, box_id: uuid.UUID) -> int:
-        """Where the last count started: a lower bound of the box's lowest
-        cursor (cursors never move back), 0 when never counted."""
+        """Where the last count started (the most advanced cursor then), 0
+        when never counted. It moves back when that device is revoked: the
+        caller recounts when its fresh view shows a lower floor."""
         e = self._boxes.get(box_id)
         return e.floor if e is not None else 0
 

@@ -10,6 +10,7 @@ fences stale routes); see docs/replication.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 import uuid
@@ -18,13 +19,15 @@ from typing import Any
 
 from rossby.errors import NotFound, StoreUnavailable
 from rossby.replication.consistency import Op
+from rossby.store import overflow
+from rossby.store.cassandra.overflow import CassandraOverflow, dropped_floor, recorded_gap
 from rossby.store.cassandra.plumbing import ttl_covering
 from rossby.store.cassandra.positions import bucket_of, time_of, write_timestamp
-from rossby.store.cassandra.routing import CassandraRouting
 from rossby.store.model import (
     Compaction,
     DeviceState,
     Enqueued,
+    Gap,
     NewMessage,
     Page,
     PendingCapExceeded,
@@ -50,25 +53,8 @@ def _active(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["device_id"] is not None and r["state"] == DeviceState.ACTIVE]
 
 
-class CassandraQueue(CassandraRouting):
+class CassandraQueue(CassandraOverflow):
     """``enqueue``, ``fetch``, ``ack``, ``compact``, ``pending_count``."""
-
-    async def _count(self, box_id: uuid.UUID, home: str, floor: Position, cap: int) -> int:
-        """Rows in (max(floor, horizon), upper], counted by the server per
-        bucket, stopping once past ``cap``. Reads above ``floor`` only, so the
-        cost is the rows actually counted, never compacted ones."""
-        lower = max(floor, self._horizon())
-        upper = self._upper()
-        now_ms = _ms(self.options.clock())
-        total = 0
-        for bucket in range(bucket_of(lower + 1), bucket_of(upper) + 1):
-            rows = await self._run_home(
-                self._cql.message_count, (box_id, bucket, lower, upper, now_ms), Op.QUEUE, home
-            )
-            total += int(rows[0]["count"]) if rows else 0
-            if total > cap:
-                return cap + 1
-        return total
 
     async def pending_count(self, box_id: uuid.UUID) -> int:
         home, rows = await self._view(box_id)
@@ -77,15 +63,14 @@ class CassandraQueue(CassandraRouting):
 
     @staticmethod
     def _undelivered_floor(rows: list[Any]) -> tuple[Position, Position]:
-        """(purged_through, lowest position some active device still waits
-        above). The cap counts undelivered messages: those above the lowest
-        active cursor. Acked-but-not-yet-compacted rows (the settle window's
-        worth, and whatever compaction lags) are delivered, and counting
-        them would make every send to a busy box pay for its recent
-        traffic."""
+        """(purged_through, where the cap counts from): the most advanced
+        active cursor (``overflow.send_floor``; a device further behind
+        overflows instead of blocking the box). Acked-but-not-yet-compacted
+        rows are delivered, and counting them would make every send to a
+        busy box pay for its recent traffic."""
         purged = int(rows[0]["purged_through"] or 0) if rows else 0
         cursors = [int(r["cursor"] or 0) for r in _active(rows)]
-        return purged, max(purged, min(cursors)) if cursors else purged
+        return purged, overflow.send_floor(cursors, purged)
 
     async def _known(self, box_id: uuid.UUID, home: str, message_id: uuid.UUID) -> Position | None:
         """Where an earlier attempt queued (or is queueing) this message id."""
@@ -247,8 +232,11 @@ class CassandraQueue(CassandraRouting):
             known = await self._known(box_id, fresh_home, message_id)
             early = False
         fresh_floor = self._undelivered_floor(rows)[1]
-        stale = early and counted is not None and counted >= cap
-        if known is None and need_count and (not early or stale):
+        # The floor is the most advanced cursor, which moves back when that
+        # device is revoked: a count or estimate from above it undercounts.
+        moved_back = fresh_floor < floor
+        stale = early and counted is not None and (counted >= cap or moved_back)
+        if known is None and (moved_back or (need_count and (not early or stale))):
             # No count yet, or one from an old floor that reached the cap:
             # count from the fresh floor before anything is refused.
             counted = await self._count(box_id, fresh_home, fresh_floor, cap)
@@ -331,7 +319,48 @@ class CassandraQueue(CassandraRouting):
         # (docs/store.md, "Long sweeps").
         ack_limit = self._positions.head()
         home, row = await self._queue_device(box_id, device_id)
-        cursor, start = int(row["cursor"] or 0), int(row["start_position"] or 0)
+        cursor, gap = int(row["cursor"] or 0), recorded_gap(row)
+        page = await self._page(box_id, home, row, cursor, gap, after, limit, ack_limit)
+        limit = max(0, limit)
+        # Over the cap only if the page came back full, or asked for more
+        # than the cap (a short page of at most the cap rows says it is not).
+        if not overflow.from_floor(after, cursor) or (
+            limit <= self.options.pending_cap and not page.more
+        ):
+            return page
+        cap = self.options.pending_cap
+        newest = await self._newest(box_id, home, cursor, cap + 1)
+        if len(newest) <= cap:
+            return page  # within the cap: the only extra read of a full page
+        # Trimming needs the box's most advanced cursor: the whole view.
+        home, rows = await self._view(box_id)
+        front = self._undelivered_floor(rows)[1] - self.settle_window
+        mine = {device_id: (cursor, gap)}
+        dropped, moved = await self._trim(box_id, home, mine, front, newest)
+        if not moved:
+            return page
+        trimmed = {**row, "cursor": moved[device_id], "gap_through": moved[device_id]}
+        new_gap = overflow.widened(gap, cursor, moved[device_id], dropped)
+        page = await self._page(
+            box_id, home, trimmed, moved[device_id], new_gap, after, limit, ack_limit
+        )
+        return dataclasses.replace(page, dropped=dropped)
+
+    async def _page(
+        self,
+        box_id: uuid.UUID,
+        home: str,
+        row: Any,
+        cursor: Position,
+        gap: Gap | None,
+        after: Position,
+        limit: int,
+        ack_limit: Position,
+    ) -> Page:
+        """One page of ``fetch`` for the device row read (its cursor and gap
+        given, as a trim may just have moved them; ``ack_limit`` taken before
+        the first read of the fetch)."""
+        start = int(row["start_position"] or 0)
         purged = int(row["purged_through"] or 0)
         reread = cursor - self.settle_window
         recovery = int(row["recovery_floor"] or 0)
@@ -340,7 +369,7 @@ class CassandraQueue(CassandraRouting):
             # acknowledged there and not replicated yet: re-read from the
             # recovery floor until `reconcile` has copied them over.
             reread = min(reread, recovery)
-        floor = max(reread, start, purged, self._horizon())
+        floor = max(reread, start, purged, self._horizon(), dropped_floor(row))
         lower = max(after, floor)
         limit = max(0, limit)
         # Copies of one id from overlapping Send attempts lie within a
@@ -365,9 +394,14 @@ class CassandraQueue(CassandraRouting):
                 # rounding: dropped here like a later copy.
                 if m.expires_at > now:
                     kept.append(m)
+        shown = overflow.reported(gap, after)
         if len(kept) > limit or len(found) <= limit:
             return Page(
-                messages=kept[:limit], more=len(kept) > limit, cursor=cursor, ack_limit=ack_limit
+                messages=kept[:limit],
+                more=len(kept) > limit,
+                cursor=cursor,
+                gap=shown,
+                ack_limit=ack_limit,
             )
         # Copies were dropped from a full read: every row up to the last one
         # read was either returned or dropped, so the next page starts there.
@@ -376,6 +410,7 @@ class CassandraQueue(CassandraRouting):
             more=True,
             cursor=cursor,
             read_through=found[-1].position,
+            gap=shown,
             ack_limit=ack_limit,
         )
 
@@ -418,10 +453,14 @@ class CassandraQueue(CassandraRouting):
             ceiling = min(through, self._upper())
             top = await self._top(box_id, home, max(cursor, purged, head), ceiling)
             target = max(head, top)
-        if target <= cursor:
+        # The ack, not the cursor (a trim put it at the gap's end already),
+        # says whether the client took the gap in.
+        clear = overflow.cleared(recorded_gap(row), target)
+        if target <= cursor and not clear:
             return cursor
+        target = max(target, cursor)
         await self._run_home(
-            self._cql.cursor_set,
+            self._cql.cursor_set_gap_seen if clear else self._cql.cursor_set,
             (write_timestamp(target), target, box_id, device_id),
             Op.CURSOR,
             home,
@@ -434,7 +473,15 @@ class CassandraQueue(CassandraRouting):
         purged = int(rows[0]["purged_through"] or 0) if rows else 0
         if not devices:
             return Compaction(purged_through=purged, removed=0)
-        active = [int(r["cursor"] or 0) for r in _active(devices)]
+        # Devices over the cap are trimmed first, so they no longer hold
+        # compaction back (for up to the message TTL).
+        cursors = {
+            r["device_id"]: (int(r["cursor"] or 0), recorded_gap(r)) for r in _active(devices)
+        }
+        dropped, moved = await self._trim(
+            box_id, home, cursors, self._undelivered_floor(rows)[1] - self.settle_window
+        )
+        active = [moved.get(d, cursor) for d, (cursor, _) in cursors.items()]
         floor = min(active) if active else self._positions.head()
         threshold = floor - self.settle_window
         recovery = int(rows[0]["recovery_floor"] or 0)
@@ -443,7 +490,7 @@ class CassandraQueue(CassandraRouting):
             # from its old home (they would be shadowed by the tombstone).
             threshold = min(threshold, recovery)
         if threshold <= purged:
-            return Compaction(purged_through=purged, removed=0)
+            return Compaction(purged_through=purged, removed=0, dropped=dropped)
         # Lowest position that can hold a row: nothing is older than the
         # box's first device (less a settle window for skewed writers).
         oldest = min(int(r["start_position"] or 0) for r in devices) - self.settle_window
@@ -457,7 +504,7 @@ class CassandraQueue(CassandraRouting):
         await self._run_home(
             self._cql.purged_set, (write_timestamp(threshold), threshold, box_id), Op.CURSOR, home
         )
-        return Compaction(purged_through=threshold, removed=None)
+        return Compaction(purged_through=threshold, removed=None, dropped=dropped)
 
 
 __all__ = ["CassandraQueue"]

@@ -4,6 +4,12 @@ Positions are a dense per-box counter (``queues.head``) bumped inside the
 enqueue transaction, so a message is visible exactly when its position is
 issued (``settle_window`` is 0, ``ordered_visibility`` holds) and the id
 check, the cap and the insert are one step (``exact_enqueue``).
+
+Overflow (``rossby.store.overflow``): the cap counts above the most advanced
+active cursor; a device further behind is trimmed in a write transaction
+when it fetches from its floor (the common fetch stays a read, and counts
+only when its page came back full) and at compaction. The cursor move and its gap
+(migration 0010) are one transaction.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import uuid
 from typing import Any
 
 from rossby.errors import NotFound
+from rossby.store import overflow
 from rossby.store.model import (
     Compaction,
     DeviceState,
     Enqueued,
+    Gap,
     NewMessage,
     Page,
     PendingCapExceeded,
@@ -29,11 +37,21 @@ from rossby.store.sqlite.rows import WorkerCalls, _b, _changes, _row, _rows, _u,
 _MAX_POSITION = 2**63 - 1
 
 
+_GAP = "c.gap_missed, c.gap_after, c.gap_through"
+
+
+def _gap(row: Any) -> Gap | None:
+    """The recorded overflow gap of a cursors row (NULL: none)."""
+    if row["gap_through"] is None:
+        return None
+    return Gap(missed=row["gap_missed"], after=row["gap_after"], through=row["gap_through"])
+
+
 def _active_cursor(conn: sqlite3.Connection, box_id: uuid.UUID, device_id: uuid.UUID) -> Any:
-    """The ``cursor`` and ``start_position`` of an active device, or ``NotFound``."""
+    """The ``cursor``, ``start_position`` and gap of an active device, or ``NotFound``."""
     row = _row(
         conn,
-        "SELECT c.cursor, d.start_position FROM devices d"
+        f"SELECT c.cursor, d.start_position, {_GAP} FROM devices d"
         " JOIN cursors c ON c.box_id = d.box_id AND c.device_id = d.device_id"
         " WHERE d.box_id = ? AND d.device_id = ? AND d.state = ?",
         (_b(box_id), _b(device_id), DeviceState.ACTIVE.value),
@@ -48,17 +66,85 @@ class SqliteQueue(WorkerCalls):
 
     # -- the queue ---------------------------------------------------------
 
-    def _live_count(self, conn: sqlite3.Connection, box_id: bytes, now: float, cap: int) -> int:
-        """Messages neither compacted (those rows are gone) nor expired,
-        counted on the (box_id, expires_at) index and stopped at ``cap``."""
-        return int(
-            _value(
-                conn,
+    def _live_count(
+        self, conn: sqlite3.Connection, box_id: bytes, now: float, cap: int, above: Position = 0
+    ) -> int:
+        """Messages above ``above`` neither compacted (those rows are gone)
+        nor expired, stopped at ``cap``. From 0 on the (box_id, expires_at)
+        index (expired rows awaiting housekeeping are skipped); from a cursor
+        on the primary key's range above it (the unary ``+`` keeps the
+        planner off the expiry index, which would walk the rows below the
+        cursor first, a laggard's whole backlog)."""
+        if above <= 0:
+            sql = (
                 "SELECT count(*) FROM (SELECT 1 FROM messages"
-                " WHERE box_id = ? AND expires_at > ? LIMIT ?)",
-                (box_id, now, cap),
+                " WHERE box_id = ? AND expires_at > ? LIMIT ?)"
             )
+            return int(_value(conn, sql, (box_id, now, cap)))
+        sql = (
+            "SELECT count(*) FROM (SELECT 1 FROM messages"
+            " WHERE box_id = ? AND position > ? AND +expires_at > ? LIMIT ?)"
         )
+        return int(_value(conn, sql, (box_id, above, now, cap)))
+
+    def _send_floor(self, conn: sqlite3.Connection, box_id: bytes) -> Position:
+        """The most advanced active cursor (``overflow.send_floor``)."""
+        row = _row(
+            conn,
+            "SELECT q.purged_through, (SELECT max(c.cursor) FROM cursors c JOIN devices d"
+            " ON d.box_id = c.box_id AND d.device_id = c.device_id"
+            " WHERE c.box_id = q.box_id AND d.state = ?) AS top FROM queues q WHERE q.box_id = ?",
+            (DeviceState.ACTIVE.value, box_id),
+        )
+        if row is None:
+            return 0
+        tops = [] if row["top"] is None else [row["top"]]
+        return overflow.send_floor(tops, row["purged_through"])
+
+    def _trim(
+        self,
+        conn: sqlite3.Connection,
+        box_id: bytes,
+        devices: dict[bytes, tuple[Position, Gap | None]],
+        now: float,
+    ) -> int:
+        """Move the cursors of devices over the cap (``overflow.plan``) and
+        record their gaps, in the caller's transaction; answer the messages
+        dropped."""
+        if not devices:
+            return 0
+        cap = self.options.pending_cap
+        low = min(cursor for cursor, _ in devices.values())
+        newest = [
+            int(r["position"])
+            for r in _rows(
+                conn,
+                "SELECT position FROM messages WHERE box_id = ? AND position > ?"
+                " AND expires_at > ? ORDER BY position DESC LIMIT ?",
+                (box_id, low, now, cap + 1),
+            )
+        ]
+        cursors = {uuid.UUID(bytes=d): cursor for d, (cursor, _) in devices.items()}
+        dropped = 0
+        front = self._send_floor(conn, box_id) - self.settle_window
+        for device, to in overflow.plan(cursors, newest, cap, front).items():
+            cursor, recorded = devices[device.bytes]
+            missed = int(
+                _value(
+                    conn,
+                    "SELECT count(*) FROM messages WHERE box_id = ? AND position > ?"
+                    " AND position <= ? AND +expires_at > ?",
+                    (box_id, cursor, to, now),
+                )
+            )
+            gap = overflow.widened(recorded, cursor, to, missed)
+            conn.execute(
+                "UPDATE cursors SET cursor = ?, gap_missed = ?, gap_after = ?, gap_through = ?"
+                " WHERE box_id = ? AND device_id = ?",
+                (to, gap.missed, gap.after, gap.through, box_id, device.bytes),
+            )
+            dropped += missed
+        return dropped
 
     async def enqueue(self, box_id: uuid.UUID, message: NewMessage) -> Enqueued:
         def body(conn: sqlite3.Connection) -> Enqueued:
@@ -75,9 +161,11 @@ class SqliteQueue(WorkerCalls):
                 return Enqueued(position=seen["position"], duplicate=True)
             now = self._now()
             cap = self.options.pending_cap
-            if self._live_count(conn, bid, now, cap) >= cap:
+            # From the most advanced device: one further behind overflows.
+            if self._live_count(conn, bid, now, cap, self._send_floor(conn, bid)) >= cap:
                 raise PendingCapExceeded(
-                    f"box {box_id} already holds {cap} undelivered messages",
+                    f"box {box_id} already holds {cap} messages its most advanced device"
+                    " has not acknowledged",
                     metadata={"pending_cap": str(cap)},
                 )
             head = _row(
@@ -118,7 +206,26 @@ class SqliteQueue(WorkerCalls):
         after: Position = 0,
         limit: int = 100,
     ) -> Page:
-        def body(conn: sqlite3.Connection) -> Page:
+        cap = self.options.pending_cap
+
+        def first(conn: sqlite3.Connection) -> Page | None:
+            """The page, or None when the device is over the cap. A short
+            page of at most the cap rows says it is not, with no count."""
+            page = body(conn)
+            if not overflow.from_floor(after, page.cursor) or (limit <= cap and not page.more):
+                return page
+            over = self._live_count(conn, _b(box_id), self._now(), cap + 1, page.cursor) > cap
+            return None if over else page
+
+        def trimming(conn: sqlite3.Connection) -> Page:
+            device = _active_cursor(conn, box_id, device_id)
+            dropped = 0
+            if overflow.from_floor(after, device["cursor"]):
+                mine = {_b(device_id): (device["cursor"], _gap(device))}
+                dropped = self._trim(conn, _b(box_id), mine, self._now())
+            return body(conn, dropped)
+
+        def body(conn: sqlite3.Connection, dropped: int = 0) -> Page:
             device = _active_cursor(conn, box_id, device_id)
             cursor, start = device["cursor"], device["start_position"]
             queue = _row(conn, "SELECT purged_through FROM queues WHERE box_id = ?", (_b(box_id),))
@@ -145,19 +252,35 @@ class SqliteQueue(WorkerCalls):
                 )
                 for row in rows[:wanted]
             ]
-            return Page(messages=messages, more=len(rows) > wanted, cursor=cursor)
+            return Page(
+                messages=messages,
+                more=len(rows) > wanted,
+                cursor=cursor,
+                gap=overflow.reported(_gap(device), after),
+                dropped=dropped,
+            )
 
-        return await self._read(body)
+        # The common fetch is a read; only a device over the cap needs the
+        # writer (which checks again: the read was not in its transaction).
+        page = await self._read(first)
+        return page if page is not None else await self._write(trimming)
 
     async def ack(self, box_id: uuid.UUID, device_id: uuid.UUID, through: Position) -> Position:
         def body(conn: sqlite3.Connection) -> Position:
-            _active_cursor(conn, box_id, device_id)
+            device = _active_cursor(conn, box_id, device_id)
             head = _value(conn, "SELECT head FROM queues WHERE box_id = ?", (_b(box_id),))
+            target = min(through, head)
+            # The ack, not the cursor (a trim already put it at the gap's
+            # end), says whether the client has taken the gap in.
+            clear = overflow.cleared(_gap(device), target)
             row = _row(
                 conn,
-                "UPDATE cursors SET cursor = max(cursor, ?)"
+                "UPDATE cursors SET cursor = max(cursor, ?),"
+                " gap_missed = CASE WHEN ? THEN NULL ELSE gap_missed END,"
+                " gap_after = CASE WHEN ? THEN NULL ELSE gap_after END,"
+                " gap_through = CASE WHEN ? THEN NULL ELSE gap_through END"
                 " WHERE box_id = ? AND device_id = ? RETURNING cursor",
-                (min(through, head), _b(box_id), _b(device_id)),
+                (target, clear, clear, clear, _b(box_id), _b(device_id)),
             )
             return int(row["cursor"])
 
@@ -170,6 +293,20 @@ class SqliteQueue(WorkerCalls):
             if queue is None:
                 return Compaction(purged_through=0, removed=0)
             head, purged = queue["head"], queue["purged_through"]
+            # Devices over the cap are trimmed first, so they no longer hold
+            # compaction back (for up to the message TTL).
+            active = {
+                r["device_id"]: (int(r["cursor"]), _gap(r))
+                for r in _rows(
+                    conn,
+                    f"SELECT c.device_id, c.cursor, {_GAP} FROM cursors c JOIN devices d"
+                    " ON d.box_id = c.box_id AND d.device_id = c.device_id"
+                    " WHERE c.box_id = ? AND d.state = ?",
+                    (bid, DeviceState.ACTIVE.value),
+                )
+            }
+            # (The read stops at cap + 1 rows of the primary key.)
+            dropped = self._trim(conn, bid, active, self._now())
             low = _value(
                 conn,
                 "SELECT min(c.cursor) FROM cursors c JOIN devices d"
@@ -181,12 +318,12 @@ class SqliteQueue(WorkerCalls):
             # added later starts at the head, so all of it may go.
             bound = (head if low is None else low) - self.settle_window
             if bound <= purged:
-                return Compaction(purged_through=purged, removed=0)
+                return Compaction(purged_through=purged, removed=0, dropped=dropped)
             removed = _changes(
                 conn, "DELETE FROM messages WHERE box_id = ? AND position <= ?", (bid, bound)
             )
             conn.execute("UPDATE queues SET purged_through = ? WHERE box_id = ?", (bound, bid))
-            return Compaction(purged_through=bound, removed=removed)
+            return Compaction(purged_through=bound, removed=removed, dropped=dropped)
 
         return await self._write(body)
 
