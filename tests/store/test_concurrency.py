@@ -4,8 +4,9 @@ Several store instances stand in for several server processes sharing one
 database. Readers behave like real clients: each sweep reads from the
 stored cursor (which re-reads the settle window below it), pages forward
 with ``after``, drops repeats by message id and acks the last position it
-saw, at most the first page's ``ack_limit``. Whatever the interleaving, every queued message must reach every
-device, at the position its enqueue answered.
+saw, at most the first page's ``ack_limit``. Whatever the interleaving,
+every queued message must reach every device, at the position its enqueue
+answered.
 """
 
 from __future__ import annotations
