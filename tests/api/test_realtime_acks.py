@@ -7,12 +7,15 @@ re-read below it, and the client's acks must not start that re-read above it
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from rossby.client import ReceivedMessage, RossbyClient, UpToDate
 from tests.api.conftest import Join
+from tests.api.device import Device, email
 from tests.api.test_client_live import Listener, contact_of
+from tests.api.test_realtime import Subscription
 
 SLOW_POLL = 600  # seconds: the stream never re-reads on its own within the test
 WAIT = 20.0
@@ -101,3 +104,46 @@ async def test_the_streams_poll_rereads_below_what_its_client_may_ack(
         texts.append((await listener.next_of(ReceivedMessage)).text)
     await listener.stop()
     assert sorted(texts) == ["first", "last", "late"]
+
+
+async def test_events_carry_how_far_the_client_may_ack(make_api: Callable[..., Any]) -> None:
+    """``SubscribeEvent.ack_limit``: 0 (no limit) with ordered visibility.
+    Otherwise, while the first drain reads a backlog, each message may be
+    acked a settle window past its own position (everything below it was
+    read); ``live`` up to the store's head when the drain began. A message
+    pushed to the idle stream is read from below that limit less the window,
+    so it may be acked in full; one pushed right after is read from above
+    (from the position sent last) and raises nothing."""
+    api = await make_api(stream_poll=SLOW_POLL, presence_cache_ttl=0)
+    alice = await Device(api, email("alice")).join()
+    bob = await Device(api, email("bob")).join()
+    clocked = not api.store.capabilities.ordered_visibility.supported
+    backlog = []
+    for i in range(3):
+        reply = await alice.send((bob.box_id, f"m{i}".encode(), uuid.uuid4()))
+        backlog.append(reply.results[0].position)
+        api.clock.advance(1.0 if clocked else 0.0)
+    settle = api.store.settle_window
+    if clocked:
+        api.clock.advance(20.0)  # the backlog lies well over a window below the head
+    sub = Subscription(bob, limit=1).start()  # one message per read
+    pushed: list[tuple[int, int]] = []
+    try:
+        events = await sub.until("live")
+        got = [(e.message.position, e.ack_limit) for e in events if e.HasField("message")]
+        live = events[-1].ack_limit
+        for body in (b"idle", b"right after"):
+            await alice.send((bob.box_id, body, uuid.uuid4()))
+            (event,) = [e for e in await sub.until("message") if e.HasField("message")]
+            pushed.append((event.message.position, event.ack_limit))
+    finally:
+        await sub.close()
+    limits = [limit for _, limit in got + pushed] + [live]
+    if not clocked:
+        assert limits == [0] * 6
+        return
+    assert got == [(p, p + settle) for p in backlog]
+    assert backlog[-1] + settle < live
+    (idle, idle_limit), (after, after_limit) = pushed
+    assert live <= idle <= idle_limit < after
+    assert after_limit == idle_limit
