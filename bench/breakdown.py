@@ -16,7 +16,10 @@ How:
   over loopback gRPC, then drives, at ``--concurrency``, up to ``--calls``
   1:1 Sends of ``--payload-bytes`` random bytes, then as many Fetch(limit=1)
   + Ack pairs, each Fetch carrying exactly one message (each phase is capped
-  at ``--seconds``). So this process's CPU is the server's alone.
+  at ``--seconds``). So this process's CPU is the server's alone. Before
+  each fetch phase, unmeasured, every device begins a new sweep from its
+  cursor up to where it stopped; no Ack of the phase passes that sweep's
+  first ``ack_limit`` (docs/store.md, "Long sweeps").
 * Two passes. **clean**: nothing patched; the server's CPU per call
   (``getrusage(RUSAGE_SELF)`` over the phase) and its split by thread
   (``/proc/self/task/*/schedstat``). **instrumented**: wrappers installed on
@@ -710,6 +713,9 @@ async def drive(args: argparse.Namespace) -> None:
     ]
     pending = {d.contact: 0 for d in devices}
     cursor = {d.contact: 0 for d in devices}
+    #: Each device's sweep: the first page's ack_limit (0: none), which no
+    #: Ack of the sweep may pass (docs/store.md, "Long sweeps").
+    ack_limit = {d.contact: 0 for d in devices}
     gate = asyncio.Semaphore(16)
 
     async def register(d: SimDevice) -> None:
@@ -768,6 +774,30 @@ async def drive(args: argparse.Namespace) -> None:
             "errors": errors,
         }
 
+    async def sweep_phase() -> dict[str, Any]:
+        """Begin each device's sweep for the next fetch phase (not measured):
+        read from the cursor (which re-reads the settle window) up to where
+        the last phase stopped, and keep the first page's ack_limit. Acking
+        a later phase's messages under the first phase's limit would leave
+        those Acks no-ops; starting the measured pages at the cursor would
+        fill them with settle-window repeats."""
+
+        async def begin(d: SimDevice) -> None:
+            async with gate:
+                after, first = 0, True
+                while True:
+                    page = await d.call(
+                        "Fetch", pb.FetchRequest(after=after, limit=500), pb.FetchResponse, 30
+                    )
+                    if first:
+                        first, ack_limit[d.contact] = False, page.ack_limit
+                    if not page.more or page.next_after >= cursor[d.contact]:
+                        return
+                    after = page.next_after
+
+        await asyncio.gather(*(begin(d) for d in devices))
+        return {"swept": len(devices)}
+
     async def fetch_phase(calls: int, seconds: float) -> dict[str, Any]:
         lat: dict[str, list[float]] = {"Fetch": [], "Ack": []}
         errors: dict[str, int] = {}
@@ -811,8 +841,9 @@ async def drive(args: argparse.Namespace) -> None:
                         continue
                     cursor[d.contact] = page.next_after
                     pending[d.contact] -= 1
+                    through, limit = page.messages[0].position, ack_limit[d.contact]
                     await timed(
-                        "Ack", d, pb.AckRequest(through=page.messages[0].position),
+                        "Ack", d, pb.AckRequest(through=min(through, limit) if limit else through),
                         pb.AckResponse,
                     )  # fmt: skip
 
@@ -834,6 +865,8 @@ async def drive(args: argparse.Namespace) -> None:
             emit(await send_phase(command["calls"], command["seconds"]))
         elif command["op"] == "fetch":
             emit(await fetch_phase(command["calls"], command["seconds"]))
+        elif command["op"] == "sweep":
+            emit(await sweep_phase())
         else:
             break
     for channel in channels:
@@ -1042,6 +1075,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for pass_name, instrumented, calls, seconds in plan:
             passes: dict[str, Any] = passes_clean if pass_name == "clean" else {}
             for phase in ("send", "fetch"):
+                if phase == "fetch":
+                    await ask({"op": "sweep"})  # outside the measured window
                 print(f"== {args.store}: {pass_name} {phase}", file=sys.stderr, flush=True)
                 await asyncio.sleep(0.3)
                 PROBE.traces = []

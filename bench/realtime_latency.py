@@ -193,7 +193,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async def listen(d: SimDevice) -> None:
             nonlocal live
             assert d.signer is not None
-            since_ack, highest = 0, 0
+            # ack at most the stream's last ack_limit (0: none; docs/store.md, "Long sweeps")
+            since_ack, highest, limit = 0, 0, 0
             stream = stream_signed(
                 d.channel,
                 d.signer,
@@ -203,6 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             async for event in stream:
                 kind = event.WhichOneof("event")
+                limit = max(limit, event.ack_limit)
                 if kind == "live":
                     live += 1
                     if live == len(receivers):
@@ -225,8 +227,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     since_ack += 1
                     if args.ack_every and since_ack >= args.ack_every:  # off the hot path
                         since_ack = 0
+                        through = min(highest, limit) if limit else highest
                         ack = asyncio.ensure_future(
-                            d.call("Ack", pb.AckRequest(through=highest), pb.AckResponse, 10)
+                            d.call("Ack", pb.AckRequest(through=through), pb.AckResponse, 10)
                         )
                         acks.add(ack)
                         ack.add_done_callback(acks.discard)

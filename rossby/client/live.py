@@ -16,7 +16,11 @@ events are waiting, or every ``ack_every`` messages), so a consumer that
 stops half-way gets the rest again next time. A dropped stream is reopened
 with the highest processed position as the resume point, after a jittered
 exponential back-off; repeats the server sends around that point are
-dropped by message id, so nothing is lost and nothing is shown twice.
+dropped by message id, so nothing is lost and nothing is shown twice. Acks
+and the resume point go no further than the stream's ``ack_limit``: a
+message that landed below what the stream already sent comes with the
+re-read below them, which a higher ack could start above it
+(docs/store.md, "Long sweeps").
 
 Typing indicators are ephemeral Sends (never stored, only devices
 streaming right now see them). Read receipts are ordinary stored messages
@@ -317,7 +321,7 @@ class Live:
                                 yield shown
                                 if isinstance(shown, ReceivedMessage):
                                     state.messages += 1
-                            state.processed(item.message.position)
+                            state.processed(item.message.position, item.ack_limit)
                             if receipts:
                                 state.want_receipts(self._session.box_id, events)
                             if max_messages and state.messages >= max_messages:
@@ -331,11 +335,13 @@ class Live:
                             # ends the server's report of it.
                             yield dropped_from(item.gap)
                             state.processed(item.gap.through)
+                            state.gap_through = max(state.gap_through, item.gap.through)
                         elif kind == "ephemeral":
                             ephemeral = await self._open_ephemeral(item.ephemeral, refreshed)
                             if ephemeral is not None:
                                 yield ephemeral
                         elif kind == "live":
+                            state.limit = max(state.limit, item.ack_limit)
                             backoff = min_backoff
                             yield UpToDate(item.live.after)
                             # Also rotates a signed prekey that is due.
@@ -453,14 +459,30 @@ class Live:
 
 @dataclass(slots=True)
 class _ListenState:
-    resume: int = 0  # highest position processed
+    high: int = 0  # highest position processed
+    #: The highest ``SubscribeEvent.ack_limit`` of a processed event (0:
+    #: none, a backend with ordered visibility). A limit stays valid on later
+    #: streams: it says what this device has processed.
+    limit: int = 0
+    #: The end of the last overflow gap yielded: the server moved this
+    #: device's cursor past it already, so it may be acked whatever the limit.
+    gap_through: int = 0
     unacked: int = 0
     messages: int = 0  # ReceivedMessage events processed
     receipts: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
 
-    def processed(self, position: int) -> None:
-        if position > self.resume:
-            self.resume = position
+    @property
+    def resume(self) -> int:
+        """Where to ack through and resume after: the highest position
+        processed, but no further than the stream's ``ack_limit`` (a
+        yielded gap's end aside)."""
+        bounded = min(self.high, self.limit) if self.limit else self.high
+        return max(bounded, self.gap_through)
+
+    def processed(self, position: int, ack_limit: int = 0) -> None:
+        if position > self.high:
+            self.high = position
+        self.limit = max(self.limit, ack_limit)
         self.unacked += 1
 
     def want_receipts(self, own_box: uuid.UUID | None, events: list[Event]) -> None:

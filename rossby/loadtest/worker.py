@@ -209,7 +209,9 @@ class Worker:
 
         Drains what is pending (until the ``live`` event; its latency is
         recorded as "Subscribe"), takes pushed messages for up to
-        ``SUBSCRIBE_WINDOW`` seconds, then acks the highest position seen.
+        ``SUBSCRIBE_WINDOW`` seconds, then acks the highest position seen, at
+        most the last ``ack_limit`` the stream sent (docs/store.md, "Long
+        sweeps").
         Every message goes through the same audit as Fetch.
         """
         device = self.pick_fetcher()
@@ -217,7 +219,7 @@ class Worker:
         async with device.lock:
             started = time.perf_counter()
             stream = device.subscribe(0, c.rpc_timeout + SUBSCRIBE_WINDOW + 5.0)
-            top, fresh, live_at = 0, 0, None
+            top, fresh, live_at, ack_limit = 0, 0, None, 0
             try:
                 while True:
                     wait = c.rpc_timeout
@@ -230,6 +232,7 @@ class Worker:
                     except (StopAsyncIteration, TimeoutError):
                         break
                     kind = event.WhichOneof("event")
+                    ack_limit = max(ack_limit, event.ack_limit)  # 0: none (SQLite)
                     if kind == "live":
                         live_at = time.perf_counter()
                         self.rec.ok_call("Subscribe", live_at - started)
@@ -247,7 +250,7 @@ class Worker:
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]
             self.rec.event("received", fresh)
-            await self._ack(device, top, self.rec)
+            await self._ack(device, min(top, ack_limit) if ack_limit else top, self.rec)
 
     async def _send(self, recipients: int) -> None:
         c = self.config

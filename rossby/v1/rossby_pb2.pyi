@@ -907,6 +907,15 @@ class SubscribeEvent(_message.Message):
     CATCH_UP_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
+    ACK_LIMIT_FIELD_NUMBER: _builtins.int
+    ack_limit: _builtins.int
+    """On `message` and `live` events: the highest position the client may ack,
+    and resume after, once it processed this event (0: no limit). The stream
+    reads with `after`, so a message that lands below what it already sent
+    reaches the device only through a later re-read a settle window below;
+    acking min(highest processed, the last ack_limit) keeps that re-read low
+    enough (docs/store.md, "Long sweeps").
+    """
     @_builtins.property
     def message(self) -> Global___QueuedMessage:
         """A queued message, as Fetch returns it. Ack it with Ack as usual."""
@@ -945,10 +954,11 @@ class SubscribeEvent(_message.Message):
         catch_up: Global___StreamCatchUp | None = ...,
         heartbeat: Global___StreamHeartbeat | None = ...,
         gap: Global___DeliveryGap | None = ...,
+        ack_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "gap", b"gap", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "gap", b"gap", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_limit", b"ack_limit", "catch_up", b"catch_up", "ephemeral", b"ephemeral", "event", b"event", "gap", b"gap", "heartbeat", b"heartbeat", "live", b"live", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message", "ephemeral", "live", "catch_up", "heartbeat", "gap"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015

@@ -43,6 +43,17 @@ message visible after a higher one; the stream re-reads the window (on the
 poll, and when a wake-up names a position below what it sent) and sends
 such a message late, skipping ids it already sent. Clients drop repeats by
 message id, as with Fetch.
+
+Acks: the stream reads with ``after``, like a long Fetch sweep, so a message
+that lands below a page already read is skipped until a later read goes
+below it; a client that acked (or resumed after) the highest position sent
+could put every later re-read above it (docs/store.md, "Long sweeps").
+Every ``message`` and ``live`` event therefore carries ``ack_limit``, the
+most the client may ack once it processed that event: every message at or
+below ``ack_limit - settle`` was queued before it. Only a drain that starts
+at or below that floor raises it, to at most its first page's
+``Page.ack_limit``; the poll, the retries and the resync re-read from there
+(or from ``high - settle``, whichever is lower), so the limit keeps up.
 """
 
 from __future__ import annotations
@@ -151,6 +162,12 @@ class Stream:
         self.high = after
         #: Highest position written to the client.
         self.sent_high = 0
+        #: What the client may ack once it processed the events queued so
+        #: far: every message at or below ``ack_limit - settle`` is queued
+        #: (the client's resume point starts it; see "Acks" above).
+        self.ack_limit = after
+        #: Whether the store bounds acks (``Page.ack_limit``; not SQLite).
+        self._limited = False
         self.events_sent = 0
         #: Why the stream ended with OK: "max_age", "catch_up" or "stopping".
         self.ended_by: str | None = None
@@ -357,7 +374,7 @@ class Stream:
         try:
             await self._drain(self._initial_after())
             live = pb.StreamLive(after=self.high, prekeys_low=await low)
-            await self._put(pb.SubscribeEvent(live=live))
+            await self._put(pb.SubscribeEvent(live=live, ack_limit=self._limit()))
             retry: float | None = None
             while True:
                 woke = await self._wait_wake(self.poll if retry is None else retry)
@@ -368,9 +385,7 @@ class Stream:
                     if self.settle and hint is not None and hint <= self.high:
                         after = max(0, hint - 1)  # a late message below what was sent
                 else:  # the poll, a retry or the resync: re-read the whole settle window
-                    after = self.high - self.settle if self.high > self.settle else 0
-                    if not self.settle:
-                        after = self.high
+                    after = max(0, self._settled() - self.settle) if self.settle else self.high
                 await self._drain(after)
                 if self.settle and self._expect > self.high:
                     retry = RETRY_FIRST if retry is None else retry * 2
@@ -406,8 +421,34 @@ class Stream:
         self._wake.clear()
         return woke
 
+    def _settled(self) -> int:
+        """The position a re-read starts a settle window below: the highest
+        sent, or the ack limit when that is lower (so the re-read is one that
+        may raise it; see "Acks" above)."""
+        return min(self.high, self.ack_limit) if self._limited else self.high
+
+    def _limit(self) -> int:
+        """``SubscribeEvent.ack_limit`` for an event queued now (0: none)."""
+        return self.ack_limit if self._limited else 0
+
+    def _raise_limit(self, bound: int | None, through: int) -> None:
+        """Every message up to ``through`` this drain read is queued: a
+        message its pages passed over before it landed lies above its first
+        page's ``ack_limit`` (``bound``) less the settle window, so acks may
+        reach ``min(through + settle, bound)``."""
+        if bound is not None:
+            self.ack_limit = max(self.ack_limit, min(through + self.settle, bound))
+
     async def _drain(self, after: int) -> None:
-        """Read every page after ``after`` and queue what was not sent yet."""
+        """Read every page after ``after`` and queue what was not sent yet.
+
+        A drain that starts at or below ``ack_limit - settle`` (nothing
+        unsent below it) raises ``ack_limit`` as it goes, to at most its
+        first page's ``Page.ack_limit``; one that starts higher (a wake-up
+        reading after ``high``) leaves it."""
+        covering = after <= max(0, self.ack_limit - self.settle)
+        bound: int | None = None
+        first = True
         while True:
             try:
                 page = await self.store.fetch(
@@ -419,15 +460,20 @@ class Stream:
                 self._recheck_now = True
                 await self._check_device()
                 raise
+            if first:
+                first, self._limited = False, page.ack_limit is not None
+                bound = page.ack_limit if covering else None
             gap = delivery_gap(page.gap)
             if gap is not None and gap != self._gap:
                 await self._put(pb.SubscribeEvent(gap=gap))
                 self._gap = gap
             for m in page.messages:
+                self._raise_limit(bound, m.position)
                 key = str(m.message_id)
                 if self.settle and key in self._recent:
                     continue
-                await self._put(pb.SubscribeEvent(message=queued_message(m)))
+                event = pb.SubscribeEvent(message=queued_message(m), ack_limit=self._limit())
+                await self._put(event)
                 if self.settle:
                     self._recent[key] = m.position
                 if m.position > self.high:
@@ -436,8 +482,12 @@ class Stream:
                 break
             last = page.messages[-1].position if page.messages else 0
             after = max(last, page.read_through)
+            self._raise_limit(bound, after)
+        if bound is not None:
+            self.ack_limit = max(self.ack_limit, bound)
         if self.settle and self._recent:
-            floor = self.high - self.settle
+            # Kept down to where the next poll re-reads, so it repeats nothing.
+            floor = self._settled() - self.settle
             self._recent = {k: p for k, p in self._recent.items() if p > floor}
 
 
