@@ -11,6 +11,7 @@ real gRPC channels.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import time
@@ -89,15 +90,19 @@ async def serve_regions(
 ) -> AsyncIterator[dict[str, Region]]:
     """A server per region (``--region dc``, its own DC's contact point),
     sharing one state dir (the secrets every region must share) and one
-    outbox; all stopped on the way out, whatever happened."""
-    started: list[ServerProcess] = []
+    outbox; all stopped on the way out, whatever happened. They start at
+    once (each waits on its imports and its store, not on the others)."""
+    names = dcs or regions.dcs
+    started = [ServerProcess(workdir, regions.url(dc), "--region", dc) for dc in names]
     out: dict[str, Region] = {}
     try:
-        for dc in dcs or regions.dcs:
-            server = ServerProcess(workdir, regions.url(dc), "--region", dc)
-            started.append(server)
-            server.start(timeout=90)
-            out[dc] = Region(dc, server)
+        results = await asyncio.gather(
+            *(asyncio.to_thread(server.start, 90) for server in started), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        out = {dc: Region(dc, server) for dc, server in zip(names, started, strict=True)}
         yield out
     finally:
         for region in out.values():
