@@ -8,7 +8,6 @@ shared state dir (the secrets every region must share).
 from __future__ import annotations
 
 import asyncio
-import copy
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,62 +15,23 @@ from pathlib import Path
 import grpc
 import pytest
 
-from rossby.client.hawk import HawkSigner
 from rossby.status import error_info
 from rossby.v1 import rossby_pb2 as pb
 from tests.api.device import Device, email
 from tests.api.prekeys import claim, full_upload, status, upload
-from tests.ops.helpers import SERVING, ProcessApi, async_wait_for, health_is
-from tests.replication.conftest import Regions
-from tests.serverproc import ServerProcess, rossby
+from tests.ops.helpers import SERVING, async_wait_for, health_is
+from tests.replication.conftest import Region, Regions, joined, serve_regions, via
+from tests.serverproc import rossby
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 
 QUEUED = (pb.SEND_OUTCOME_QUEUED, pb.SEND_OUTCOME_DUPLICATE)
 
 
-class Region:
-    def __init__(self, name: str, server: ServerProcess) -> None:
-        self.name = name
-        self.server = server
-        self.api = ProcessApi(server)
-
-
 @pytest.fixture
 async def two(tmp_path: Path, regions: Regions) -> AsyncIterator[dict[str, Region]]:
-    started: list[ServerProcess] = []
-    out: dict[str, Region] = {}
-    try:
-        for dc in ("dc1", "dc2"):
-            server = ServerProcess(tmp_path, regions.url(dc), "--region", dc)
-            started.append(server)
-            server.start(timeout=90)
-            out[dc] = Region(dc, server)
+    async with serve_regions(tmp_path, regions) as out:
         yield out
-    finally:
-        for region in out.values():
-            await region.api.close()
-        for server in started:
-            if server.proc is not None and server.proc.poll() is None:
-                server.stop()
-
-
-def via(device: Device, region: Region) -> Device:
-    """The same device, talking to another region's server."""
-    assert device.box_id is not None
-    other = copy.copy(device)
-    other.api = region.api
-    other.signer = HawkSigner(
-        f"{device.box_id}.{device.device_id}", device.hawk_key, "127.0.0.1", region.server.port
-    )
-    return other
-
-
-async def joined(region: Region, name: str) -> tuple[Device, pb.AuthorizeResponse]:
-    device = Device(region.api, email(name))
-    await device.register()
-    reply = await device.authorize()
-    return device, reply
 
 
 async def test_register_in_a_send_from_b_fetch_in_a(two: dict[str, Region]) -> None:

@@ -1,20 +1,16 @@
 """Three regions over a WAN on one machine: dc1, dc2, dc3 (one node each)
-behind Toxiproxy (deploy/wan, docs/wan.md), one cluster for the module.
+behind Toxiproxy (deploy/wan, docs/wan.md): the WAN itself, with plain CQL.
 
-The cluster is the launcher's (``start(nodes=3, dcs=3, wan=...)``) on
-127.0.0.FIRST..FIRST+2 with its proxies on 127.0.1.*; FIRST is 7 (beside
-the session's 127.0.0.1-2, the node-fault cluster's 3-5 and the secure one's
-6), or ``ROSSBY_WAN_FIRST``; its dir ``var/test-cassandra-wan`` or
-``ROSSBY_WAN_DIR``. ``ROSSBY_WAN_KEEP=1`` uses the WAN cluster already
-running there (e.g. ``launcher.py --dir D start --nodes 3 --dcs 3 --first F
---wan-latency-ms 40``) and leaves it running. ``ROSSBY_SKIP_WAN=1`` skips the
-module, the only way it skips. Every client talks to its own DC's node directly (CQL never crosses
-a proxy); only the nodes' traffic between DCs does.
+The cluster is the package's ``wan_cluster`` (tests/replication/conftest.py:
+its addresses, ``ROSSBY_WAN_FIRST`` / ``ROSSBY_WAN_DIR`` / ``ROSSBY_WAN_KEEP``
+/ ``ROSSBY_SKIP_WAN``), started once for this module and test_wan_regions.py
+(Rossby servers on the same cluster). Every client talks to its own DC's
+node directly (CQL never crosses a proxy); only the nodes' traffic between
+DCs does.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import uuid
@@ -26,82 +22,50 @@ from typing import Any
 
 import pytest
 from cassandra import ConsistencyLevel
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import WhiteListRoundRobinPolicy
+from cassandra.cluster import Cluster, Session
 from cassandra.query import SimpleStatement
 
-from rossby.store.cassandra.driver import PROTOCOL_VERSION
-from tests.conftest import ROOT, load_launcher
+from tests.conftest import load_launcher
+from tests.replication.conftest import (
+    LATENCY_MS,
+    ONE_WAY_MS,
+    WAN_DCS,
+    WAN_DIR,
+    WanCluster,
+    log,
+    node_session,
+)
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 
-FIRST = int(os.environ.get("ROSSBY_WAN_FIRST", "7"))
-RUN_DIR = Path(os.environ.get("ROSSBY_WAN_DIR") or ROOT / "var" / "test-cassandra-wan")
-#: The one-way latency between DCs the tests expect.
-ONE_WAY_MS = 40.0
-#: The one the links get: ONE_WAY_MS, unless ``ROSSBY_WAN_TEST_LATENCY_MS``
-#: says otherwise (0 turns the delay off, and the latency test must then fail).
-LATENCY_MS = float(os.environ.get("ROSSBY_WAN_TEST_LATENCY_MS", str(ONE_WAY_MS)))
-DCS = ("dc1", "dc2", "dc3")
+RUN_DIR = WAN_DIR
+DCS = WAN_DCS
 KEYSPACE = "rossby_wan"
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 @dataclass
 class Regions:
+    """The WAN cluster with a session per DC (its own node) in this module's keyspace."""
+
     launcher: ModuleType
-    links: Any  # deploy/wan/links.py WanLinks (loaded by path, like the launcher)
+    links: Any  # deploy/wan/links.py WanLinks
     sessions: dict[str, Session]
     ips: dict[str, str]
-    startup_seconds: float
 
     def run(self, dc: str, cql: str, cl: int, *args: object) -> list[Any]:
         stmt = SimpleStatement(cql, consistency_level=cl)
         return list(self.sessions[dc].execute(stmt, args, timeout=30))
 
 
-def _session(ip: str, dc: str) -> tuple[Cluster, Session]:
-    profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([ip]))
-    cluster = Cluster(
-        [ip], execution_profiles={EXEC_PROFILE_DEFAULT: profile}, protocol_version=PROTOCOL_VERSION
-    )
-    return cluster, cluster.connect()
-
-
 @pytest.fixture(scope="module")
-def regions() -> Iterator[Regions]:
-    if os.environ.get("ROSSBY_SKIP_WAN") == "1":
-        pytest.skip("ROSSBY_SKIP_WAN=1")
-    launcher = load_launcher()
-    t0 = time.monotonic()
+def regions(wan_cluster: WanCluster) -> Iterator[Regions]:
+    """The package's WAN cluster (tests/replication/conftest.py) with a
+    keyspace of one replica per DC and a key-value table."""
     clusters: list[Cluster] = []
-    keep = os.environ.get("ROSSBY_WAN_KEEP") == "1"
+    sessions: dict[str, Session] = {}
     try:
-        try:
-            nodes = [n for n in launcher.nodes(RUN_DIR) if n.cql_up()] if keep else []
-            if keep and len(nodes) != 3:
-                pytest.fail(f"ROSSBY_WAN_KEEP=1: no running 3-node cluster in {RUN_DIR}")
-            nodes = nodes or launcher.start(
-                nodes=3,
-                dcs=3,
-                dir=RUN_DIR,
-                first=FIRST,
-                heap_max="512M",
-                cluster_name="rossby-wan",
-                wan=launcher.links.WanSettings(latency_ms=LATENCY_MS),
-                log=log,
-            )
-        except (OSError, RuntimeError, ValueError) as exc:  # fail loudly, like the session fixture
-            pytest.fail(f"could not start the three-region Cassandra: {exc}", pytrace=False)
-        startup = time.monotonic() - t0
-        log(f"three-region WAN cluster up in {startup:.1f}s")
-        ips = {n.dc: n.ip for n in nodes}
-        sessions: dict[str, Session] = {}
         for dc in DCS:
-            cluster, sessions[dc] = _session(ips[dc], dc)
+            cluster, sessions[dc] = node_session(wan_cluster.ips[dc])
             clusters.append(cluster)
         sessions["dc1"].execute(
             f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = {{'class': "
@@ -112,12 +76,10 @@ def regions() -> Iterator[Regions]:
         )
         for s in sessions.values():
             s.set_keyspace(KEYSPACE)
-        yield Regions(launcher, launcher.wan_links(RUN_DIR), sessions, ips, startup)
+        yield Regions(wan_cluster.launcher, wan_cluster.links, sessions, wan_cluster.ips)
     finally:
         for cluster in clusters:
             cluster.shutdown()
-        if not keep:
-            launcher.stop(RUN_DIR, log=log)
 
 
 @pytest.fixture
