@@ -72,7 +72,6 @@ import argparse
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -83,12 +82,14 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-# deploy/wan (Toxiproxy and the inter-DC links) sits beside this script's dir.
+# deploy/wan (Toxiproxy and the inter-DC links) and deploy/fetchcache.py sit
+# beside this script's dir.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fetchcache import Log, cache_root, flock, stderr_log
 from wan import links, toxiproxy
 
 DEFAULT_VERSION = "5.0.9"
@@ -117,22 +118,12 @@ CQL_READY_LINE = "Starting listening for CQL clients"
 STARTUP_FAILED_MARKERS = ("Exception encountered during startup", "encountered during startup")
 MARKER_NAME = "fetch.complete"
 
-Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
 
 class CassandraError(RuntimeError):
     """A fetch/start/stop step failed; the message carries the relevant log tail."""
 
 
 # --------------------------------------------------------------------------- paths
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ROSSBY_CACHE") or "~/.cache/rossby").expanduser()
 
 
 def install_dir(version: str = DEFAULT_VERSION) -> Path:
@@ -174,18 +165,7 @@ def is_fetched(version: str = DEFAULT_VERSION) -> bool:
     return (inst / MARKER_NAME).is_file() and jar.is_file()
 
 
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def fetch(version: str = DEFAULT_VERSION, *, log: Log = _stderr) -> Path:
+def fetch(version: str = DEFAULT_VERSION, *, log: Log = stderr_log) -> Path:
     """Download cassandra-all <version> + runtime deps into the cache; return the lib dir.
 
     Skipped when a previous fetch completed (marker file present). A half-finished
@@ -195,7 +175,7 @@ def fetch(version: str = DEFAULT_VERSION, *, log: Log = _stderr) -> Path:
     lib = lib_dir(version)
     if is_fetched(version):
         return lib
-    with _flock(cache_root() / f".cassandra-{version}.lock"):
+    with flock(cache_root() / f".cassandra-{version}.lock"):
         if is_fetched(version):
             return lib
         mvn = shutil.which("mvn")
@@ -923,7 +903,7 @@ def start(
     tls: bool = False,
     tls_client_auth: bool = False,
     wan: links.WanSettings | None = None,
-    log: Log = _stderr,
+    log: Log = stderr_log,
 ) -> list[Node]:
     """Wipe `dir`, create `nodes` fresh nodes and start them one after the other.
 
@@ -1023,7 +1003,7 @@ def start_node(
     i: int,
     *,
     timeout: float = DEFAULT_START_TIMEOUT,
-    log: Log = _stderr,
+    log: Log = stderr_log,
 ) -> Node:
     """(Re)start existing node i of `dir` WITHOUT wiping its data. No-op if it is running."""
     rt = _runtime_dir(dir)
@@ -1072,7 +1052,7 @@ def stop_node(
     *,
     timeout: float = DEFAULT_STOP_TIMEOUT,
     kill: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
 ) -> bool:
     """Stop node i (SIGTERM, wait `timeout`, then SIGKILL; kill=True: SIGKILL at once,
     i.e. a crash). Keeps its data. Returns True if it was running. Idempotent."""
@@ -1091,7 +1071,7 @@ def stop(
     dir: str | os.PathLike[str] | None = None,
     *,
     timeout: float = DEFAULT_STOP_TIMEOUT,
-    log: Log = _stderr,
+    log: Log = stderr_log,
 ) -> int:
     """Stop every node of `dir` (SIGTERM all, wait, SIGKILL stragglers). Returns how many
     were running. Idempotent; works on a half-created dir too."""

@@ -21,7 +21,6 @@ a later fetch with the same pin returns at once, a changed pin rebuilds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,8 +31,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# deploy/fetchcache.py: the cache dir and fetch lock the launcher uses too.
+# As a script this file's own dir is first on sys.path; imported through the
+# launcher, deploy/ already is.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fetchcache import Log, cache_root, flock, stderr_log
 
 VERSION = "2.5.0"
 """Toxiproxy version; keep in sync with deploy/wan/go.mod."""
@@ -44,19 +48,9 @@ COMMANDS = {"toxiproxy-server": f"{MODULE}/cmd/server", "toxiproxy-cli": f"{MODU
 MARKER_NAME = "fetch.complete"
 SERVER_READY_TIMEOUT = 15.0
 
-Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
 
 class ToxiproxyError(RuntimeError):
     """Building, starting or stopping Toxiproxy failed; the message says why."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ROSSBY_CACHE") or "~/.cache/rossby").expanduser()
 
 
 def install_dir() -> Path:
@@ -88,17 +82,6 @@ def is_fetched() -> bool:
     return binaries and done.get("pin") == pin_digest()
 
 
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _go() -> str:
     go = shutil.which("go") or (
         "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None
@@ -124,14 +107,14 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def fetch(*, log: Log = _stderr) -> Path:
+def fetch(*, log: Log = stderr_log) -> Path:
     """Build the pinned Toxiproxy into the cache; return its bin dir.
 
     Returns at once when a build of the same pin is there. Safe to call
     concurrently (a file lock); a half-finished build is redone."""
     if is_fetched():
         return bin_dir()
-    with _flock(cache_root() / f".toxiproxy-{VERSION}.lock"):
+    with flock(cache_root() / f".toxiproxy-{VERSION}.lock"):
         if is_fetched():
             return bin_dir()
         go = _go()
@@ -203,7 +186,7 @@ def _is_our_server(pid: int, api: str) -> bool:
     )
 
 
-def start_server(api: str, run_dir: Path, *, log: Log = _stderr) -> int:
+def start_server(api: str, run_dir: Path, *, log: Log = stderr_log) -> int:
     """Start ``toxiproxy-server`` with its API on ``api`` (host:port); its pid in
     ``run_dir/pid``, its output in ``run_dir/toxiproxy.log``. Returns the pid once
     the API answers."""
