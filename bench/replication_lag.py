@@ -77,54 +77,70 @@ def session_on(ip: str, cl: int) -> tuple[Any, Any]:
     return cluster, cluster.connect()
 
 
-def replication_lag(samples: int, rate: float) -> dict[str, Any]:
+def probe_lag(
+    dc_ips: dict[str, str], keyspace: str, samples: int, *, rate: float | None = None
+) -> dict[str, Any]:
+    """Per direction ``src->dst`` between every pair of ``dc_ips``: write a row
+    at LOCAL_QUORUM in src, poll it at LOCAL_ONE in dst until it is there.
+    ``rate`` paces the writes (None: back to back). Also used by bench/wan.py."""
     clusters = []
     writers, readers = {}, {}
-    for dc, ip in DC_IP.items():
+    for dc, ip in dc_ips.items():
         c1, writers[dc] = session_on(ip, ConsistencyLevel.LOCAL_QUORUM)
         c2, readers[dc] = session_on(ip, ConsistencyLevel.LOCAL_ONE)
         clusters += [c1, c2]
+    replicas = ", ".join(f"'{dc}': 1" for dc in dc_ips)
     try:
-        w = writers["dc1"]
+        w = next(iter(writers.values()))
         w.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = "
-            "{'class': 'NetworkTopologyStrategy', 'dc1': 1, 'dc2': 1}"
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+            f"{{'class': 'NetworkTopologyStrategy', {replicas}}}"
         )
-        w.execute(f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.probe (k uuid PRIMARY KEY, t bigint)")
+        w.execute(f"CREATE TABLE IF NOT EXISTS {keyspace}.probe (k uuid PRIMARY KEY, t bigint)")
         w.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
         out: dict[str, Any] = {}
-        for src, dst in (("dc1", "dc2"), ("dc2", "dc1")):
-            insert = writers[src].prepare(f"INSERT INTO {KEYSPACE}.probe (k, t) VALUES (?, ?)")
-            select = readers[dst].prepare(f"SELECT t FROM {KEYSPACE}.probe WHERE k = ?")
-            after_ack, after_start, polls, poll_rtt = [], [], [], []
-            for _ in range(samples):
-                key = uuid.uuid4()
-                t0 = time.perf_counter()
-                writers[src].execute(insert, (key, time.time_ns()))
-                t1 = time.perf_counter()
-                n = 0
-                while True:
-                    p0 = time.perf_counter()
-                    row = readers[dst].execute(select, (key,)).one()
-                    p1 = time.perf_counter()
-                    n += 1
-                    poll_rtt.append((p1 - p0) * 1000)
-                    if row is not None:
-                        break
-                after_ack.append((p1 - t1) * 1000)
-                after_start.append((p1 - t0) * 1000)
-                polls.append(n)
-                time.sleep(max(0.0, 1 / rate - (time.perf_counter() - t0)))
-            out[f"{src}->{dst}"] = {
-                "visible_after_ack": summary(after_ack),
-                "visible_after_write_start": summary(after_start),
-                "first_poll_hit_ratio": round(sum(1 for n in polls if n == 1) / len(polls), 3),
-                "poll_rtt": summary(poll_rtt),
-            }
+        for src in dc_ips:
+            insert = writers[src].prepare(f"INSERT INTO {keyspace}.probe (k, t) VALUES (?, ?)")
+            for dst in dc_ips:
+                if dst == src:
+                    continue
+                select = readers[dst].prepare(f"SELECT t FROM {keyspace}.probe WHERE k = ?")
+                write, after_ack, after_start, polls, poll_rtt = [], [], [], [], []
+                for _ in range(samples):
+                    key = uuid.uuid4()
+                    t0 = time.perf_counter()
+                    writers[src].execute(insert, (key, time.time_ns()))
+                    t1 = time.perf_counter()
+                    n = 0
+                    while True:
+                        p0 = time.perf_counter()
+                        row = readers[dst].execute(select, (key,)).one()
+                        p1 = time.perf_counter()
+                        n += 1
+                        poll_rtt.append((p1 - p0) * 1000)
+                        if row is not None:
+                            break
+                    write.append((t1 - t0) * 1000)
+                    after_ack.append((p1 - t1) * 1000)
+                    after_start.append((p1 - t0) * 1000)
+                    polls.append(n)
+                    if rate is not None:
+                        time.sleep(max(0.0, 1 / rate - (time.perf_counter() - t0)))
+                out[f"{src}->{dst}"] = {
+                    "write_local_quorum": summary(write),
+                    "visible_after_ack": summary(after_ack),
+                    "visible_after_write_start": summary(after_start),
+                    "first_poll_hit_ratio": round(sum(1 for n in polls if n == 1) / len(polls), 3),
+                    "poll_rtt": summary(poll_rtt),
+                }
         return out
     finally:
         for c in clusters:
             c.shutdown()
+
+
+def replication_lag(samples: int, rate: float) -> dict[str, Any]:
+    return probe_lag(DC_IP, KEYSPACE, samples, rate=rate)
 
 
 def _device(box_id: uuid.UUID) -> Device:

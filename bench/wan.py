@@ -47,10 +47,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cassandra import ConsistencyLevel  # noqa: E402
 
 from bench._harness import machine, tree_cpu_seconds  # noqa: E402
-from bench.replication_lag import session_on, summary  # noqa: E402
+from bench.replication_lag import probe_lag, summary  # noqa: E402
 from rossby.client.hawk import stream_signed  # noqa: E402
 from rossby.loadtest.device import SERVICE  # noqa: E402
 from rossby.store import open_store  # noqa: E402
@@ -273,56 +272,11 @@ async def home_routing(r: dict[str, Region], count: int, warmup: int) -> list[di
 
 
 def replication_lag(c: Cluster, samples: int) -> dict[str, Any]:
-    sessions: list[Any] = []
-    writers, readers = {}, {}
-    for dc, ip in c.ips.items():
-        c1, writers[dc] = session_on(ip, ConsistencyLevel.LOCAL_QUORUM)
-        c2, readers[dc] = session_on(ip, ConsistencyLevel.LOCAL_ONE)
-        sessions += [c1, c2]
-    ks = KEYSPACE + "_probe"
-    try:
-        w = writers["dc1"]
-        w.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-            "{'class': 'NetworkTopologyStrategy', 'dc1': 1, 'dc2': 1, 'dc3': 1}"
-        )
-        w.execute(f"CREATE TABLE IF NOT EXISTS {ks}.probe (k uuid PRIMARY KEY, t bigint)")
-        w.cluster.control_connection.wait_for_schema_agreement(wait_time=60)
-        out: dict[str, Any] = {}
-        for src in DCS:
-            insert = writers[src].prepare(f"INSERT INTO {ks}.probe (k, t) VALUES (?, ?)")
-            for dst in DCS:
-                if dst == src:
-                    continue
-                select = readers[dst].prepare(f"SELECT t FROM {ks}.probe WHERE k = ?")
-                after_ack, after_start, write, polls = [], [], [], []
-                for _ in range(samples):
-                    key = uuid.uuid4()
-                    t0 = time.perf_counter()
-                    writers[src].execute(insert, (key, time.time_ns()))
-                    t1 = time.perf_counter()
-                    tries = 0
-                    while True:
-                        tries += 1
-                        if readers[dst].execute(select, (key,)).one() is not None:
-                            break
-                    t2 = time.perf_counter()
-                    write.append((t1 - t0) * 1000)
-                    after_ack.append((t2 - t1) * 1000)
-                    after_start.append((t2 - t0) * 1000)
-                    polls.append(tries)
-                out[f"{src}->{dst}"] = {
-                    "write_local_quorum": summary(write),
-                    "visible_after_ack": summary(after_ack),
-                    "visible_after_write_start": summary(after_start),
-                    "first_poll_hit_ratio": round(sum(p == 1 for p in polls) / len(polls), 3),
-                }
-                s = out[f"{src}->{dst}"]["visible_after_write_start"]
-                log(f"  lag {src}->{dst}: from write start p50 {s['p50_ms']} p99 {s['p99_ms']} ms")
-        return out
-    finally:
-        for session in sessions:
-            session.shutdown()
+    out = probe_lag(c.ips, KEYSPACE + "_probe", samples)
+    for direction, row in out.items():
+        s = row["visible_after_write_start"]
+        log(f"  lag {direction}: from write start p50 {s['p50_ms']} p99 {s['p99_ms']} ms")
+    return out
 
 
 # -- part 3: cross-region realtime -----------------------------------------------------
